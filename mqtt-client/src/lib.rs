@@ -1,0 +1,1 @@
+//! MQTT client (not yet written).

@@ -1,0 +1,151 @@
+//! DISCONNECT (section 3.14) and AUTH (3.15): a reason code and properties,
+//! both left out when the reason is success and there are no properties.
+
+use crate::error::{DecodeError, EncodeError};
+use crate::header::PacketType;
+use crate::properties::{Properties, PropertyContext};
+use crate::reason::ReasonCode;
+use crate::types::ProtocolVersion;
+use crate::wire::{Reader, Writer};
+
+/// A DISCONNECT packet (empty in 3.1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disconnect<'a> {
+    /// Why the sender disconnects (5.0); `Success` is Normal disconnection.
+    pub reason: ReasonCode,
+    /// Properties (5.0 only).
+    pub properties: Properties<'a>,
+}
+
+/// An AUTH packet (5.0 only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Auth<'a> {
+    /// `Success`, `ContinueAuthentication` or `ReAuthenticate`.
+    pub reason: ReasonCode,
+    /// Properties: Authentication Method and Data, Reason String, User Property.
+    pub properties: Properties<'a>,
+}
+
+impl<'a> Disconnect<'a> {
+    /// A normal disconnection with no properties.
+    pub const NORMAL: Disconnect<'static> = Disconnect {
+        reason: ReasonCode::Success,
+        properties: Properties::EMPTY,
+    };
+
+    /// A disconnection for `reason` with no properties.
+    pub fn new(reason: ReasonCode) -> Self {
+        Disconnect {
+            reason,
+            properties: Properties::EMPTY,
+        }
+    }
+}
+
+/// Decodes the shared shape: empty, a reason code, or a reason code and
+/// properties (sections 3.14.2.1 and 3.15.2.1).
+fn decode_reason_props<'a>(
+    body: &'a [u8],
+    kind: PacketType,
+    ctx: PropertyContext,
+) -> Result<(ReasonCode, Properties<'a>), DecodeError> {
+    let mut r = Reader::new(body);
+    let mut reason = ReasonCode::Success;
+    let mut properties = Properties::EMPTY;
+    if !r.is_empty() {
+        reason = ReasonCode::decode_for(r.u8()?, kind)?;
+    }
+    if !r.is_empty() {
+        properties = Properties::decode(&mut r, ctx)?;
+    }
+    r.finish()?;
+    Ok((reason, properties))
+}
+
+fn reason_props_len(
+    reason: ReasonCode,
+    properties: &Properties<'_>,
+    kind: PacketType,
+    ctx: PropertyContext,
+) -> Result<(usize, usize), EncodeError> {
+    if !reason.allowed_in(kind) {
+        return Err(DecodeError::InvalidReasonCode(reason.as_u8()).into());
+    }
+    if properties.is_empty() {
+        let len = usize::from(reason != ReasonCode::Success);
+        return Ok((len, 0));
+    }
+    Ok((1 + properties.encoded_len(ctx)?, properties.body_len(ctx)?))
+}
+
+fn write_reason_props(
+    w: &mut Writer<'_>,
+    reason: ReasonCode,
+    properties: &Properties<'_>,
+    body_len: usize,
+    props: usize,
+) -> Result<(), EncodeError> {
+    if body_len > 0 {
+        w.u8(reason.as_u8())?;
+    }
+    if body_len > 1 {
+        properties.write(w, props)?;
+    }
+    Ok(())
+}
+
+impl<'a> Disconnect<'a> {
+    pub(crate) fn decode(body: &'a [u8], version: ProtocolVersion) -> Result<Self, DecodeError> {
+        if !version.is_v5() {
+            Reader::new(body).finish()?;
+            return Ok(Disconnect::NORMAL);
+        }
+        let (reason, properties) =
+            decode_reason_props(body, PacketType::Disconnect, PropertyContext::Disconnect)?;
+        Ok(Disconnect { reason, properties })
+    }
+
+    /// In 3.1.1 DISCONNECT has no body, so reason and properties are not sent.
+    pub(crate) fn body_len(&self, version: ProtocolVersion) -> Result<(usize, usize), EncodeError> {
+        if !version.is_v5() {
+            return Ok((0, 0));
+        }
+        reason_props_len(
+            self.reason,
+            &self.properties,
+            PacketType::Disconnect,
+            PropertyContext::Disconnect,
+        )
+    }
+
+    pub(crate) fn write(&self, w: &mut Writer<'_>, len: (usize, usize)) -> Result<(), EncodeError> {
+        write_reason_props(w, self.reason, &self.properties, len.0, len.1)
+    }
+}
+
+impl<'a> Auth<'a> {
+    pub(crate) fn decode(body: &'a [u8], version: ProtocolVersion) -> Result<Self, DecodeError> {
+        if !version.is_v5() {
+            return Err(DecodeError::PacketNotInVersion);
+        }
+        let (reason, properties) =
+            decode_reason_props(body, PacketType::Auth, PropertyContext::Auth)?;
+        Ok(Auth { reason, properties })
+    }
+
+    pub(crate) fn body_len(&self, version: ProtocolVersion) -> Result<(usize, usize), EncodeError> {
+        if !version.is_v5() {
+            return Err(EncodeError::NotInVersion);
+        }
+        reason_props_len(
+            self.reason,
+            &self.properties,
+            PacketType::Auth,
+            PropertyContext::Auth,
+        )
+    }
+
+    pub(crate) fn write(&self, w: &mut Writer<'_>, len: (usize, usize)) -> Result<(), EncodeError> {
+        write_reason_props(w, self.reason, &self.properties, len.0, len.1)
+    }
+}

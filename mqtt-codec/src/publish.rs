@@ -1,0 +1,228 @@
+//! PUBLISH (section 3.3) and its four acknowledgements PUBACK, PUBREC, PUBREL
+//! and PUBCOMP (3.4 to 3.7), which share one shape.
+
+use crate::error::{DecodeError, EncodeError};
+use crate::header::PacketType;
+use crate::properties::{Properties, PropertyContext, PropertyId};
+use crate::reason::ReasonCode;
+use crate::topic::valid_topic_name;
+use crate::types::{Pid, ProtocolVersion, QoS, QosPid};
+use crate::wire::{string_len, Reader, Writer};
+
+/// A PUBLISH packet. Topic and payload borrow from the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Publish<'a> {
+    /// Set on a redelivery of a QoS 1 or 2 message.
+    pub dup: bool,
+    /// QoS and, for QoS 1 and 2, the packet identifier.
+    pub qos_pid: QosPid,
+    /// The retain flag.
+    pub retain: bool,
+    /// The topic name; empty only in MQTT 5 with a Topic Alias property.
+    pub topic: &'a str,
+    /// PUBLISH properties (5.0 only).
+    pub properties: Properties<'a>,
+    /// The application message: opaque bytes.
+    pub payload: &'a [u8],
+}
+
+impl<'a> Publish<'a> {
+    /// A QoS 0 PUBLISH with no properties.
+    pub fn new(topic: &'a str, payload: &'a [u8]) -> Self {
+        Publish {
+            dup: false,
+            qos_pid: QosPid::AtMostOnce,
+            retain: false,
+            topic,
+            properties: Properties::EMPTY,
+            payload,
+        }
+    }
+
+    pub(crate) fn decode(
+        flags: u8,
+        body: &'a [u8],
+        version: ProtocolVersion,
+    ) -> Result<Self, DecodeError> {
+        let dup = flags & 0b1000 != 0;
+        let qos = QoS::from_u8((flags >> 1) & 0b11)?;
+        let retain = flags & 1 != 0;
+        if dup && qos == QoS::AtMostOnce {
+            return Err(DecodeError::DupWithQoS0);
+        }
+        let mut r = Reader::new(body);
+        let topic = r.string()?;
+        let qos_pid = match qos {
+            QoS::AtMostOnce => QosPid::AtMostOnce,
+            QoS::AtLeastOnce => QosPid::AtLeastOnce(Pid::decode(r.u16()?)?),
+            QoS::ExactlyOnce => QosPid::ExactlyOnce(Pid::decode(r.u16()?)?),
+        };
+        let properties = if version.is_v5() {
+            Properties::decode(&mut r, PropertyContext::Publish)?
+        } else {
+            Properties::EMPTY
+        };
+        let publish = Publish {
+            dup,
+            qos_pid,
+            retain,
+            topic,
+            properties,
+            payload: r.rest(),
+        };
+        publish.check_topic(version)?;
+        Ok(publish)
+    }
+
+    fn check_topic(&self, version: ProtocolVersion) -> Result<(), DecodeError> {
+        let ok = if self.topic.is_empty() {
+            version.is_v5() && self.properties.get(PropertyId::TopicAlias).is_some()
+        } else {
+            valid_topic_name(self.topic)
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(DecodeError::InvalidTopicName)
+        }
+    }
+
+    pub(crate) fn first_byte(&self) -> u8 {
+        let mut b = 0x30 | (self.qos_pid.qos().as_u8() << 1);
+        if self.dup {
+            b |= 0b1000;
+        }
+        if self.retain {
+            b |= 1;
+        }
+        b
+    }
+
+    pub(crate) fn body_len(&self, version: ProtocolVersion) -> Result<(usize, usize), EncodeError> {
+        if self.dup && self.qos_pid == QosPid::AtMostOnce {
+            return Err(DecodeError::DupWithQoS0.into());
+        }
+        // A 3.1.1 subscriber cannot receive a topic alias: the topic is needed.
+        let version_ok = if version.is_v5() {
+            version
+        } else {
+            ProtocolVersion::V3_1_1
+        };
+        self.check_topic(version_ok)?;
+        let mut len = string_len(self.topic)? + self.payload.len();
+        if self.qos_pid.pid().is_some() {
+            len += 2;
+        }
+        let mut props = 0;
+        if version.is_v5() {
+            props = self.properties.body_len(PropertyContext::Publish)?;
+            len += self.properties.encoded_len(PropertyContext::Publish)?;
+        }
+        Ok((len, props))
+    }
+
+    pub(crate) fn write(
+        &self,
+        w: &mut Writer<'_>,
+        version: ProtocolVersion,
+        props: usize,
+    ) -> Result<(), EncodeError> {
+        w.string(self.topic)?;
+        if let Some(pid) = self.qos_pid.pid() {
+            w.u16(pid.get())?;
+        }
+        if version.is_v5() {
+            self.properties.write(w, props)?;
+        }
+        w.bytes(self.payload)
+    }
+}
+
+/// PUBACK, PUBREC, PUBREL or PUBCOMP: a packet identifier, and in MQTT 5 a
+/// reason code and properties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PubResp<'a> {
+    /// The identifier of the PUBLISH (or PUBREL) being answered.
+    pub pid: Pid,
+    /// The result (5.0); always `Success` when decoded from 3.1.1.
+    pub reason: ReasonCode,
+    /// Properties (5.0 only).
+    pub properties: Properties<'a>,
+}
+
+impl<'a> PubResp<'a> {
+    /// A successful acknowledgement of `pid` with no properties.
+    pub fn new(pid: Pid) -> Self {
+        PubResp {
+            pid,
+            reason: ReasonCode::Success,
+            properties: Properties::EMPTY,
+        }
+    }
+
+    pub(crate) fn decode(
+        kind: PacketType,
+        body: &'a [u8],
+        version: ProtocolVersion,
+    ) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(body);
+        let pid = Pid::decode(r.u16()?)?;
+        let mut resp = PubResp::new(pid);
+        if version.is_v5() {
+            // A 2-byte body means Success with no properties; 3 bytes, a reason
+            // code with no properties (section 3.4.2.1).
+            if !r.is_empty() {
+                resp.reason = ReasonCode::decode_for(r.u8()?, kind)?;
+            }
+            if !r.is_empty() {
+                resp.properties = Properties::decode(&mut r, PropertyContext::PubResp)?;
+            }
+        }
+        r.finish()?;
+        Ok(resp)
+    }
+
+    /// In 3.1.1 only the identifier is sent: a 3.1.1 peer has no field for a
+    /// reason code or properties.
+    pub(crate) fn body_len(
+        &self,
+        kind: PacketType,
+        version: ProtocolVersion,
+    ) -> Result<(usize, usize), EncodeError> {
+        if !version.is_v5() {
+            return Ok((2, 0));
+        }
+        if !self.reason.allowed_in(kind) {
+            return Err(DecodeError::InvalidReasonCode(self.reason.as_u8()).into());
+        }
+        if self.properties.is_empty() {
+            let len = if self.reason == ReasonCode::Success {
+                2
+            } else {
+                3
+            };
+            return Ok((len, 0));
+        }
+        let props = self.properties.body_len(PropertyContext::PubResp)?;
+        Ok((
+            3 + self.properties.encoded_len(PropertyContext::PubResp)?,
+            props,
+        ))
+    }
+
+    pub(crate) fn write(
+        &self,
+        w: &mut Writer<'_>,
+        body_len: usize,
+        props: usize,
+    ) -> Result<(), EncodeError> {
+        w.u16(self.pid.get())?;
+        if body_len > 2 {
+            w.u8(self.reason.as_u8())?;
+        }
+        if body_len > 3 {
+            self.properties.write(w, props)?;
+        }
+        Ok(())
+    }
+}

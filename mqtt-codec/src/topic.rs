@@ -1,0 +1,182 @@
+//! Topic names and filters (section 4.7): validation, matching with the `$`
+//! rule, and shared subscriptions `$share/{group}/{filter}` (4.8.2). Used by
+//! the decoder and by brokers and clients alike.
+
+/// A topic name is valid: at least one character, no `+` or `#`, no U+0000,
+/// and at most 65,535 bytes [MQTT-4.7.1-1, MQTT-4.7.3-1].
+pub fn valid_topic_name(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= usize::from(u16::MAX)
+        && !topic.bytes().any(|b| matches!(b, b'+' | b'#' | 0))
+}
+
+/// A topic filter is valid: at least one character; `+` fills a whole level;
+/// `#` fills the last level alone [MQTT-4.7.1-2/3]. A `$share/` filter needs a
+/// non-empty group without wildcards and a valid filter after it.
+pub fn valid_topic_filter(filter: &str) -> bool {
+    if filter.is_empty() || filter.len() > usize::from(u16::MAX) || filter.as_bytes().contains(&0) {
+        return false;
+    }
+    if let Some(rest) = filter.strip_prefix(SHARE_PREFIX) {
+        return match rest.split_once('/') {
+            Some((group, inner)) => valid_share_group(group) && valid_plain_filter(inner),
+            None => false,
+        };
+    }
+    valid_plain_filter(filter)
+}
+
+fn valid_plain_filter(filter: &str) -> bool {
+    if filter.is_empty() {
+        return false;
+    }
+    let mut levels = filter.split('/').peekable();
+    while let Some(level) = levels.next() {
+        let is_last = levels.peek().is_none();
+        let ok = match level {
+            "+" => true,
+            "#" => is_last,
+            _ => !level.bytes().any(|b| b == b'+' || b == b'#'),
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+fn valid_share_group(group: &str) -> bool {
+    !group.is_empty() && !group.bytes().any(|b| matches!(b, b'+' | b'#' | b'/'))
+}
+
+const SHARE_PREFIX: &str = "$share/";
+
+/// A shared subscription filter split into its parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SharedFilter<'a> {
+    /// The share name.
+    pub group: &'a str,
+    /// The filter that selects the messages.
+    pub filter: &'a str,
+}
+
+/// Splits `$share/{group}/{filter}`; `None` for a filter that is not a valid
+/// shared subscription.
+pub fn parse_shared(filter: &str) -> Option<SharedFilter<'_>> {
+    let rest = filter.strip_prefix(SHARE_PREFIX)?;
+    let (group, inner) = rest.split_once('/')?;
+    if valid_share_group(group) && valid_plain_filter(inner) {
+        Some(SharedFilter {
+            group,
+            filter: inner,
+        })
+    } else {
+        None
+    }
+}
+
+/// Whether a (non-shared) filter matches a topic name.
+///
+/// A topic that starts with `$` is not matched by a filter that starts with a
+/// wildcard [MQTT-4.7.2-1]; `a/#` matches `a` itself [MQTT-4.7.1-2].
+pub fn matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(fl), Some(tl)) if fl == tl => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(valid_topic_name("room_temp"));
+        assert!(valid_topic_name("/"));
+        assert!(valid_topic_name("$SYS/broker"));
+        assert!(!valid_topic_name(""));
+        assert!(!valid_topic_name("a/+"));
+        assert!(!valid_topic_name("a/#"));
+        assert!(!valid_topic_name("a\0b"));
+    }
+
+    #[test]
+    fn filters() {
+        for ok in [
+            "#",
+            "+",
+            "a/#",
+            "+/+",
+            "/+",
+            "a/+/c",
+            "$share/g/a/#",
+            "sport/tennis/#",
+        ] {
+            assert!(valid_topic_filter(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a#",
+            "a/#/b",
+            "a+",
+            "a/b+/c",
+            "#/a",
+            "$share/g",
+            "$share//a",
+            "$share/g+/a",
+            "$share/g/",
+        ] {
+            assert!(!valid_topic_filter(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn matching_follows_section_4_7() {
+        assert!(matches("sport/tennis/player1/#", "sport/tennis/player1"));
+        assert!(matches(
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/ranking"
+        ));
+        assert!(matches("sport/#", "sport"));
+        assert!(matches("#", "a/b/c"));
+        assert!(matches("+/+", "/finance"));
+        assert!(matches("/+", "/finance"));
+        assert!(!matches("+", "/finance"));
+        assert!(matches("sport/+/player1", "sport/tennis/player1"));
+        assert!(!matches("sport/+", "sport/tennis/player1"));
+        assert!(!matches("a/b", "a/b/c"));
+        assert!(!matches("a/b/c", "a/b"));
+    }
+
+    #[test]
+    fn dollar_topics_are_not_matched_by_leading_wildcards() {
+        assert!(!matches("#", "$SYS/uptime"));
+        assert!(!matches("+/uptime", "$SYS/uptime"));
+        assert!(matches("$SYS/#", "$SYS/uptime"));
+        assert!(matches("$SYS/+", "$SYS/uptime"));
+    }
+
+    #[test]
+    fn shared_filters() {
+        assert_eq!(
+            parse_shared("$share/g1/a/+"),
+            Some(SharedFilter {
+                group: "g1",
+                filter: "a/+"
+            })
+        );
+        assert_eq!(parse_shared("a/b"), None);
+        assert_eq!(parse_shared("$share/g"), None);
+    }
+}
