@@ -1,1 +1,114 @@
-fn main() {}
+//! `mqtt-broker`: run the broker from the command line.
+//!
+//! With no arguments it listens on 127.0.0.1:1883 and lets anonymous clients
+//! in, like `mosquitto`. `-p` changes the port, `-c` reads a TOML file, `-v`
+//! logs every packet.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use mqtt_broker::{Broker, Config, ListenerConfig};
+use tracing_subscriber::EnvFilter;
+
+/// An MQTT 3.1 / 3.1.1 / 5.0 broker.
+#[derive(Parser, Debug)]
+#[command(name = "mqtt-broker", version, about)]
+struct Args {
+    /// Configuration file (TOML); see mqtt-broker.example.toml.
+    #[arg(short = 'c', long = "config-file")]
+    config: Option<PathBuf>,
+    /// Listen on this port (on 127.0.0.1 unless the config file names
+    /// listeners, in which case it replaces the port of each).
+    #[arg(short = 'p', long)]
+    port: Option<u16>,
+    /// Log every packet in and out.
+    #[arg(short = 'v', long)]
+    verbose: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let default_filter = if args.verbose {
+        "info,mqtt_broker::packets=debug"
+    } else {
+        "info"
+    };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+
+    let mut config = match &args.config {
+        Some(path) => match Config::from_file(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("mqtt-broker: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default(),
+    };
+    if let Some(port) = args.port {
+        if args.config.is_none() {
+            config.listeners = vec![ListenerConfig {
+                bind: SocketAddr::from(([127, 0, 0, 1], port)),
+                allow_anonymous: None,
+            }];
+        } else {
+            for l in &mut config.listeners {
+                l.bind.set_port(port);
+            }
+        }
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mqtt-broker: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let broker = match Broker::start(config).await {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("mqtt-broker: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!("mqtt-broker {} running", env!("CARGO_PKG_VERSION"));
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        broker.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

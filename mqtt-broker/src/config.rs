@@ -1,0 +1,177 @@
+//! Broker configuration: every limit the broker enforces, with its default.
+//!
+//! The TOML file (`-c FILE`) uses the same names; `mqtt-broker.example.toml`
+//! at the crate root documents every key. With no file the broker listens on
+//! 127.0.0.1:1883 and lets anonymous clients in, like Mosquitto 2's local-only
+//! mode.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// What to do when a session's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum QueuePolicy {
+    /// Drop the message that does not fit (Mosquitto's behaviour).
+    #[default]
+    DropNew,
+    /// Drop the oldest queued message to make room (EMQX's behaviour).
+    DropOldest,
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address and port, e.g. `0.0.0.0:1883`.
+    pub bind: SocketAddr,
+    /// Let clients in without a user name. Defaults to true only on a loopback
+    /// address, like Mosquitto 2.
+    pub allow_anonymous: Option<bool>,
+}
+
+impl ListenerConfig {
+    /// Whether anonymous clients may connect on this listener.
+    pub fn allows_anonymous(&self) -> bool {
+        self.allow_anonymous.unwrap_or(self.bind.ip().is_loopback())
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listening sockets. Default: one on 127.0.0.1:1883.
+    pub listeners: Vec<ListenerConfig>,
+    /// Largest packet accepted from a client, fixed header included; larger
+    /// ones are refused from their header (MQTT 5: DISCONNECT 0x95).
+    pub max_packet_size: u32,
+    /// Most simultaneous client connections; more are closed at accept.
+    pub max_connections: usize,
+    /// Seconds a new socket has to send CONNECT.
+    pub connect_timeout_secs: u64,
+    /// Most QoS 1 and 2 messages in flight to one client (also capped by the
+    /// client's MQTT 5 Receive Maximum).
+    pub max_inflight: u16,
+    /// Receive Maximum announced to MQTT 5 clients: QoS 2 messages a client may
+    /// have unacknowledged towards the broker.
+    pub receive_maximum: u16,
+    /// Messages queued per session beyond the inflight window.
+    pub max_queued_messages: usize,
+    /// Payload bytes queued per session beyond the inflight window.
+    pub max_queued_bytes: usize,
+    /// What happens when a queue limit is reached. Every drop is counted.
+    pub queue_policy: QueuePolicy,
+    /// Queue QoS 0 messages for offline persistent sessions too.
+    pub queue_qos0_messages: bool,
+    /// Topic Alias Maximum announced to MQTT 5 clients (0 turns aliases off).
+    pub topic_alias_maximum: u16,
+    /// Highest keep alive accepted; a client asking for more (or for 0) is
+    /// told this value in MQTT 5 Server Keep Alive. 0 means no limit.
+    pub max_keepalive: u16,
+    /// Highest QoS the broker grants (0, 1 or 2).
+    pub max_qos: u8,
+    /// Whether retained messages are supported.
+    pub retain_available: bool,
+    /// Seconds between `$SYS/broker/...` updates; 0 turns them off.
+    pub sys_interval_secs: u64,
+    /// Seconds a 3.1.1 persistent session (clean session 0) lives on after
+    /// its client disconnects; absent means forever, as in Mosquitto.
+    pub persistent_client_expiration_secs: Option<u32>,
+    /// Largest session expiry interval granted to MQTT 5 clients.
+    pub max_session_expiry_secs: Option<u32>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listeners: vec![ListenerConfig {
+                bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+                allow_anonymous: None,
+            }],
+            max_packet_size: mqtt_codec::MAX_PACKET_SIZE,
+            max_connections: 100_000,
+            connect_timeout_secs: 10,
+            max_inflight: 1024,
+            receive_maximum: 1024,
+            max_queued_messages: 1000,
+            max_queued_bytes: 64 * 1024 * 1024,
+            queue_policy: QueuePolicy::DropNew,
+            queue_qos0_messages: false,
+            topic_alias_maximum: 64,
+            max_keepalive: 0,
+            max_qos: 2,
+            retain_available: true,
+            sys_interval_secs: 10,
+            persistent_client_expiration_secs: None,
+            max_session_expiry_secs: None,
+        }
+    }
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and checks a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        Config::from_toml(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    /// Parses and checks TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Rejects values the broker cannot honour.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |m: &str| Err(ConfigError(m.to_string()));
+        if self.listeners.is_empty() {
+            return fail("at least one listener is needed");
+        }
+        if self.max_qos > 2 {
+            return fail("max_qos must be 0, 1 or 2");
+        }
+        if self.max_inflight == 0 || self.receive_maximum == 0 {
+            return fail("max_inflight and receive_maximum must be at least 1");
+        }
+        if self.max_packet_size < 16 || self.max_packet_size > mqtt_codec::MAX_PACKET_SIZE {
+            return fail("max_packet_size must be between 16 and 268435460");
+        }
+        Ok(())
+    }
+
+    /// The CONNECT timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs.max(1))
+    }
+
+    /// A configuration for tests and embedding: one listener on
+    /// 127.0.0.1 with an ephemeral port, `$SYS` off.
+    pub fn ephemeral() -> Config {
+        Config {
+            listeners: vec![ListenerConfig {
+                bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+                allow_anonymous: Some(true),
+            }],
+            sys_interval_secs: 0,
+            ..Config::default()
+        }
+    }
+}

@@ -1,0 +1,1055 @@
+//! One client connection, from CONNECT to close.
+//!
+//! A single task owns the socket. It reads into a buffer that grows on demand
+//! and cuts each whole packet out of it once (`Bytes`), so a payload is never
+//! copied on its way to subscribers; it writes from a buffer that collects
+//! many packets per system call. One `select!` drives reading, writing, the
+//! session's wake-ups, keep alive and takeover, so a slow reader only ever
+//! slows its own connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use mqtt_codec::{
+    check_header, decode_body, ConnAck, Connect, DecodeError, Disconnect, FixedHeader, List,
+    Packet, Pid, Property, PropertyId, ProtocolVersion, PubResp, Publish, QoS, QosPid, ReasonCode,
+    RetainHandling, Status, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
+    MAX_PACKET_SIZE,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{oneshot, watch};
+
+use crate::broker::{split_filter, BrokerState};
+use crate::config::ListenerConfig;
+use crate::log::describe;
+use crate::message::Message;
+use crate::session::{Delivery, Kick, OutState, Outgoing, Session, SubRecord};
+
+/// Stop reading and stop draining the session queue while this much is
+/// waiting to be written: backpressure towards a slow reader.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Buffers larger than this are given back once empty, so idle connections
+/// stay small.
+const KEEP_CAPACITY: usize = 16 * 1024;
+/// How long the final packets (DISCONNECT) may take to write on close.
+const CLOSE_FLUSH: Duration = Duration::from_secs(5);
+
+/// Why a connection ends.
+#[derive(Debug)]
+enum Close {
+    /// The client sent DISCONNECT; `will` says whether to publish the will
+    /// anyway (MQTT 5 reason other than 0x00).
+    Disconnect { will: bool },
+    /// The socket closed or failed without DISCONNECT.
+    Network,
+    /// The server closes; MQTT 5 clients get a DISCONNECT with this reason.
+    Server(ReasonCode),
+    /// Another connection took the session over.
+    TakenOver,
+}
+
+/// Reads whole packets from a byte stream.
+struct Reader<R> {
+    io: R,
+    buf: BytesMut,
+    max_packet_size: u32,
+}
+
+/// One packet cut out of the read buffer.
+struct Frame {
+    header: FixedHeader,
+    bytes: Bytes,
+}
+
+impl Frame {
+    fn body(&self) -> &[u8] {
+        &self.bytes[self.header.header_len..]
+    }
+}
+
+impl<R: AsyncRead + Unpin> Reader<R> {
+    /// A whole packet from the buffer, if one is there. Type, flags and size
+    /// are checked from the header before the body is waited for.
+    fn try_frame(&mut self) -> Result<Option<Frame>, DecodeError> {
+        let header = match check_header(&self.buf, self.max_packet_size)? {
+            Status::Complete(h) => h,
+            Status::Partial(_) => return Ok(None),
+        };
+        let total = header.packet_len();
+        if self.buf.len() < total {
+            // Grow towards the announced size, but never all at once: the
+            // sender has to actually send the bytes.
+            self.buf.reserve((total - self.buf.len()).min(1 << 20));
+            return Ok(None);
+        }
+        let bytes = self.buf.split_to(total).freeze();
+        if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = BytesMut::new();
+        }
+        Ok(Some(Frame { header, bytes }))
+    }
+
+    /// Reads more bytes; `Ok(0)` at end of stream.
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        if self.buf.capacity() == self.buf.len() {
+            self.buf.reserve(4096);
+        }
+        self.io.read_buf(&mut self.buf).await
+    }
+
+    /// Waits for one packet.
+    async fn frame(&mut self) -> Result<Option<Frame>, ConnError> {
+        loop {
+            if let Some(frame) = self.try_frame()? {
+                return Ok(Some(frame));
+            }
+            if self.fill().await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// Errors that end a connection.
+#[derive(Debug)]
+enum ConnError {
+    Io(std::io::Error),
+    Decode(DecodeError),
+}
+
+impl std::fmt::Display for ConnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnError::Io(e) => write!(f, "{e}"),
+            ConnError::Decode(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<std::io::Error> for ConnError {
+    fn from(e: std::io::Error) -> Self {
+        ConnError::Io(e)
+    }
+}
+
+impl From<DecodeError> for ConnError {
+    fn from(e: DecodeError) -> Self {
+        ConnError::Decode(e)
+    }
+}
+
+/// Encodes a packet onto the end of `out`.
+fn push_packet(
+    out: &mut BytesMut,
+    version: ProtocolVersion,
+    packet: &Packet<'_>,
+) -> Result<usize, mqtt_codec::EncodeError> {
+    let len = packet.encoded_len(version)?;
+    let start = out.len();
+    out.resize(start + len, 0);
+    match packet.encode(version, &mut out[start..]) {
+        Ok(n) => Ok(n),
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
+    }
+}
+
+/// Serves one accepted socket until it closes.
+pub(crate) async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    broker: Arc<BrokerState>,
+    listener: Arc<ListenerConfig>,
+    shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut reader = Reader {
+        io: rd,
+        buf: BytesMut::new(),
+        max_packet_size: broker.config.max_packet_size,
+    };
+    let first = tokio::time::timeout(broker.config.connect_timeout(), reader.frame()).await;
+    let frame = match first {
+        Ok(Ok(Some(frame))) => frame,
+        Ok(Ok(None)) => return,
+        Err(_) => {
+            tracing::debug!(%peer, "no CONNECT in time: closing");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "bad first packet: closing");
+            broker.stats.protocol_errors.inc();
+            return;
+        }
+    };
+    broker.stats.messages_received.inc();
+    broker.stats.bytes_received.add(frame.bytes.len() as u64);
+    if frame.header.packet_type != mqtt_codec::PacketType::Connect {
+        // [MQTT-3.1.0-1] the first packet must be CONNECT.
+        tracing::debug!(%peer, "first packet is not CONNECT: closing");
+        broker.stats.protocol_errors.inc();
+        return;
+    }
+    let connect = match decode_body(
+        frame.header.packet_type,
+        frame.header.flags,
+        frame.body(),
+        ProtocolVersion::V5,
+    ) {
+        Ok(Packet::Connect(c)) => c,
+        Ok(_) => return,
+        Err(e) => {
+            refuse_bad_connect(&mut wr, frame.body(), e, peer).await;
+            broker.stats.protocol_errors.inc();
+            return;
+        }
+    };
+    tracing::debug!(target: "mqtt_broker::packets", "{peer} -> {}", describe(&Packet::Connect(connect)));
+
+    let (mut conn, mut out) = match Conn::accept(&broker, &listener, &connect, &frame, peer) {
+        Ok(accepted) => accepted,
+        Err((reason, version)) => {
+            let ack = ConnAck {
+                session_present: false,
+                reason,
+                properties: mqtt_codec::Properties::EMPTY,
+            };
+            let mut out = BytesMut::new();
+            let _ = push_packet(&mut out, version, &Packet::ConnAck(ack));
+            tracing::info!(%peer, client = connect.client_id, ?reason, "connection refused");
+            let _ = tokio::time::timeout(CLOSE_FLUSH, wr.write_all(&out)).await;
+            return;
+        }
+    };
+    drop(frame);
+    broker.stats.clients_connected.inc();
+    let close = conn.run(&mut reader, &mut wr, &mut out, shutdown).await;
+    broker.stats.clients_connected.dec();
+    conn.finish(close, &mut wr, &mut out).await;
+}
+
+/// Answers an undecodable CONNECT: CONNACK 0x01 (3.1.1) or 0x84 (5.0) for an
+/// unknown protocol level [MQTT-3.1.2-2]; a 5.0 client gets the reason code
+/// of a malformed CONNECT too. Then the connection closes.
+async fn refuse_bad_connect<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    body: &[u8],
+    err: DecodeError,
+    peer: SocketAddr,
+) {
+    tracing::debug!(%peer, error = %err, "bad CONNECT");
+    let level = sniff_level(body);
+    let (version, reason) = match (err, level) {
+        (DecodeError::UnsupportedProtocolVersion(_), _) => (
+            ProtocolVersion::V3_1_1,
+            ReasonCode::UnsupportedProtocolVersion,
+        ),
+        (e, Some(5)) => (ProtocolVersion::V5, e.reason_code()),
+        _ => return,
+    };
+    let reason = if version.is_v5() && !reason.allowed_in(mqtt_codec::PacketType::ConnAck) {
+        ReasonCode::MalformedPacket
+    } else {
+        reason
+    };
+    let ack = Packet::ConnAck(ConnAck {
+        session_present: false,
+        reason,
+        properties: mqtt_codec::Properties::EMPTY,
+    });
+    let mut out = BytesMut::new();
+    if push_packet(&mut out, version, &ack).is_ok() {
+        let _ = tokio::time::timeout(CLOSE_FLUSH, wr.write_all(&out)).await;
+    }
+}
+
+/// The protocol level byte of a CONNECT body, if it can be found.
+fn sniff_level(body: &[u8]) -> Option<u8> {
+    let len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+    body.get(2 + len).copied()
+}
+
+/// The state of one connected client.
+struct Conn {
+    broker: Arc<BrokerState>,
+    session: Arc<Session>,
+    generation: u64,
+    client_id: Arc<str>,
+    peer: SocketAddr,
+    version: ProtocolVersion,
+    /// 1.5 times the keep alive, or `None` when keep alive is off.
+    keep_alive_timeout: Option<Duration>,
+    /// Most outgoing QoS 1/2 messages in flight.
+    send_window: usize,
+    /// The client's Maximum Packet Size.
+    client_max_packet: u32,
+    /// The client's Topic Alias Maximum, and the aliases given so far.
+    client_alias_max: u16,
+    out_aliases: std::collections::HashMap<Box<str>, u16>,
+    /// Aliases the client set, by number.
+    in_aliases: std::collections::HashMap<u16, Box<str>>,
+    will: Option<(Arc<Message>, u32)>,
+    /// Session Expiry Interval, possibly changed by DISCONNECT.
+    expiry_secs: u32,
+    kick: oneshot::Receiver<Kick>,
+    session_present: bool,
+}
+
+impl Conn {
+    /// Checks a CONNECT and takes over or creates the session. On refusal,
+    /// returns the reason and the version to answer in.
+    fn accept(
+        broker: &Arc<BrokerState>,
+        listener: &ListenerConfig,
+        c: &Connect<'_>,
+        frame: &Frame,
+        peer: SocketAddr,
+    ) -> Result<(Conn, BytesMut), (ReasonCode, ProtocolVersion)> {
+        let config = &broker.config;
+        let v = c.protocol;
+        let refuse = |r: ReasonCode| (r, v);
+
+        if c.properties.get(PropertyId::AuthenticationMethod).is_some() {
+            // No enhanced authentication method is supported.
+            return Err(refuse(ReasonCode::BadAuthenticationMethod));
+        }
+        if c.username.is_none() && !listener.allows_anonymous() {
+            broker.stats.auth_failures.inc();
+            tracing::warn!(%peer, "anonymous client refused");
+            return Err(refuse(ReasonCode::NotAuthorized));
+        }
+
+        // Client identifier [MQTT-3.1.3-6..8].
+        let mut assigned = None;
+        let client_id: Arc<str> = if c.client_id.is_empty() {
+            let allowed = match v {
+                ProtocolVersion::V3_1 => false,
+                ProtocolVersion::V3_1_1 => c.clean_start,
+                ProtocolVersion::V5 => true,
+            };
+            if !allowed {
+                return Err(refuse(ReasonCode::ClientIdentifierNotValid));
+            }
+            let id = broker.assign_client_id();
+            assigned = Some(id.clone());
+            id.into()
+        } else {
+            c.client_id.into()
+        };
+
+        let will = match &c.will {
+            None => None,
+            Some(w) => {
+                if w.qos.as_u8() > config.max_qos {
+                    return Err(refuse(ReasonCode::QoSNotSupported));
+                }
+                if w.retain && !config.retain_available {
+                    return Err(refuse(ReasonCode::RetainNotSupported));
+                }
+                let mut delay = 0;
+                let mut utf8 = false;
+                for p in w.properties.iter() {
+                    match p {
+                        Property::WillDelayInterval(d) => delay = d,
+                        Property::PayloadFormatIndicator(b) => utf8 = b,
+                        _ => {}
+                    }
+                }
+                if utf8 && std::str::from_utf8(w.payload).is_err() {
+                    return Err(refuse(ReasonCode::PayloadFormatInvalid));
+                }
+                let publish = Publish {
+                    dup: false,
+                    qos_pid: QosPid::from_qos(w.qos, Pid::default()),
+                    retain: w.retain,
+                    topic: w.topic,
+                    properties: w.properties,
+                    payload: w.payload,
+                };
+                let payload = frame.bytes.slice_ref(w.payload);
+                let msg =
+                    Message::from_publish(&publish, w.topic, payload, Some(client_id.clone()));
+                Some((Arc::new(msg), delay))
+            }
+        };
+
+        let mut expiry_secs = if v.is_v5() {
+            c.properties
+                .iter()
+                .find_map(|p| match p {
+                    Property::SessionExpiryInterval(s) => Some(s),
+                    _ => None,
+                })
+                .unwrap_or(0)
+        } else if c.clean_start {
+            0
+        } else {
+            config.persistent_client_expiration_secs.unwrap_or(u32::MAX)
+        };
+        let mut capped_expiry = None;
+        if let Some(max) = config.max_session_expiry_secs {
+            if expiry_secs > max {
+                expiry_secs = max;
+                capped_expiry = Some(max);
+            }
+        }
+
+        let mut receive_max = u16::MAX;
+        let mut client_max_packet = MAX_PACKET_SIZE;
+        let mut client_alias_max = 0;
+        for p in c.properties.iter() {
+            match p {
+                Property::ReceiveMaximum(n) => receive_max = n,
+                Property::MaximumPacketSize(n) => client_max_packet = n,
+                Property::TopicAliasMaximum(n) => client_alias_max = n,
+                _ => {}
+            }
+        }
+
+        let mut keep_alive = c.keep_alive;
+        let mut server_keep_alive = None;
+        if config.max_keepalive > 0 && (keep_alive == 0 || keep_alive > config.max_keepalive) {
+            keep_alive = config.max_keepalive;
+            server_keep_alive = Some(keep_alive);
+        }
+
+        let (kick_tx, kick_rx) = oneshot::channel();
+        let attached = broker.attach(&client_id, c.clean_start, kick_tx);
+
+        // CONNACK, with what a 5.0 client needs to know about this server.
+        let mut props = Vec::new();
+        if v.is_v5() {
+            if let Some(id) = &assigned {
+                props.push(Property::AssignedClientIdentifier(id));
+            }
+            if config.receive_maximum < u16::MAX {
+                props.push(Property::ReceiveMaximum(config.receive_maximum));
+            }
+            if config.max_packet_size < MAX_PACKET_SIZE {
+                props.push(Property::MaximumPacketSize(config.max_packet_size));
+            }
+            if config.topic_alias_maximum > 0 {
+                props.push(Property::TopicAliasMaximum(config.topic_alias_maximum));
+            }
+            if !config.retain_available {
+                props.push(Property::RetainAvailable(false));
+            }
+            if config.max_qos < 2 {
+                let q = if config.max_qos == 0 {
+                    QoS::AtMostOnce
+                } else {
+                    QoS::AtLeastOnce
+                };
+                props.push(Property::MaximumQoS(q));
+            }
+            if let Some(k) = server_keep_alive {
+                props.push(Property::ServerKeepAlive(k));
+            }
+            if let Some(s) = capped_expiry {
+                props.push(Property::SessionExpiryInterval(s));
+            }
+        }
+        let ack = Packet::ConnAck(ConnAck {
+            session_present: attached.session_present,
+            reason: ReasonCode::Success,
+            properties: mqtt_codec::Properties::from_slice(&props),
+        });
+        let mut out = BytesMut::new();
+        // The CONNACK is built from valid parts; encoding cannot fail.
+        let _ = push_packet(&mut out, v, &ack);
+        tracing::debug!(target: "mqtt_broker::packets", "{client_id} <- {}", describe(&ack));
+        tracing::info!(
+            %peer,
+            client = %client_id,
+            version = v.level(),
+            clean_start = c.clean_start,
+            keep_alive,
+            session_present = attached.session_present,
+            "client connected"
+        );
+
+        let conn = Conn {
+            broker: broker.clone(),
+            session: attached.session,
+            generation: attached.generation,
+            client_id,
+            peer,
+            version: v,
+            keep_alive_timeout: (keep_alive > 0)
+                .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+            send_window: usize::from(receive_max.min(config.max_inflight)),
+            client_max_packet,
+            client_alias_max,
+            out_aliases: Default::default(),
+            in_aliases: Default::default(),
+            will,
+            expiry_secs,
+            kick: kick_rx,
+            session_present: attached.session_present,
+        };
+        Ok((conn, out))
+    }
+}
+
+/// What handling one packet asks for next.
+type Step = Result<(), Close>;
+
+impl Conn {
+    /// The connection's main loop.
+    async fn run<R, W>(
+        &mut self,
+        reader: &mut Reader<R>,
+        wr: &mut W,
+        out: &mut BytesMut,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Close
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        if self.session_present {
+            self.resend_inflight(out);
+        }
+        self.fill(out);
+        // Packets that arrived together with CONNECT.
+        if let Err(close) = self.drain_frames(reader, out) {
+            return close;
+        }
+        let session = self.session.clone();
+        let mut last_rx = Instant::now();
+        loop {
+            let keep_alive_deadline = self.keep_alive_timeout.map(|t| last_rx + t);
+            tokio::select! {
+                biased;
+                _ = &mut self.kick => return Close::TakenOver,
+                _ = shutdown.changed() => return Close::Server(ReasonCode::ServerShuttingDown),
+                written = wr.write(out), if !out.is_empty() => {
+                    match written {
+                        Ok(0) | Err(_) => return Close::Network,
+                        Ok(n) => {
+                            self.broker.stats.bytes_sent.add(n as u64);
+                            out.advance(n);
+                            if out.is_empty() && out.capacity() > KEEP_CAPACITY {
+                                *out = BytesMut::new();
+                            }
+                            self.fill(out);
+                        }
+                    }
+                }
+                read = reader.fill(), if out.len() < WRITE_HIGH_WATER => {
+                    match read {
+                        Ok(0) | Err(_) => return Close::Network,
+                        Ok(n) => {
+                            self.broker.stats.bytes_received.add(n as u64);
+                            last_rx = Instant::now();
+                            if let Err(close) = self.drain_frames(reader, out) {
+                                return close;
+                            }
+                            self.fill(out);
+                        }
+                    }
+                }
+                _ = session.notify.notified(), if out.len() < WRITE_HIGH_WATER => self.fill(out),
+                _ = sleep_until_opt(keep_alive_deadline) => {
+                    tracing::info!(client = %self.client_id, "keep alive timeout");
+                    return Close::Server(ReasonCode::KeepAliveTimeout);
+                }
+            }
+        }
+    }
+
+    /// Handles every whole packet in the read buffer.
+    fn drain_frames<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut Reader<R>,
+        out: &mut BytesMut,
+    ) -> Step {
+        loop {
+            let frame = match reader.try_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(self.decode_error(e)),
+            };
+            self.broker.stats.messages_received.inc();
+            self.handle(frame, out)?;
+        }
+    }
+
+    fn decode_error(&self, e: DecodeError) -> Close {
+        tracing::info!(client = %self.client_id, peer = %self.peer, error = %e, "malformed packet");
+        self.broker.stats.protocol_errors.inc();
+        Close::Server(e.reason_code())
+    }
+
+    fn protocol_error(&self, reason: ReasonCode, what: &str) -> Close {
+        tracing::info!(client = %self.client_id, peer = %self.peer, ?reason, "{what}");
+        self.broker.stats.protocol_errors.inc();
+        Close::Server(reason)
+    }
+
+    fn send(&self, out: &mut BytesMut, packet: &Packet<'_>) {
+        tracing::debug!(target: "mqtt_broker::packets", "{} <- {}", self.client_id, describe(packet));
+        // Packets the broker builds itself are valid by construction.
+        if push_packet(out, self.version, packet).is_ok() {
+            self.broker.stats.messages_sent.inc();
+        }
+    }
+
+    fn handle(&mut self, frame: Frame, out: &mut BytesMut) -> Step {
+        let packet = decode_body(
+            frame.header.packet_type,
+            frame.header.flags,
+            frame.body(),
+            self.version,
+        )
+        .map_err(|e| self.decode_error(e))?;
+        tracing::debug!(target: "mqtt_broker::packets", "{} -> {}", self.client_id, describe(&packet));
+        match packet {
+            Packet::Publish(p) => self.on_publish(&p, &frame, out),
+            Packet::PubAck(r) => {
+                self.ack_outgoing(r.pid, OutState::AwaitPubAck);
+                Ok(())
+            }
+            Packet::PubRec(r) => self.on_pubrec(r, out),
+            Packet::PubRel(r) => {
+                let known = self.session.lock().incoming_qos2.remove(&r.pid.get());
+                let mut comp = PubResp::new(r.pid);
+                if !known {
+                    comp.reason = ReasonCode::PacketIdentifierNotFound;
+                }
+                self.send(out, &Packet::PubComp(comp));
+                Ok(())
+            }
+            Packet::PubComp(r) => {
+                self.ack_outgoing(r.pid, OutState::AwaitPubComp);
+                Ok(())
+            }
+            Packet::Subscribe(s) => self.on_subscribe(&s, out),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(&u, out),
+            Packet::PingReq => {
+                self.send(out, &Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(d) => self.on_disconnect(&d),
+            Packet::Connect(_) => {
+                Err(self.protocol_error(ReasonCode::ProtocolError, "second CONNECT"))
+            }
+            Packet::Auth(_) => Err(self.protocol_error(
+                ReasonCode::ProtocolError,
+                "AUTH without an authentication method",
+            )),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                Err(self.protocol_error(
+                    ReasonCode::ProtocolError,
+                    "server-only packet from a client",
+                ))
+            }
+        }
+    }
+
+    fn on_publish(&mut self, p: &Publish<'_>, frame: &Frame, out: &mut BytesMut) -> Step {
+        let config = &self.broker.config;
+        self.broker.stats.publish_received.inc();
+        let qos = p.qos_pid.qos();
+        if qos.as_u8() > config.max_qos {
+            return Err(self.protocol_error(ReasonCode::QoSNotSupported, "QoS above the maximum"));
+        }
+        if p.retain && !config.retain_available {
+            return Err(self.protocol_error(ReasonCode::RetainNotSupported, "retain not available"));
+        }
+        // Topic alias [MQTT-3.3.2-7..12].
+        let mut alias = None;
+        let mut utf8 = false;
+        for prop in p.properties.iter() {
+            match prop {
+                Property::TopicAlias(a) => alias = Some(a),
+                Property::PayloadFormatIndicator(b) => utf8 = b,
+                Property::SubscriptionIdentifier(_) => {
+                    return Err(self.protocol_error(
+                        ReasonCode::ProtocolError,
+                        "subscription identifier in PUBLISH from a client",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let topic: Box<str> = match alias {
+            None => p.topic.into(),
+            Some(a) if a > config.topic_alias_maximum => {
+                return Err(self.protocol_error(
+                    ReasonCode::TopicAliasInvalid,
+                    "topic alias above the maximum",
+                ));
+            }
+            Some(a) if p.topic.is_empty() => match self.in_aliases.get(&a) {
+                Some(t) => t.clone(),
+                None => {
+                    return Err(
+                        self.protocol_error(ReasonCode::ProtocolError, "unknown topic alias")
+                    )
+                }
+            },
+            Some(a) => {
+                self.in_aliases.insert(a, p.topic.into());
+                p.topic.into()
+            }
+        };
+
+        if let QosPid::ExactlyOnce(pid) = p.qos_pid {
+            let mut st = self.session.lock();
+            if st.incoming_qos2.contains(&pid.get()) {
+                // [MQTT-4.3.3-10] a duplicate before PUBREL: acknowledge
+                // again, do not deliver again.
+                drop(st);
+                self.send(out, &Packet::PubRec(PubResp::new(pid)));
+                return Ok(());
+            }
+            if st.incoming_qos2.len() >= usize::from(config.receive_maximum) {
+                drop(st);
+                return Err(self.protocol_error(
+                    ReasonCode::ReceiveMaximumExceeded,
+                    "receive maximum exceeded",
+                ));
+            }
+            st.incoming_qos2.insert(pid.get());
+        }
+
+        let mut reason = ReasonCode::Success;
+        if utf8 && std::str::from_utf8(p.payload).is_err() {
+            reason = ReasonCode::PayloadFormatInvalid;
+        } else if topic.starts_with('$') {
+            // Clients do not publish into `$SYS` or other `$` topics.
+            reason = ReasonCode::NotAuthorized;
+        } else {
+            let payload = frame.bytes.slice_ref(p.payload);
+            let msg = Message::from_publish(p, &topic, payload, Some(self.client_id.clone()));
+            if self.broker.publish(Arc::new(msg)) == 0 {
+                reason = ReasonCode::NoMatchingSubscribers;
+            }
+        }
+        if reason.is_error() {
+            tracing::debug!(client = %self.client_id, %topic, ?reason, "PUBLISH not accepted");
+        }
+        match p.qos_pid {
+            QosPid::AtMostOnce => {}
+            QosPid::AtLeastOnce(pid) => {
+                let ack = PubResp {
+                    reason,
+                    ..PubResp::new(pid)
+                };
+                self.send(out, &Packet::PubAck(ack));
+            }
+            QosPid::ExactlyOnce(pid) => {
+                if reason.is_error() {
+                    // A failed PUBREC ends the exchange [MQTT-4.3.3-?]:
+                    // forget the identifier.
+                    self.session.lock().incoming_qos2.remove(&pid.get());
+                }
+                let rec = PubResp {
+                    reason,
+                    ..PubResp::new(pid)
+                };
+                self.send(out, &Packet::PubRec(rec));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_pubrec(&mut self, r: PubResp<'_>, out: &mut BytesMut) -> Step {
+        let mut st = self.session.lock();
+        let pos = st.inflight.iter().position(|o| o.pid == r.pid);
+        let mut rel = PubResp::new(r.pid);
+        match pos {
+            Some(i) if st.inflight[i].state == OutState::AwaitPubRec => {
+                if r.reason.is_error() {
+                    // The receiver refused the message: it is done.
+                    st.inflight.remove(i);
+                    drop(st);
+                    self.fill(out);
+                    return Ok(());
+                }
+                st.inflight[i].state = OutState::AwaitPubComp;
+            }
+            // A repeated PUBREC: answer with PUBREL again.
+            Some(i) if st.inflight[i].state == OutState::AwaitPubComp => {}
+            _ => rel.reason = ReasonCode::PacketIdentifierNotFound,
+        }
+        drop(st);
+        self.send(out, &Packet::PubRel(rel));
+        Ok(())
+    }
+
+    fn ack_outgoing(&mut self, pid: Pid, expected: OutState) {
+        let mut st = self.session.lock();
+        // Acknowledgements come in order, so the match is almost always first.
+        if let Some(i) = st
+            .inflight
+            .iter()
+            .position(|o| o.pid == pid && o.state == expected)
+        {
+            st.inflight.remove(i);
+        }
+    }
+
+    fn on_subscribe(&mut self, s: &Subscribe<'_>, out: &mut BytesMut) -> Step {
+        let config = &self.broker.config;
+        let sub_id = s.properties.subscription_identifiers().next();
+        let mut codes = Vec::with_capacity(4);
+        let mut retained = Vec::new();
+        let now = Instant::now();
+        for f in s.filters.iter() {
+            let granted =
+                QoS::from_u8(f.options.qos.as_u8().min(config.max_qos)).unwrap_or_default();
+            let options = SubscriptionOptions {
+                qos: granted,
+                ..f.options
+            };
+            let existed =
+                self.broker
+                    .subscribe(&self.session, f.filter, SubRecord { options, sub_id });
+            codes.push(match granted {
+                QoS::AtMostOnce => ReasonCode::Success,
+                QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+                QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+            });
+            // Retained messages, except for shared subscriptions [MQTT-3.8.4-?]
+            // and as Retain Handling says.
+            let (group, plain) = split_filter(f.filter);
+            let send_retained = group.is_none()
+                && match options.retain_handling {
+                    RetainHandling::SendOnSubscribe => true,
+                    RetainHandling::SendIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+            if send_retained {
+                for msg in self.broker.retained.read().matching(plain, now) {
+                    retained.push(Delivery {
+                        qos: msg.qos.min(granted),
+                        retain: true,
+                        sub_ids: sub_id.into_iter().collect(),
+                        msg,
+                    });
+                }
+            }
+        }
+        let ack = SubAck {
+            pid: s.pid,
+            properties: mqtt_codec::Properties::EMPTY,
+            codes: List::from_slice(&codes),
+        };
+        self.send(out, &Packet::SubAck(ack));
+        for d in retained {
+            self.session.enqueue(d, config, &self.broker.stats, true);
+        }
+        self.fill(out);
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, u: &Unsubscribe<'_>, out: &mut BytesMut) -> Step {
+        let codes: Vec<ReasonCode> = u
+            .filters
+            .iter()
+            .map(|f| {
+                if self.broker.unsubscribe(&self.session, f) {
+                    ReasonCode::Success
+                } else {
+                    ReasonCode::NoSubscriptionExisted
+                }
+            })
+            .collect();
+        let ack = UnsubAck {
+            pid: u.pid,
+            properties: mqtt_codec::Properties::EMPTY,
+            codes: List::from_slice(&codes),
+        };
+        self.send(out, &Packet::UnsubAck(ack));
+        Ok(())
+    }
+
+    fn on_disconnect(&mut self, d: &Disconnect<'_>) -> Step {
+        for p in d.properties.iter() {
+            if let Property::SessionExpiryInterval(s) = p {
+                // [MQTT-3.14.2-2] a session that was to end with the
+                // connection cannot be given an expiry now.
+                if self.expiry_secs == 0 && s != 0 {
+                    return Err(self.protocol_error(
+                        ReasonCode::ProtocolError,
+                        "session expiry set on DISCONNECT after 0",
+                    ));
+                }
+                self.expiry_secs = match self.broker.config.max_session_expiry_secs {
+                    Some(max) => s.min(max),
+                    None => s,
+                };
+            }
+        }
+        Err(Close::Disconnect {
+            will: d.reason != ReasonCode::Success,
+        })
+    }
+
+    /// Moves queued messages into the write buffer while the inflight window
+    /// and the buffer allow.
+    fn fill(&mut self, out: &mut BytesMut) {
+        let now = Instant::now();
+        let session = self.session.clone();
+        let mut st = session.lock();
+        while out.len() < WRITE_HIGH_WATER {
+            let Some(front) = st.pending.front() else {
+                break;
+            };
+            if front.qos != QoS::AtMostOnce && st.inflight.len() >= self.send_window {
+                break;
+            }
+            let Some(d) = st.pending.pop_front() else {
+                break;
+            };
+            st.pending_bytes -= d.msg.size();
+            if d.msg.is_expired(now) {
+                self.broker.stats.dropped_expired.inc();
+                continue;
+            }
+            let qos_pid = match d.qos {
+                QoS::AtMostOnce => QosPid::AtMostOnce,
+                q => QosPid::from_qos(q, st.next_pid()),
+            };
+            if self.write_publish(&d, qos_pid, false, now, out) {
+                if let Some(pid) = qos_pid.pid() {
+                    let state = if d.qos == QoS::AtLeastOnce {
+                        OutState::AwaitPubAck
+                    } else {
+                        OutState::AwaitPubRec
+                    };
+                    st.inflight.push_back(Outgoing {
+                        pid,
+                        delivery: d,
+                        state,
+                    });
+                }
+            }
+        }
+    }
+
+    /// On session resume: every unacknowledged PUBLISH again with DUP, and
+    /// every PUBREL again [MQTT-4.4.0-1].
+    fn resend_inflight(&mut self, out: &mut BytesMut) {
+        let now = Instant::now();
+        let session = self.session.clone();
+        let st = session.lock();
+        for o in st.inflight.iter() {
+            match o.state {
+                OutState::AwaitPubAck | OutState::AwaitPubRec => {
+                    let qos_pid = QosPid::from_qos(o.delivery.qos, o.pid);
+                    self.write_publish(&o.delivery, qos_pid, true, now, out);
+                }
+                OutState::AwaitPubComp => self.send(out, &Packet::PubRel(PubResp::new(o.pid))),
+            }
+        }
+    }
+
+    /// Encodes one PUBLISH to this client. Returns false when the message is
+    /// larger than the client accepts; it is dropped and counted
+    /// [MQTT-3.1.2-25].
+    fn write_publish(
+        &mut self,
+        d: &Delivery,
+        qos_pid: QosPid,
+        dup: bool,
+        now: Instant,
+        out: &mut BytesMut,
+    ) -> bool {
+        let mut props = Vec::new();
+        let mut topic: &str = &d.msg.topic;
+        if self.version.is_v5() {
+            d.msg.push_properties(now, &mut props);
+            for id in d.sub_ids.iter() {
+                props.push(Property::SubscriptionIdentifier(*id));
+            }
+            if self.client_alias_max > 0 {
+                match self.out_aliases.get(topic) {
+                    Some(&a) => {
+                        props.push(Property::TopicAlias(a));
+                        topic = "";
+                    }
+                    None if self.out_aliases.len() < usize::from(self.client_alias_max) => {
+                        let a = self.out_aliases.len() as u16 + 1;
+                        self.out_aliases.insert(topic.into(), a);
+                        props.push(Property::TopicAlias(a));
+                    }
+                    None => {}
+                }
+            }
+        }
+        let publish = Publish {
+            dup,
+            qos_pid,
+            retain: d.retain,
+            topic,
+            properties: mqtt_codec::Properties::from_slice(&props),
+            payload: &d.msg.payload,
+        };
+        let packet = Packet::Publish(publish);
+        match packet.encoded_len(self.version) {
+            Ok(len) if len <= self.client_max_packet as usize => {}
+            _ => {
+                self.broker.stats.dropped_too_large.inc();
+                tracing::debug!(client = %self.client_id, "message larger than the client's maximum packet size dropped");
+                return false;
+            }
+        }
+        self.send(out, &packet);
+        self.broker.stats.publish_sent.inc();
+        true
+    }
+
+    /// Sends the server's DISCONNECT if any, flushes, and hands the session
+    /// back with the will and expiry the close calls for.
+    async fn finish<W: AsyncWrite + Unpin>(self, close: Close, wr: &mut W, out: &mut BytesMut) {
+        let publish_will = match close {
+            Close::Disconnect { will } => will,
+            Close::Network | Close::Server(_) | Close::TakenOver => true,
+        };
+        let reason = match close {
+            Close::Server(r) => Some(r),
+            Close::TakenOver => Some(ReasonCode::SessionTakenOver),
+            _ => None,
+        };
+        if let (Some(reason), true) = (reason, self.version.is_v5()) {
+            let reason = if reason.allowed_in(mqtt_codec::PacketType::Disconnect) {
+                reason
+            } else {
+                ReasonCode::UnspecifiedError
+            };
+            self.send(out, &Packet::Disconnect(Disconnect::new(reason)));
+        }
+        if !out.is_empty() {
+            let _ = tokio::time::timeout(CLOSE_FLUSH, async {
+                wr.write_all(out).await?;
+                wr.flush().await
+            })
+            .await;
+        }
+        let _ = tokio::time::timeout(CLOSE_FLUSH, wr.shutdown()).await;
+        tracing::info!(client = %self.client_id, peer = %self.peer, ?close, "client disconnected");
+        let will = if publish_will {
+            self.will.clone()
+        } else {
+            None
+        };
+        self.broker
+            .detach(&self.session, self.generation, will, self.expiry_secs);
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

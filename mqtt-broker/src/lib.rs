@@ -1,0 +1,34 @@
+//! An MQTT 3.1 / 3.1.1 / 5.0 broker.
+//!
+//! Start one from code with [`Broker::start`], which binds the listeners of a
+//! [`Config`] and returns a [`BrokerHandle`]:
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let broker = mqtt_broker::Broker::start(mqtt_broker::Config::ephemeral()).await?;
+//! println!("listening on {}", broker.local_addr());
+//! broker.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A guided tour, in the order a packet travels: `server.rs` accepts,
+//! `connection.rs` reads packets and runs the protocol for one client,
+//! `broker.rs` routes messages between sessions using `topic_index.rs` and
+//! `retained.rs`, `session.rs` queues and tracks what each client is owed.
+//! `docs/ARCHITECTURE.md` has the whole picture.
+
+mod broker;
+pub mod config;
+mod connection;
+mod log;
+mod message;
+mod retained;
+mod server;
+mod session;
+pub mod stats;
+mod sys;
+mod topic_index;
+
+pub use config::{Config, ListenerConfig, QueuePolicy};
+pub use server::{Broker, BrokerHandle};

@@ -1,0 +1,222 @@
+//! A client's session: what outlives one network connection. Subscriptions,
+//! the queue of messages not yet sent, QoS 1/2 messages in flight in both
+//! directions, and the session's expiry.
+//!
+//! The state sits behind a short-held mutex: publishers on other connections
+//! push into `pending` and wake the owning connection with `notify`; only the
+//! owning connection drains it. No lock is held across an `.await`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use mqtt_codec::{Pid, QoS, SubscriptionOptions};
+use parking_lot::{Mutex, MutexGuard};
+use tokio::sync::{oneshot, Notify};
+
+use crate::config::{Config, QueuePolicy};
+use crate::message::Message;
+use crate::stats::Stats;
+
+/// One message on its way to one session.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The shared message.
+    pub msg: Arc<Message>,
+    /// The QoS it is delivered with: the lower of the message's and the
+    /// subscription's.
+    pub qos: QoS,
+    /// The RETAIN flag to send.
+    pub retain: bool,
+    /// Subscription Identifiers of every matching subscription.
+    pub sub_ids: Box<[u32]>,
+}
+
+/// Where an outgoing QoS 1/2 message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutState {
+    /// QoS 1 PUBLISH sent, PUBACK awaited.
+    AwaitPubAck,
+    /// QoS 2 PUBLISH sent, PUBREC awaited.
+    AwaitPubRec,
+    /// PUBREL sent, PUBCOMP awaited.
+    AwaitPubComp,
+}
+
+/// An outgoing message in flight.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// Its packet identifier.
+    pub pid: Pid,
+    /// The message.
+    pub delivery: Delivery,
+    /// Its state.
+    pub state: OutState,
+}
+
+/// A subscription as the session remembers it.
+#[derive(Debug, Clone, Copy)]
+pub struct SubRecord {
+    /// The options granted.
+    pub options: SubscriptionOptions,
+    /// The Subscription Identifier.
+    pub sub_id: Option<u32>,
+}
+
+/// A will waiting for its delay to pass while the session lives on.
+#[derive(Debug)]
+pub struct PendingWill {
+    /// The will message.
+    pub msg: Arc<Message>,
+}
+
+/// Why a connection is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// Another connection took the session over.
+    TakenOver,
+}
+
+/// The mutable part of a session.
+#[derive(Debug, Default)]
+pub struct SessionState {
+    /// Subscriptions by full filter (including `$share/{group}/`).
+    pub subscriptions: HashMap<Box<str>, SubRecord>,
+    /// Messages waiting for the inflight window.
+    pub pending: VecDeque<Delivery>,
+    /// Payload bytes in `pending`.
+    pub pending_bytes: usize,
+    /// Outgoing QoS 1/2 messages awaiting acknowledgement, in send order.
+    pub inflight: VecDeque<Outgoing>,
+    /// Identifiers of incoming QoS 2 messages awaiting PUBREL.
+    pub incoming_qos2: HashSet<u16>,
+    next_pid: u16,
+    /// Session Expiry Interval in seconds; `u32::MAX` never expires.
+    pub expiry_secs: u32,
+    /// Bumped on every new connection, so timers of an older one can tell
+    /// they are stale.
+    pub generation: u64,
+    /// Stops the connection that currently owns the session.
+    pub kick: Option<oneshot::Sender<Kick>>,
+    /// A delayed will, published when its delay or the session ends.
+    pub will: Option<PendingWill>,
+}
+
+impl SessionState {
+    /// The next free packet identifier.
+    pub fn next_pid(&mut self) -> Pid {
+        loop {
+            self.next_pid = self.next_pid.wrapping_add(1);
+            if self.next_pid == 0 {
+                self.next_pid = 1;
+            }
+            let in_use = self.inflight.iter().any(|o| o.pid.get() == self.next_pid);
+            if !in_use {
+                // The loop ends: at most u16::MAX - 1 messages are in flight.
+                return Pid::new(self.next_pid).unwrap_or_default();
+            }
+        }
+    }
+
+    /// Forgets everything but the identity: for Clean Start.
+    pub fn reset(&mut self) {
+        let generation = self.generation;
+        *self = SessionState {
+            generation,
+            ..Default::default()
+        };
+    }
+}
+
+/// A session, shared between its connection, the subscription index and
+/// the timers that expire it.
+#[derive(Debug)]
+pub struct Session {
+    /// The client identifier.
+    pub id: Arc<str>,
+    state: Mutex<SessionState>,
+    /// Wakes the owning connection when `pending` gains a message.
+    pub notify: Notify,
+    online: AtomicBool,
+}
+
+impl Session {
+    /// A new, empty, offline session.
+    pub fn new(id: Arc<str>) -> Session {
+        Session {
+            id,
+            state: Mutex::new(SessionState::default()),
+            notify: Notify::new(),
+            online: AtomicBool::new(false),
+        }
+    }
+
+    /// Locks the state. Never hold the guard across an `.await`.
+    pub fn lock(&self) -> MutexGuard<'_, SessionState> {
+        self.state.lock()
+    }
+
+    /// Whether a connection owns the session now.
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Acquire)
+    }
+
+    /// Marks the session connected or not.
+    pub fn set_online(&self, online: bool) {
+        self.online.store(online, Ordering::Release);
+    }
+
+    /// Queues a message for delivery, applying the queue limits. Returns
+    /// false when the message was dropped (and counted).
+    ///
+    /// `bypass_limits` is for retained messages sent because of a SUBSCRIBE:
+    /// a wildcard subscription receives all of them, paced by flow control,
+    /// rather than having them cut short by the queue limit.
+    pub fn enqueue(
+        &self,
+        d: Delivery,
+        config: &Config,
+        stats: &Stats,
+        bypass_limits: bool,
+    ) -> bool {
+        let online = self.is_online();
+        if !online && d.qos == QoS::AtMostOnce && !config.queue_qos0_messages {
+            stats.dropped_offline_qos0.inc();
+            return false;
+        }
+        let size = d.msg.size();
+        {
+            let mut st = self.lock();
+            let full = |st: &SessionState| {
+                st.pending.len() >= config.max_queued_messages
+                    || st.pending_bytes + size > config.max_queued_bytes
+            };
+            if !bypass_limits && full(&st) {
+                match config.queue_policy {
+                    QueuePolicy::DropNew => {
+                        drop(st);
+                        stats.dropped_queue_full.inc();
+                        tracing::debug!(client = %self.id, "queue full: message dropped");
+                        return false;
+                    }
+                    QueuePolicy::DropOldest => {
+                        while full(&st) {
+                            let Some(old) = st.pending.pop_front() else {
+                                break;
+                            };
+                            st.pending_bytes -= old.msg.size();
+                            stats.dropped_queue_full.inc();
+                        }
+                        tracing::debug!(client = %self.id, "queue full: oldest message dropped");
+                    }
+                }
+            }
+            st.pending_bytes += size;
+            st.pending.push_back(d);
+        }
+        if online {
+            self.notify.notify_one();
+        }
+        true
+    }
+}
