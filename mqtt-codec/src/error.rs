@@ -85,8 +85,11 @@ impl DecodeError {
             DecodeError::UnsupportedProtocolVersion(_) => ReasonCode::UnsupportedProtocolVersion,
             DecodeError::InvalidTopicName => ReasonCode::TopicNameInvalid,
             DecodeError::InvalidTopicFilter => ReasonCode::TopicFilterInvalid,
+            // [MQTT-3.8.3-2] / [MQTT-3.10.3-2]: "A SUBSCRIBE (UNSUBSCRIBE)
+            // packet with no Payload is a Protocol Error."
             DecodeError::DuplicateProperty(_)
             | DecodeError::InvalidPropertyValue(_)
+            | DecodeError::NoTopicFilters
             | DecodeError::PacketNotInVersion => ReasonCode::ProtocolError,
             _ => ReasonCode::MalformedPacket,
         }

@@ -55,7 +55,7 @@ pub use connect::{ConnAck, Connect, LastWill};
 pub use disconnect::{Auth, Disconnect};
 pub use error::{DecodeError, EncodeError};
 pub use header::{check_header, FixedHeader, Needed, PacketType, Status, MAX_PACKET_SIZE};
-pub use list::{List, ListIter};
+pub use list::{List, ListItem, ListIter};
 pub use packet::{decode, decode_body, DecodeOptions, Packet};
 pub use properties::{Properties, Property, PropertyContext, PropertyId, PropertyIter};
 pub use publish::{PubResp, Publish};

@@ -6,13 +6,66 @@
 use core::fmt;
 
 use crate::error::DecodeError;
+use crate::header::PacketType;
+use crate::reason::ReasonCode;
+use crate::subscribe::{read_code, read_filter, SubscribeFilter};
 use crate::wire::Reader;
 
-type ReadFn<'a, T> = fn(&mut Reader<'a>) -> Result<T, DecodeError>;
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// An item type a [`List`] can hold. Sealed: implemented by this crate for
+/// subscription entries, topic filters and reason codes.
+pub trait ListItem<'a>: Copy + sealed::Sealed {
+    /// Reads one item from the front of `bytes` in the given wire `variant`
+    /// (which version's rules apply).
+    #[doc(hidden)]
+    fn read_item(bytes: &mut &'a [u8], variant: u8) -> Result<Self, DecodeError>;
+}
+
+/// Wire variants: which rules an encoded list was validated with.
+pub(crate) const VARIANT_V3: u8 = 0;
+pub(crate) const VARIANT_V5: u8 = 1;
+pub(crate) const VARIANT_UNSUBACK: u8 = 2;
+
+fn with_reader<'a, T>(
+    bytes: &mut &'a [u8],
+    read: impl FnOnce(&mut Reader<'a>) -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let item = read(&mut r)?;
+    *bytes = r.rest();
+    Ok(item)
+}
+
+impl sealed::Sealed for SubscribeFilter<'_> {}
+impl<'a> ListItem<'a> for SubscribeFilter<'a> {
+    fn read_item(bytes: &mut &'a [u8], variant: u8) -> Result<Self, DecodeError> {
+        with_reader(bytes, |r| SubscribeFilter::read(r, variant == VARIANT_V5))
+    }
+}
+
+impl sealed::Sealed for &str {}
+impl<'a> ListItem<'a> for &'a str {
+    fn read_item(bytes: &mut &'a [u8], _variant: u8) -> Result<Self, DecodeError> {
+        with_reader(bytes, read_filter)
+    }
+}
+
+impl sealed::Sealed for ReasonCode {}
+impl<'a> ListItem<'a> for ReasonCode {
+    fn read_item(bytes: &mut &'a [u8], variant: u8) -> Result<Self, DecodeError> {
+        with_reader(bytes, |r| match variant {
+            VARIANT_UNSUBACK => read_code(r, PacketType::UnsubAck, true),
+            v => read_code(r, PacketType::SubAck, v == VARIANT_V5),
+        })
+    }
+}
 
 #[derive(Clone, Copy)]
 enum Repr<'a, T> {
-    Encoded(&'a [u8], ReadFn<'a, T>),
+    Encoded(&'a [u8], u8),
     Items(&'a [T]),
 }
 
@@ -25,23 +78,25 @@ impl<'a, T: Copy> List<'a, T> {
     pub const fn from_slice(items: &'a [T]) -> Self {
         List(Repr::Items(items))
     }
+}
 
-    /// Validates every item of `bytes` with `read`; at least one is required.
-    pub(crate) fn decode(bytes: &'a [u8], read: ReadFn<'a, T>) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(bytes);
-        if r.is_empty() {
+impl<'a, T: ListItem<'a>> List<'a, T> {
+    /// Validates every item of `bytes`; at least one is required.
+    pub(crate) fn decode(bytes: &'a [u8], variant: u8) -> Result<Self, DecodeError> {
+        if bytes.is_empty() {
             return Err(DecodeError::NoTopicFilters);
         }
-        while !r.is_empty() {
-            read(&mut r)?;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            T::read_item(&mut rest, variant)?;
         }
-        Ok(List(Repr::Encoded(bytes, read)))
+        Ok(List(Repr::Encoded(bytes, variant)))
     }
 
     /// The items in order.
     pub fn iter(&self) -> ListIter<'a, T> {
         ListIter(match self.0 {
-            Repr::Encoded(b, read) => IterRepr::Encoded(Reader::new(b), read),
+            Repr::Encoded(b, variant) => IterRepr::Encoded(b, variant),
             Repr::Items(items) => IterRepr::Items(items.iter()),
         })
     }
@@ -63,21 +118,21 @@ impl<'a, T: Copy> List<'a, T> {
     }
 }
 
-impl<T: Copy + PartialEq> PartialEq for List<'_, T> {
+impl<'a, T: ListItem<'a> + PartialEq> PartialEq for List<'a, T> {
     fn eq(&self, other: &Self) -> bool {
         self.iter().eq(other.iter())
     }
 }
 
-impl<T: Copy + Eq> Eq for List<'_, T> {}
+impl<'a, T: ListItem<'a> + Eq> Eq for List<'a, T> {}
 
-impl<T: Copy + fmt::Debug> fmt::Debug for List<'_, T> {
+impl<'a, T: ListItem<'a> + fmt::Debug> fmt::Debug for List<'a, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.iter()).finish()
     }
 }
 
-impl<'a, T: Copy> IntoIterator for List<'a, T> {
+impl<'a, T: ListItem<'a>> IntoIterator for List<'a, T> {
     type Item = T;
     type IntoIter = ListIter<'a, T>;
     fn into_iter(self) -> ListIter<'a, T> {
@@ -86,22 +141,28 @@ impl<'a, T: Copy> IntoIterator for List<'a, T> {
 }
 
 enum IterRepr<'a, T> {
-    Encoded(Reader<'a>, ReadFn<'a, T>),
+    Encoded(&'a [u8], u8),
     Items(core::slice::Iter<'a, T>),
 }
 
 /// Iterator over a [`List`].
 pub struct ListIter<'a, T>(IterRepr<'a, T>);
 
-impl<T: Copy> Iterator for ListIter<'_, T> {
+impl<'a, T: ListItem<'a>> Iterator for ListIter<'a, T> {
     type Item = T;
 
     fn next(&mut self) -> Option<T> {
         match &mut self.0 {
+            IterRepr::Encoded(b, _) if b.is_empty() => None,
             // Validated on decode: an error cannot occur, and stopping keeps
             // the iterator panic-free regardless.
-            IterRepr::Encoded(r, _) if r.is_empty() => None,
-            IterRepr::Encoded(r, read) => read(r).ok(),
+            IterRepr::Encoded(b, variant) => match T::read_item(b, *variant) {
+                Ok(item) => Some(item),
+                Err(_) => {
+                    *b = &[];
+                    None
+                }
+            },
             IterRepr::Items(it) => it.next().copied(),
         }
     }

@@ -3,7 +3,7 @@
 
 use crate::error::{DecodeError, EncodeError};
 use crate::header::PacketType;
-use crate::list::List;
+use crate::list::{List, VARIANT_UNSUBACK, VARIANT_V3, VARIANT_V5};
 use crate::properties::{Properties, PropertyContext};
 use crate::reason::ReasonCode;
 use crate::topic::{parse_shared, valid_topic_filter};
@@ -82,20 +82,12 @@ pub struct SubscribeFilter<'a> {
 }
 
 impl<'a> SubscribeFilter<'a> {
-    fn read(r: &mut Reader<'a>, v5: bool) -> Result<Self, DecodeError> {
+    pub(crate) fn read(r: &mut Reader<'a>, v5: bool) -> Result<Self, DecodeError> {
         let filter = r.string()?;
         let options = SubscriptionOptions::from_byte(r.u8()?, v5)?;
         let entry = SubscribeFilter { filter, options };
         entry.check()?;
         Ok(entry)
-    }
-
-    fn read_v3(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
-        Self::read(r, false)
-    }
-
-    fn read_v5(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
-        Self::read(r, true)
     }
 
     fn check(&self) -> Result<(), DecodeError> {
@@ -131,12 +123,7 @@ impl<'a> Subscribe<'a> {
         } else {
             Properties::EMPTY
         };
-        let read = if v5 {
-            SubscribeFilter::read_v5
-        } else {
-            SubscribeFilter::read_v3
-        };
-        let filters = List::decode(r.rest(), read)?;
+        let filters = List::decode(r.rest(), if v5 { VARIANT_V5 } else { VARIANT_V3 })?;
         Ok(Subscribe {
             pid,
             properties,
@@ -183,7 +170,7 @@ impl<'a> Subscribe<'a> {
     }
 }
 
-fn read_code<'a>(
+pub(crate) fn read_code<'a>(
     r: &mut Reader<'a>,
     kind: PacketType,
     v5: bool,
@@ -195,18 +182,6 @@ fn read_code<'a>(
         return Err(DecodeError::InvalidReasonCode(b));
     }
     Ok(code)
-}
-
-fn read_suback_v3(r: &mut Reader<'_>) -> Result<ReasonCode, DecodeError> {
-    read_code(r, PacketType::SubAck, false)
-}
-
-fn read_suback_v5(r: &mut Reader<'_>) -> Result<ReasonCode, DecodeError> {
-    read_code(r, PacketType::SubAck, true)
-}
-
-fn read_unsuback(r: &mut Reader<'_>) -> Result<ReasonCode, DecodeError> {
-    read_code(r, PacketType::UnsubAck, true)
 }
 
 /// A SUBACK packet.
@@ -231,8 +206,7 @@ impl<'a> SubAck<'a> {
         } else {
             Properties::EMPTY
         };
-        let read = if v5 { read_suback_v5 } else { read_suback_v3 };
-        let codes = List::decode(r.rest(), read)?;
+        let codes = List::decode(r.rest(), if v5 { VARIANT_V5 } else { VARIANT_V3 })?;
         Ok(SubAck {
             pid,
             properties,
@@ -286,7 +260,7 @@ fn codes_len(codes: List<'_, ReasonCode>, kind: PacketType) -> Result<usize, Enc
     Ok(n)
 }
 
-fn read_filter<'a>(r: &mut Reader<'a>) -> Result<&'a str, DecodeError> {
+pub(crate) fn read_filter<'a>(r: &mut Reader<'a>) -> Result<&'a str, DecodeError> {
     let filter = r.string()?;
     if !valid_topic_filter(filter) {
         return Err(DecodeError::InvalidTopicFilter);
@@ -314,7 +288,7 @@ impl<'a> Unsubscribe<'a> {
         } else {
             Properties::EMPTY
         };
-        let filters = List::decode(r.rest(), read_filter)?;
+        let filters = List::decode(r.rest(), VARIANT_V3)?;
         Ok(Unsubscribe {
             pid,
             properties,
@@ -380,7 +354,7 @@ impl<'a> UnsubAck<'a> {
             });
         }
         let properties = Properties::decode(&mut r, PropertyContext::UnsubAck)?;
-        let codes = List::decode(r.rest(), read_unsuback)?;
+        let codes = List::decode(r.rest(), VARIANT_UNSUBACK)?;
         Ok(UnsubAck {
             pid,
             properties,

@@ -1,0 +1,865 @@
+//! The background task that owns the connection: it connects, keeps the
+//! connection alive, runs the QoS flows, and reconnects with exponential
+//! backoff and jitter, resuming the session (every unacknowledged PUBLISH
+//! again with DUP, every PUBREL again) or restoring the subscriptions when
+//! the server lost it.
+//!
+//! It never waits on the application: commands are taken only when the
+//! inflight window has room, and incoming messages that the application has
+//! not taken yet wait in a backlog while reading from the socket pauses.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use mqtt_codec::{
+    check_header, decode_body, ConnAck, Connect, Disconnect, LastWill, List, Packet, Pid,
+    Properties, Property, ProtocolVersion, PubResp, Publish, QoS, QosPid, ReasonCode, Status,
+    Subscribe, SubscribeFilter, SubscriptionOptions, Unsubscribe, MAX_PACKET_SIZE,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::client::{Command, Shared};
+use crate::error::ClientError;
+use crate::message::{Message, OutgoingMessage};
+use crate::options::ConnectOptions;
+use crate::transport::{self, Stream};
+
+type Done<T> = oneshot::Sender<Result<T, ClientError>>;
+
+/// Stop taking commands while this much waits to be written.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutState {
+    AwaitPubAck,
+    AwaitPubRec,
+    AwaitPubComp,
+}
+
+struct InFlight {
+    pid: Pid,
+    msg: OutgoingMessage,
+    state: OutState,
+    done: Option<Done<ReasonCode>>,
+}
+
+enum Request {
+    Subscribe {
+        filters: Vec<(String, SubscriptionOptions)>,
+        sub_id: Option<u32>,
+        done: Option<Done<Vec<ReasonCode>>>,
+    },
+    Unsubscribe {
+        filters: Vec<String>,
+        done: Option<Done<Vec<ReasonCode>>>,
+    },
+}
+
+/// What the server told us in CONNACK.
+#[derive(Debug, Clone, Copy)]
+struct ServerLimits {
+    receive_maximum: u16,
+    max_packet_size: u32,
+    topic_alias_maximum: u16,
+    keep_alive: Duration,
+}
+
+/// A connected stream and whatever was read past the CONNACK.
+pub(crate) struct Connection {
+    stream: Box<dyn Stream>,
+    buf: BytesMut,
+    session_present: bool,
+}
+
+enum Exit {
+    Stopped,
+    Lost(ClientError),
+}
+
+pub(crate) struct EventLoop {
+    opts: ConnectOptions,
+    commands: mpsc::Receiver<Command>,
+    incoming: mpsc::Sender<Message>,
+    shared: Arc<Shared>,
+    next_pid: u16,
+    inflight: VecDeque<InFlight>,
+    incoming_qos2: HashSet<u16>,
+    requests: HashMap<u16, Request>,
+    /// Granted subscriptions, to restore when the server lost the session.
+    subscriptions: Vec<(String, SubscriptionOptions, Option<u32>)>,
+    server: ServerLimits,
+    in_aliases: HashMap<u16, String>,
+    out_aliases: HashMap<String, u16>,
+    backlog: VecDeque<Message>,
+    /// QoS 0 publishes that complete once the write buffer is flushed.
+    flush_waiters: Vec<Done<ReasonCode>>,
+    assigned_client_id: Option<String>,
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        opts: ConnectOptions,
+        commands: mpsc::Receiver<Command>,
+        incoming: mpsc::Sender<Message>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let keep_alive = opts.keep_alive;
+        EventLoop {
+            opts,
+            commands,
+            incoming,
+            shared,
+            next_pid: 0,
+            inflight: VecDeque::new(),
+            incoming_qos2: HashSet::new(),
+            requests: HashMap::new(),
+            subscriptions: Vec::new(),
+            server: ServerLimits {
+                receive_maximum: u16::MAX,
+                max_packet_size: MAX_PACKET_SIZE,
+                topic_alias_maximum: 0,
+                keep_alive,
+            },
+            in_aliases: HashMap::new(),
+            out_aliases: HashMap::new(),
+            backlog: VecDeque::new(),
+            flush_waiters: Vec::new(),
+            assigned_client_id: None,
+        }
+    }
+
+    fn version(&self) -> ProtocolVersion {
+        self.opts.version
+    }
+
+    fn next_pid(&mut self) -> Pid {
+        loop {
+            self.next_pid = self.next_pid.wrapping_add(1).max(1);
+            let pid = self.next_pid;
+            if !self.inflight.iter().any(|o| o.pid.get() == pid)
+                && !self.requests.contains_key(&pid)
+            {
+                return Pid::new(pid).unwrap_or_default();
+            }
+        }
+    }
+
+    /// Opens the transport, sends CONNECT and waits for CONNACK.
+    pub(crate) async fn establish(&mut self) -> Result<Connection, ClientError> {
+        let timeout = self.opts.connect_timeout;
+        tokio::time::timeout(timeout, self.establish_inner())
+            .await
+            .unwrap_or(Err(ClientError::Timeout))
+    }
+
+    async fn establish_inner(&mut self) -> Result<Connection, ClientError> {
+        let mut stream = transport::open(&self.opts).await?;
+        let o = &self.opts;
+        let v5 = o.version.is_v5();
+        let mut props = Vec::new();
+        let mut will_props = Vec::new();
+        if v5 {
+            if o.session_expiry_secs > 0 {
+                props.push(Property::SessionExpiryInterval(o.session_expiry_secs));
+            }
+            if let Some(r) = o.receive_maximum {
+                props.push(Property::ReceiveMaximum(r));
+            }
+            if let Some(m) = o.max_packet_size {
+                props.push(Property::MaximumPacketSize(m));
+            }
+            if o.topic_alias_maximum > 0 {
+                props.push(Property::TopicAliasMaximum(o.topic_alias_maximum));
+            }
+            for (k, v) in &o.user_properties {
+                props.push(Property::UserProperty(k, v));
+            }
+            if let Some(w) = &o.will {
+                if let Some(d) = w.delay_secs {
+                    will_props.push(Property::WillDelayInterval(d));
+                }
+                w.properties.push_to(&mut will_props);
+            }
+        }
+        // A reconnection after the server assigned an identifier reuses it,
+        // so the session can be resumed.
+        let client_id = match (&self.assigned_client_id, o.client_id.is_empty()) {
+            (Some(id), true) => id.as_str(),
+            _ => o.client_id.as_str(),
+        };
+        let connect = Connect {
+            protocol: o.version,
+            clean_start: o.clean_start,
+            keep_alive: o.keep_alive.as_secs().min(u64::from(u16::MAX)) as u16,
+            properties: Properties::from_slice(&props),
+            client_id,
+            will: o.will.as_ref().map(|w| LastWill {
+                topic: &w.topic,
+                payload: &w.payload,
+                qos: w.qos,
+                retain: w.retain,
+                properties: Properties::from_slice(&will_props),
+            }),
+            username: o.username.as_deref(),
+            password: o.password.as_deref(),
+        };
+        let mut out = BytesMut::new();
+        push_packet(&mut out, o.version, &Packet::Connect(connect))
+            .map_err(|e| ClientError::Invalid(e.to_string()))?;
+        stream
+            .write_all(&out)
+            .await
+            .map_err(|e| ClientError::Connection(e.to_string()))?;
+
+        let mut buf = BytesMut::with_capacity(256);
+        let (header, frame) = loop {
+            if let Status::Complete(h) = check_header(&buf, MAX_PACKET_SIZE)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?
+            {
+                if buf.len() >= h.packet_len() {
+                    break (h, buf.split_to(h.packet_len()).freeze());
+                }
+            }
+            let n = stream
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| ClientError::Connection(e.to_string()))?;
+            if n == 0 {
+                return Err(ClientError::Connection(
+                    "closed by the server before CONNACK".into(),
+                ));
+            }
+        };
+        let packet = decode_body(
+            header.packet_type,
+            header.flags,
+            &frame[header.header_len..],
+            o.version,
+        )
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let Packet::ConnAck(ack) = packet else {
+            return Err(ClientError::Protocol("expected CONNACK".into()));
+        };
+        if ack.reason.is_error() {
+            return Err(ClientError::Refused(ack.reason));
+        }
+        self.apply_connack(&ack);
+        tracing::debug!(session_present = ack.session_present, "connected");
+        Ok(Connection {
+            stream,
+            buf,
+            session_present: ack.session_present,
+        })
+    }
+
+    fn apply_connack(&mut self, ack: &ConnAck<'_>) {
+        self.server = ServerLimits {
+            receive_maximum: u16::MAX,
+            max_packet_size: MAX_PACKET_SIZE,
+            topic_alias_maximum: 0,
+            keep_alive: self.opts.keep_alive,
+        };
+        for p in ack.properties.iter() {
+            match p {
+                Property::ReceiveMaximum(n) => self.server.receive_maximum = n,
+                Property::MaximumPacketSize(n) => self.server.max_packet_size = n,
+                Property::TopicAliasMaximum(n) => self.server.topic_alias_maximum = n,
+                Property::ServerKeepAlive(k) => {
+                    self.server.keep_alive = Duration::from_secs(u64::from(k))
+                }
+                Property::AssignedClientIdentifier(id) => {
+                    self.assigned_client_id = Some(id.to_owned())
+                }
+                _ => {}
+            }
+        }
+        self.in_aliases.clear();
+        self.out_aliases.clear();
+    }
+
+    /// Runs until `disconnect`, or until the connection is lost and
+    /// reconnection is off.
+    pub(crate) async fn run(mut self, first: Connection) {
+        let mut conn = first;
+        let mut stop = self.shared.stop.subscribe();
+        loop {
+            let exit = self.run_connected(conn, &mut stop).await;
+            self.shared.connected.store(false, Ordering::Release);
+            let err = match exit {
+                Exit::Stopped => break,
+                Exit::Lost(e) => e,
+            };
+            tracing::debug!(error = %err, "connection lost");
+            for w in self.flush_waiters.drain(..) {
+                let _ = w.send(Err(err.clone()));
+            }
+            if !self.opts.reconnect {
+                self.fail_all(&err);
+                return;
+            }
+            let mut backoff = self.opts.min_backoff;
+            conn = loop {
+                let delay = jitter(backoff);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => { self.fail_all(&ClientError::Closed); return; }
+                }
+                match self.establish().await {
+                    Ok(c) => break c,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "reconnect failed");
+                        backoff = (backoff * 2).min(self.opts.max_backoff);
+                    }
+                }
+            };
+            self.shared.connected.store(true, Ordering::Release);
+        }
+        self.fail_all(&ClientError::Closed);
+    }
+
+    fn fail_all(&mut self, err: &ClientError) {
+        for o in self.inflight.drain(..) {
+            if let Some(d) = o.done {
+                let _ = d.send(Err(err.clone()));
+            }
+        }
+        for (_, r) in self.requests.drain() {
+            match r {
+                Request::Subscribe { done: Some(d), .. }
+                | Request::Unsubscribe { done: Some(d), .. } => {
+                    let _ = d.send(Err(err.clone()));
+                }
+                _ => {}
+            }
+        }
+        for w in self.flush_waiters.drain(..) {
+            let _ = w.send(Err(err.clone()));
+        }
+    }
+
+    fn window(&self) -> usize {
+        usize::from(self.opts.max_inflight.min(self.server.receive_maximum)).max(1)
+    }
+
+    async fn run_connected(
+        &mut self,
+        conn: Connection,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Exit {
+        let Connection {
+            stream,
+            buf,
+            session_present,
+        } = conn;
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let mut rbuf = buf;
+        let mut out = BytesMut::new();
+        self.resume(session_present, &mut out);
+        if let Err(e) = self.drain_frames(&mut rbuf, &mut out) {
+            return Exit::Lost(e);
+        }
+        let keep_alive = self.server.keep_alive;
+        // A local handle, so that a reserved slot does not borrow `self`.
+        let incoming = self.incoming.clone();
+        let mut last_tx = Instant::now();
+        let mut ping_sent: Option<Instant> = None;
+        loop {
+            let ping_at = if keep_alive.is_zero() {
+                None
+            } else {
+                Some(match ping_sent {
+                    // No PINGRESP within keep alive: the connection is dead.
+                    Some(t) => t + keep_alive,
+                    None => last_tx + keep_alive,
+                })
+            };
+            let take_commands = self.inflight.len() < self.window() && out.len() < WRITE_HIGH_WATER;
+            let read_open = self.backlog.len() < self.opts.incoming_capacity;
+            tokio::select! {
+                biased;
+                _ = stop.changed() => {
+                    self.send(&mut out, &Packet::Disconnect(Disconnect::NORMAL));
+                    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                        wr.write_all(&out).await?;
+                        wr.flush().await?;
+                        wr.shutdown().await
+                    }).await;
+                    for w in self.flush_waiters.drain(..) {
+                        let _ = w.send(Ok(ReasonCode::Success));
+                    }
+                    return Exit::Stopped;
+                }
+                written = wr.write(&out), if !out.is_empty() => match written {
+                    Ok(0) | Err(_) => return Exit::Lost(ClientError::Connection("write failed".into())),
+                    Ok(n) => {
+                        out.advance(n);
+                        last_tx = Instant::now();
+                        if out.is_empty() {
+                            for w in self.flush_waiters.drain(..) {
+                                let _ = w.send(Ok(ReasonCode::Success));
+                            }
+                        }
+                    }
+                },
+                read = rd.read_buf(&mut rbuf), if read_open => match read {
+                    Ok(0) => return Exit::Lost(ClientError::Connection("closed by the server".into())),
+                    Err(e) => return Exit::Lost(ClientError::Connection(e.to_string())),
+                    Ok(_) => {
+                        ping_sent = None;
+                        if let Err(e) = self.drain_frames(&mut rbuf, &mut out) {
+                            return Exit::Lost(e);
+                        }
+                    }
+                },
+                permit = incoming.reserve(), if !self.backlog.is_empty() => {
+                    match permit {
+                        Ok(p) => {
+                            if let Some(m) = self.backlog.pop_front() {
+                                p.send(m);
+                            }
+                        }
+                        // Nobody listens for messages any more.
+                        Err(_) => self.backlog.clear(),
+                    }
+                }
+                cmd = self.commands.recv(), if take_commands => match cmd {
+                    Some(cmd) => self.handle_command(cmd, &mut out),
+                    // Every handle is gone: nothing more can be asked.
+                    None => {
+                        let _ = self.shared.stop.send(true);
+                    }
+                },
+                _ = sleep_until_opt(ping_at) => {
+                    if ping_sent.is_some() {
+                        return Exit::Lost(ClientError::Timeout);
+                    }
+                    self.send(&mut out, &Packet::PingReq);
+                    ping_sent = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    /// After CONNACK: resend what the session still owes, or restore the
+    /// subscriptions when the server has no session.
+    fn resume(&mut self, session_present: bool, out: &mut BytesMut) {
+        if !session_present {
+            self.incoming_qos2.clear();
+            // The server forgot its half of QoS 2 exchanges that got PUBREC:
+            // it has the message, so they are complete.
+            let mut kept = VecDeque::new();
+            for o in self.inflight.drain(..) {
+                if o.state == OutState::AwaitPubComp {
+                    if let Some(d) = o.done {
+                        let _ = d.send(Ok(ReasonCode::Success));
+                    }
+                } else {
+                    kept.push_back(o);
+                }
+            }
+            self.inflight = kept;
+            if !self.subscriptions.is_empty() {
+                let filters: Vec<(String, SubscriptionOptions)> = self
+                    .subscriptions
+                    .iter()
+                    .map(|(f, o, _)| (f.clone(), *o))
+                    .collect();
+                let sub_id = self.subscriptions.iter().find_map(|(_, _, id)| *id);
+                self.send_request(
+                    out,
+                    Request::Subscribe {
+                        filters,
+                        sub_id,
+                        done: None,
+                    },
+                );
+            }
+        }
+        // Subscribe / unsubscribe requests that were not answered.
+        let pending: Vec<Request> = self.requests.drain().map(|(_, r)| r).collect();
+        for r in pending {
+            self.send_request(out, r);
+        }
+        let resend: Vec<(Pid, OutState)> = self.inflight.iter().map(|o| (o.pid, o.state)).collect();
+        for (pid, state) in resend {
+            match state {
+                OutState::AwaitPubComp => self.send(out, &Packet::PubRel(PubResp::new(pid))),
+                _ => {
+                    if let Some(i) = self.inflight.iter().position(|o| o.pid == pid) {
+                        let msg = self.inflight[i].msg.clone();
+                        let _ = self.write_publish(out, &msg, QosPid::from_qos(msg.qos, pid), true);
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&self, out: &mut BytesMut, packet: &Packet<'_>) {
+        if let Err(e) = push_packet(out, self.version(), packet) {
+            tracing::warn!(error = %e, "packet not encodable");
+        }
+    }
+
+    fn handle_command(&mut self, cmd: Command, out: &mut BytesMut) {
+        match cmd {
+            Command::Publish { msg, done } => {
+                if msg.qos == QoS::AtMostOnce {
+                    match self.write_publish(out, &msg, QosPid::AtMostOnce, false) {
+                        Ok(()) => self.flush_waiters.push(done),
+                        Err(e) => {
+                            let _ = done.send(Err(e));
+                        }
+                    }
+                    return;
+                }
+                let pid = self.next_pid();
+                match self.write_publish(out, &msg, QosPid::from_qos(msg.qos, pid), false) {
+                    Ok(()) => {
+                        let state = if msg.qos == QoS::AtLeastOnce {
+                            OutState::AwaitPubAck
+                        } else {
+                            OutState::AwaitPubRec
+                        };
+                        self.inflight.push_back(InFlight {
+                            pid,
+                            msg,
+                            state,
+                            done: Some(done),
+                        });
+                    }
+                    Err(e) => {
+                        let _ = done.send(Err(e));
+                    }
+                }
+            }
+            Command::Subscribe {
+                filters,
+                sub_id,
+                done,
+            } => self.send_request(
+                out,
+                Request::Subscribe {
+                    filters,
+                    sub_id,
+                    done: Some(done),
+                },
+            ),
+            Command::Unsubscribe { filters, done } => self.send_request(
+                out,
+                Request::Unsubscribe {
+                    filters,
+                    done: Some(done),
+                },
+            ),
+        }
+    }
+
+    fn send_request(&mut self, out: &mut BytesMut, req: Request) {
+        let pid = self.next_pid();
+        let mut props = Vec::new();
+        match &req {
+            Request::Subscribe {
+                filters, sub_id, ..
+            } => {
+                if let (Some(id), true) = (sub_id, self.version().is_v5()) {
+                    props.push(Property::SubscriptionIdentifier(*id));
+                }
+                let entries: Vec<SubscribeFilter<'_>> = filters
+                    .iter()
+                    .map(|(f, o)| SubscribeFilter {
+                        filter: f,
+                        options: *o,
+                    })
+                    .collect();
+                let packet = Packet::Subscribe(Subscribe {
+                    pid,
+                    properties: Properties::from_slice(&props),
+                    filters: List::from_slice(&entries),
+                });
+                self.send(out, &packet);
+            }
+            Request::Unsubscribe { filters, .. } => {
+                let names: Vec<&str> = filters.iter().map(String::as_str).collect();
+                let packet = Packet::Unsubscribe(Unsubscribe {
+                    pid,
+                    properties: Properties::EMPTY,
+                    filters: List::from_slice(&names),
+                });
+                self.send(out, &packet);
+            }
+        }
+        self.requests.insert(pid.get(), req);
+    }
+
+    fn write_publish(
+        &mut self,
+        out: &mut BytesMut,
+        msg: &OutgoingMessage,
+        qos_pid: QosPid,
+        dup: bool,
+    ) -> Result<(), ClientError> {
+        let mut props = Vec::new();
+        let mut topic = msg.topic.as_str();
+        if self.version().is_v5() {
+            msg.properties.push_to(&mut props);
+            if self.server.topic_alias_maximum > 0 {
+                match self.out_aliases.get(topic) {
+                    Some(&a) => {
+                        props.push(Property::TopicAlias(a));
+                        topic = "";
+                    }
+                    None if self.out_aliases.len()
+                        < usize::from(self.server.topic_alias_maximum) =>
+                    {
+                        let a = self.out_aliases.len() as u16 + 1;
+                        self.out_aliases.insert(msg.topic.clone(), a);
+                        props.push(Property::TopicAlias(a));
+                    }
+                    None => {}
+                }
+            }
+        }
+        let packet = Packet::Publish(Publish {
+            dup,
+            qos_pid,
+            retain: msg.retain,
+            topic,
+            properties: Properties::from_slice(&props),
+            payload: &msg.payload,
+        });
+        let len = packet
+            .encoded_len(self.version())
+            .map_err(|e| ClientError::Invalid(e.to_string()))?;
+        if len > self.server.max_packet_size as usize {
+            return Err(ClientError::Rejected(ReasonCode::PacketTooLarge));
+        }
+        push_packet(out, self.version(), &packet)
+            .map_err(|e| ClientError::Invalid(e.to_string()))?;
+        Ok(())
+    }
+
+    fn drain_frames(&mut self, rbuf: &mut BytesMut, out: &mut BytesMut) -> Result<(), ClientError> {
+        loop {
+            let limit = self.opts.max_packet_size.unwrap_or(MAX_PACKET_SIZE);
+            let header = match check_header(rbuf, limit)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?
+            {
+                Status::Complete(h) if rbuf.len() >= h.packet_len() => h,
+                _ => return Ok(()),
+            };
+            let frame = rbuf.split_to(header.packet_len()).freeze();
+            let packet = decode_body(
+                header.packet_type,
+                header.flags,
+                &frame[header.header_len..],
+                self.version(),
+            )
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            self.handle_packet(packet, &frame, out)?;
+        }
+    }
+
+    fn handle_packet(
+        &mut self,
+        packet: Packet<'_>,
+        frame: &bytes::Bytes,
+        out: &mut BytesMut,
+    ) -> Result<(), ClientError> {
+        match packet {
+            Packet::Publish(p) => self.on_publish(&p, frame, out),
+            Packet::PubAck(r) => {
+                self.complete(r.pid, OutState::AwaitPubAck, r.reason);
+                Ok(())
+            }
+            Packet::PubRec(r) => {
+                let Some(i) = self.inflight.iter().position(|o| o.pid == r.pid) else {
+                    let rel = PubResp {
+                        reason: ReasonCode::PacketIdentifierNotFound,
+                        ..PubResp::new(r.pid)
+                    };
+                    self.send(out, &Packet::PubRel(rel));
+                    return Ok(());
+                };
+                if r.reason.is_error() {
+                    self.complete(r.pid, OutState::AwaitPubRec, r.reason);
+                    return Ok(());
+                }
+                self.inflight[i].state = OutState::AwaitPubComp;
+                self.send(out, &Packet::PubRel(PubResp::new(r.pid)));
+                Ok(())
+            }
+            Packet::PubComp(r) => {
+                self.complete(r.pid, OutState::AwaitPubComp, r.reason);
+                Ok(())
+            }
+            Packet::PubRel(r) => {
+                let known = self.incoming_qos2.remove(&r.pid.get());
+                let comp = PubResp {
+                    reason: if known {
+                        ReasonCode::Success
+                    } else {
+                        ReasonCode::PacketIdentifierNotFound
+                    },
+                    ..PubResp::new(r.pid)
+                };
+                self.send(out, &Packet::PubComp(comp));
+                Ok(())
+            }
+            Packet::SubAck(s) => {
+                let codes: Vec<ReasonCode> = s.codes.iter().collect();
+                if let Some(Request::Subscribe {
+                    filters,
+                    sub_id,
+                    done,
+                }) = self.requests.remove(&s.pid.get())
+                {
+                    for ((filter, options), code) in filters.into_iter().zip(&codes) {
+                        self.subscriptions.retain(|(f, _, _)| *f != filter);
+                        if !code.is_error() {
+                            self.subscriptions.push((filter, options, sub_id));
+                        }
+                    }
+                    if let Some(d) = done {
+                        let _ = d.send(Ok(codes));
+                    }
+                }
+                Ok(())
+            }
+            Packet::UnsubAck(u) => {
+                if let Some(Request::Unsubscribe { filters, done }) =
+                    self.requests.remove(&u.pid.get())
+                {
+                    self.subscriptions.retain(|(f, _, _)| !filters.contains(f));
+                    let mut codes: Vec<ReasonCode> = u.codes.iter().collect();
+                    if codes.is_empty() {
+                        // 3.1.1 UNSUBACK has no codes: success for each.
+                        codes = vec![ReasonCode::Success; filters.len()];
+                    }
+                    if let Some(d) = done {
+                        let _ = d.send(Ok(codes));
+                    }
+                }
+                Ok(())
+            }
+            Packet::PingResp => Ok(()),
+            Packet::Disconnect(d) => Err(ClientError::Rejected(d.reason)),
+            Packet::Auth(_) => Err(ClientError::Protocol(
+                "AUTH without an authentication method".into(),
+            )),
+            Packet::Connect(_)
+            | Packet::ConnAck(_)
+            | Packet::Subscribe(_)
+            | Packet::Unsubscribe(_)
+            | Packet::PingReq => Err(ClientError::Protocol(
+                "client-only packet from the server".into(),
+            )),
+        }
+    }
+
+    fn complete(&mut self, pid: Pid, expected: OutState, reason: ReasonCode) {
+        if let Some(i) = self
+            .inflight
+            .iter()
+            .position(|o| o.pid == pid && o.state == expected)
+        {
+            if let Some(o) = self.inflight.remove(i) {
+                if let Some(d) = o.done {
+                    let result = if reason.is_error() {
+                        Err(ClientError::Rejected(reason))
+                    } else {
+                        Ok(reason)
+                    };
+                    let _ = d.send(result);
+                }
+            }
+        }
+    }
+
+    fn on_publish(
+        &mut self,
+        p: &Publish<'_>,
+        frame: &bytes::Bytes,
+        out: &mut BytesMut,
+    ) -> Result<(), ClientError> {
+        let alias = p.properties.iter().find_map(|x| match x {
+            Property::TopicAlias(a) => Some(a),
+            _ => None,
+        });
+        let topic = match alias {
+            None => p.topic.to_owned(),
+            Some(a) if p.topic.is_empty() => self
+                .in_aliases
+                .get(&a)
+                .cloned()
+                .ok_or_else(|| ClientError::Protocol(format!("unknown topic alias {a}")))?,
+            Some(a) => {
+                self.in_aliases.insert(a, p.topic.to_owned());
+                p.topic.to_owned()
+            }
+        };
+        let duplicate = match p.qos_pid {
+            QosPid::ExactlyOnce(pid) => !self.incoming_qos2.insert(pid.get()),
+            _ => false,
+        };
+        if !duplicate {
+            let msg = Message::from_publish(p, topic, frame.slice_ref(p.payload));
+            self.deliver(msg);
+        }
+        match p.qos_pid {
+            QosPid::AtMostOnce => {}
+            QosPid::AtLeastOnce(pid) => self.send(out, &Packet::PubAck(PubResp::new(pid))),
+            QosPid::ExactlyOnce(pid) => self.send(out, &Packet::PubRec(PubResp::new(pid))),
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, msg: Message) {
+        if !self.backlog.is_empty() {
+            self.backlog.push_back(msg);
+            return;
+        }
+        match self.incoming.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(msg)) => self.backlog.push_back(msg),
+            // The application dropped its `Messages`: it does not want them.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+fn push_packet(
+    out: &mut BytesMut,
+    version: ProtocolVersion,
+    packet: &Packet<'_>,
+) -> Result<(), mqtt_codec::EncodeError> {
+    let len = packet.encoded_len(version)?;
+    let start = out.len();
+    out.resize(start + len, 0);
+    if let Err(e) = packet.encode(version, &mut out[start..]) {
+        out.truncate(start);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// A delay between half and all of `d`, chosen at random, so that many
+/// clients cut off together do not reconnect together.
+fn jitter(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(d.as_nanos() as u64);
+    let r = h.finish() % 1000;
+    d / 2 + d * r as u32 / 2000
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,170 @@
+//! Everything that shapes a connection: where to, who as, with what session,
+//! will, TLS and MQTT 5 limits, and how to reconnect.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use mqtt_codec::{ProtocolVersion, QoS};
+
+use crate::message::PublishProperties;
+
+/// How to verify and present certificates.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// CA certificates (PEM); `None` uses the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM), for mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    /// Client private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// Skip server certificate and host name verification. Only for tests:
+    /// it gives up what TLS is for.
+    pub insecure: bool,
+    /// Host name to verify, when it differs from the host connected to.
+    pub server_name: Option<String>,
+}
+
+/// The will message.
+#[derive(Debug, Clone)]
+pub struct Will {
+    /// Topic.
+    pub topic: String,
+    /// Payload.
+    pub payload: Bytes,
+    /// QoS.
+    pub qos: QoS,
+    /// Retain flag.
+    pub retain: bool,
+    /// MQTT 5 Will Delay Interval in seconds.
+    pub delay_secs: Option<u32>,
+    /// MQTT 5 will properties.
+    pub properties: PublishProperties,
+}
+
+/// Connection options. Start from [`ConnectOptions::new`] and change fields.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Host name or address.
+    pub host: String,
+    /// Port (1883, or 8883 with TLS).
+    pub port: u16,
+    /// Protocol version: 3.1.1 or 5.0.
+    pub version: ProtocolVersion,
+    /// Client identifier; empty lets the server assign one (5.0, or 3.1.1
+    /// with clean start).
+    pub client_id: String,
+    /// Clean Start (5.0) / Clean Session (3.1.1).
+    pub clean_start: bool,
+    /// MQTT 5 Session Expiry Interval in seconds (`u32::MAX` never).
+    pub session_expiry_secs: u32,
+    /// Keep alive; zero turns it off.
+    pub keep_alive: Duration,
+    /// User name.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<Bytes>,
+    /// Will message.
+    pub will: Option<Will>,
+    /// TLS, when set.
+    pub tls: Option<TlsOptions>,
+    /// MQTT 5 Receive Maximum the client announces.
+    pub receive_maximum: Option<u16>,
+    /// MQTT 5 Maximum Packet Size the client accepts.
+    pub max_packet_size: Option<u32>,
+    /// MQTT 5 Topic Alias Maximum the client accepts from the server.
+    pub topic_alias_maximum: u16,
+    /// MQTT 5 user properties of CONNECT.
+    pub user_properties: Vec<(String, String)>,
+    /// Time allowed for TCP, TLS and CONNACK.
+    pub connect_timeout: Duration,
+    /// Most publishes/subscribes waiting while disconnected; more are
+    /// refused with [`ClientError::QueueFull`](crate::ClientError::QueueFull).
+    pub offline_queue: usize,
+    /// Most QoS 1/2 publishes in flight (further capped by the server's
+    /// Receive Maximum).
+    pub max_inflight: u16,
+    /// Reconnect automatically after the connection is lost.
+    pub reconnect: bool,
+    /// First reconnect delay; doubled on each failure up to `max_backoff`,
+    /// with random jitter.
+    pub min_backoff: Duration,
+    /// Longest reconnect delay.
+    pub max_backoff: Duration,
+    /// Capacity of the incoming message channel before the client stops
+    /// reading from the socket (backpressure, never loss).
+    pub incoming_capacity: usize,
+}
+
+impl ConnectOptions {
+    /// Options for `host:port` with MQTT 3.1.1, clean start, keep alive 60 s.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        ConnectOptions {
+            host: host.into(),
+            port,
+            version: ProtocolVersion::V3_1_1,
+            client_id: String::new(),
+            clean_start: true,
+            session_expiry_secs: 0,
+            keep_alive: Duration::from_secs(60),
+            username: None,
+            password: None,
+            will: None,
+            tls: None,
+            receive_maximum: None,
+            max_packet_size: None,
+            topic_alias_maximum: 0,
+            user_properties: Vec::new(),
+            connect_timeout: Duration::from_secs(10),
+            offline_queue: 10_000,
+            max_inflight: 100,
+            reconnect: true,
+            min_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(30),
+            incoming_capacity: 1024,
+        }
+    }
+
+    /// Sets the client identifier.
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.client_id = id.into();
+        self
+    }
+
+    /// Sets the protocol version.
+    pub fn version(mut self, v: ProtocolVersion) -> Self {
+        self.version = v;
+        self
+    }
+
+    /// Sets Clean Start / Clean Session.
+    pub fn clean_start(mut self, clean: bool) -> Self {
+        self.clean_start = clean;
+        self
+    }
+
+    /// Sets the MQTT 5 Session Expiry Interval.
+    pub fn session_expiry(mut self, secs: u32) -> Self {
+        self.session_expiry_secs = secs;
+        self
+    }
+
+    /// Sets user name and password.
+    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<Bytes>) -> Self {
+        self.username = Some(user.into());
+        self.password = Some(password.into());
+        self
+    }
+
+    /// Sets the will.
+    pub fn will(mut self, will: Will) -> Self {
+        self.will = Some(will);
+        self
+    }
+
+    /// Sets the keep alive.
+    pub fn keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.keep_alive = keep_alive;
+        self
+    }
+}

@@ -1,0 +1,155 @@
+//! Opening the byte stream: TCP, optionally wrapped in TLS through rustls.
+
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
+
+use crate::error::ClientError;
+use crate::options::{ConnectOptions, TlsOptions};
+
+/// A connected byte stream.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+fn conn_err(what: &str, e: impl std::fmt::Display) -> ClientError {
+    ClientError::Connection(format!("{what}: {e}"))
+}
+
+/// Opens TCP (and TLS when configured) to the server.
+pub async fn open(opts: &ConnectOptions) -> Result<Box<dyn Stream>, ClientError> {
+    let tcp = TcpStream::connect((opts.host.as_str(), opts.port))
+        .await
+        .map_err(|e| conn_err(&format!("{}:{}", opts.host, opts.port), e))?;
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = &opts.tls else {
+        return Ok(Box::new(tcp));
+    };
+    let config = tls_config(tls)?;
+    let name = tls.server_name.clone().unwrap_or_else(|| opts.host.clone());
+    let server_name = ServerName::try_from(name).map_err(|e| conn_err("TLS server name", e))?;
+    let stream = TlsConnector::from(Arc::new(config))
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| conn_err("TLS handshake", e))?;
+    Ok(Box::new(stream))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Builds the rustls client configuration.
+pub fn tls_config(tls: &TlsOptions) -> Result<ClientConfig, ClientError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| conn_err("TLS", e))?;
+    let builder = if tls.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(insecure::NoVerification(provider())))
+    } else {
+        let mut roots = RootCertStore::empty();
+        match &tls.ca_file {
+            Some(path) => {
+                for cert in CertificateDer::pem_file_iter(path)
+                    .map_err(|e| conn_err(&path.display().to_string(), e))?
+                {
+                    let cert = cert.map_err(|e| conn_err(&path.display().to_string(), e))?;
+                    roots.add(cert).map_err(|e| conn_err("CA certificate", e))?;
+                }
+            }
+            None => {
+                let native = rustls_native_certs::load_native_certs();
+                for cert in native.certs {
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+        builder.with_root_certificates(roots)
+    };
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .map_err(|e| conn_err(&cert.display().to_string(), e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| conn_err(&cert.display().to_string(), e))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| conn_err(&key.display().to_string(), e))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| conn_err("client certificate", e))
+        }
+        (None, None) => Ok(builder.with_no_client_auth()),
+        _ => Err(ClientError::Invalid(
+            "a client certificate needs both --cert and --key".into(),
+        )),
+    }
+}
+
+mod insecure {
+    use std::sync::Arc;
+
+    use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+    use tokio_rustls::rustls::client::danger::{
+        HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+    };
+    use tokio_rustls::rustls::crypto::{
+        verify_tls12_signature, verify_tls13_signature, CryptoProvider,
+    };
+    use tokio_rustls::rustls::{DigitallySignedStruct, Error, SignatureScheme};
+
+    /// Accepts any certificate (still checking handshake signatures), for
+    /// `--insecure`.
+    #[derive(Debug)]
+    pub struct NoVerification(pub Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for NoVerification {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+}
