@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use crate::config::Config;
 use crate::message::Message;
 use crate::retained::RetainedStore;
+use crate::security::Security;
 use crate::session::{Delivery, Kick, PendingWill, Session, SubRecord};
 use crate::stats::Stats;
 use crate::topic_index::{Subscriber, SubscriptionIndex};
@@ -39,6 +40,13 @@ pub struct BrokerState {
     /// When the broker started.
     pub started: Instant,
     next_assigned_id: AtomicU64,
+    /// Password file and ACL in force; swapped whole on reload.
+    pub security: RwLock<Arc<Security>>,
+    /// Password checks running at once: a hash costs CPU (and Argon2 costs
+    /// memory), so a burst of logins must not take the machine.
+    pub auth_permits: tokio::sync::Semaphore,
+    /// Sockets that have not completed CONNECT.
+    pub pending_connects: std::sync::atomic::AtomicUsize,
 }
 
 /// What `attach` found.
@@ -52,9 +60,14 @@ pub struct Attached {
 }
 
 impl BrokerState {
-    /// Fresh state for `config`.
-    pub fn new(config: Config) -> BrokerState {
-        BrokerState {
+    /// Fresh state for `config`; fails when its password or ACL file cannot
+    /// be read.
+    pub fn new(config: Config) -> Result<BrokerState, String> {
+        let security = Security::load(&config)?;
+        Ok(BrokerState {
+            security: RwLock::new(Arc::new(security)),
+            auth_permits: tokio::sync::Semaphore::new(4),
+            pending_connects: std::sync::atomic::AtomicUsize::new(0),
             config,
             stats: Stats::default(),
             sessions: Mutex::new(HashMap::new()),
@@ -62,7 +75,13 @@ impl BrokerState {
             retained: RwLock::new(RetainedStore::default()),
             started: Instant::now(),
             next_assigned_id: AtomicU64::new(1),
-        }
+        })
+    }
+
+    /// Re-reads the password and ACL files (on SIGHUP). New connections use
+    /// the new files; a file that cannot be read keeps the old contents.
+    pub fn reload_security(&self) {
+        crate::security::reload(self);
     }
 
     /// Number of sessions, connected or not.

@@ -6,7 +6,7 @@
 //! mode.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -31,6 +31,29 @@ pub struct ListenerConfig {
     /// Let clients in without a user name. Defaults to true only on a loopback
     /// address, like Mosquitto 2.
     pub allow_anonymous: Option<bool>,
+    /// TLS for this listener.
+    #[serde(default)]
+    pub tls: Option<TlsListenerConfig>,
+}
+
+/// TLS settings of a listener (rustls; TLS 1.2 and 1.3 only).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerConfig {
+    /// Certificate chain (PEM), server certificate first.
+    pub cert_file: PathBuf,
+    /// Private key (PEM).
+    pub key_file: PathBuf,
+    /// CA certificates (PEM) that client certificates are verified against;
+    /// setting it asks clients for a certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Refuse clients without a valid certificate (needs `ca_file`).
+    #[serde(default)]
+    pub require_certificate: bool,
+    /// Use the client certificate's Common Name as the user name (no
+    /// password is checked for such clients).
+    #[serde(default)]
+    pub use_identity_as_username: bool,
 }
 
 impl ListenerConfig {
@@ -83,6 +106,24 @@ pub struct Config {
     pub persistent_client_expiration_secs: Option<u32>,
     /// Largest session expiry interval granted to MQTT 5 clients.
     pub max_session_expiry_secs: Option<u32>,
+    /// Password file in Mosquitto's format (`mqtt-broker passwd` writes it).
+    /// When set, a client with a user name must give that user's password.
+    pub password_file: Option<PathBuf>,
+    /// ACL file in Mosquitto's format. When set, everything not granted is
+    /// denied.
+    pub acl_file: Option<PathBuf>,
+    /// Most subscriptions one client may hold (0: no limit).
+    pub max_subscriptions_per_client: usize,
+    /// Most levels in a topic name or filter (0: no limit).
+    pub max_topic_levels: usize,
+    /// Longest topic name or filter in bytes (0: no limit beyond 65535).
+    pub max_topic_length: usize,
+    /// Most sockets that have not completed CONNECT yet; further sockets are
+    /// closed at accept.
+    pub max_pending_connects: usize,
+    /// PUBLISH packets a client may send per second before the broker stops
+    /// reading from it for the rest of that second (0: no limit).
+    pub max_publish_rate: u32,
 }
 
 impl Default for Config {
@@ -91,6 +132,7 @@ impl Default for Config {
             listeners: vec![ListenerConfig {
                 bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
                 allow_anonymous: None,
+                tls: None,
             }],
             max_packet_size: mqtt_codec::MAX_PACKET_SIZE,
             max_connections: 100_000,
@@ -108,6 +150,13 @@ impl Default for Config {
             sys_interval_secs: 10,
             persistent_client_expiration_secs: None,
             max_session_expiry_secs: None,
+            password_file: None,
+            acl_file: None,
+            max_subscriptions_per_client: 0,
+            max_topic_levels: 0,
+            max_topic_length: 0,
+            max_pending_connects: 10_000,
+            max_publish_rate: 0,
         }
     }
 }
@@ -169,6 +218,7 @@ impl Config {
             listeners: vec![ListenerConfig {
                 bind: SocketAddr::from(([127, 0, 0, 1], 0)),
                 allow_anonymous: Some(true),
+                tls: None,
             }],
             sys_interval_secs: 0,
             ..Config::default()

@@ -21,6 +21,7 @@ use mqtt_codec::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 
+use crate::acl::AclView;
 use crate::broker::{split_filter, BrokerState};
 use crate::config::ListenerConfig;
 use crate::log::describe;
@@ -99,9 +100,18 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         self.io.read_buf(&mut self.buf).await
     }
 
-    /// Waits for one packet.
-    async fn frame(&mut self) -> Result<Option<Frame>, ConnError> {
+    /// Waits for the first packet, refusing anything but CONNECT from its
+    /// first byte [MQTT-3.1.0-1], so a client that has not connected cannot
+    /// make the broker wait for (and buffer) a large body.
+    async fn connect_frame(&mut self) -> Result<Option<Frame>, ConnError> {
         loop {
+            if self
+                .buf
+                .first()
+                .is_some_and(|b| b >> 4 != mqtt_codec::PacketType::Connect as u8)
+            {
+                return Err(ConnError::NotConnect);
+            }
             if let Some(frame) = self.try_frame()? {
                 return Ok(Some(frame));
             }
@@ -117,6 +127,8 @@ impl<R: AsyncRead + Unpin> Reader<R> {
 enum ConnError {
     Io(std::io::Error),
     Decode(DecodeError),
+    /// The first packet is not CONNECT.
+    NotConnect,
 }
 
 impl std::fmt::Display for ConnError {
@@ -124,6 +136,7 @@ impl std::fmt::Display for ConnError {
         match self {
             ConnError::Io(e) => write!(f, "{e}"),
             ConnError::Decode(e) => write!(f, "{e}"),
+            ConnError::NotConnect => f.write_str("first packet is not CONNECT"),
         }
     }
 }
@@ -165,16 +178,18 @@ pub(crate) async fn serve<S>(
     broker: Arc<BrokerState>,
     listener: Arc<ListenerConfig>,
     shutdown: watch::Receiver<bool>,
+    tls_identity: Option<String>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let pending = PendingConnect::new(&broker);
     let (rd, mut wr) = tokio::io::split(stream);
     let mut reader = Reader {
         io: rd,
         buf: BytesMut::new(),
         max_packet_size: broker.config.max_packet_size,
     };
-    let first = tokio::time::timeout(broker.config.connect_timeout(), reader.frame()).await;
+    let first = tokio::time::timeout(broker.config.connect_timeout(), reader.connect_frame()).await;
     let frame = match first {
         Ok(Ok(Some(frame))) => frame,
         Ok(Ok(None)) => return,
@@ -212,7 +227,12 @@ pub(crate) async fn serve<S>(
     };
     tracing::debug!(target: "mqtt_broker::packets", "{peer} -> {}", describe(&Packet::Connect(connect)));
 
-    let (mut conn, mut out) = match Conn::accept(&broker, &listener, &connect, &frame, peer) {
+    let accepted = match authenticate(&broker, &listener, &connect, tls_identity, peer).await {
+        Ok(username) => Conn::accept(&broker, &connect, &frame, peer, username),
+        Err(reason) => Err((reason, connect.protocol)),
+    };
+    drop(pending);
+    let (mut conn, mut out) = match accepted {
         Ok(accepted) => accepted,
         Err((reason, version)) => {
             let ack = ConnAck {
@@ -275,6 +295,86 @@ fn sniff_level(body: &[u8]) -> Option<u8> {
     body.get(2 + len).copied()
 }
 
+/// Counts a socket as waiting for CONNECT until dropped.
+struct PendingConnect<'a>(&'a BrokerState);
+
+impl<'a> PendingConnect<'a> {
+    fn new(broker: &'a BrokerState) -> Self {
+        broker
+            .pending_connects
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        PendingConnect(broker)
+    }
+}
+
+impl Drop for PendingConnect<'_> {
+    fn drop(&mut self) {
+        self.0
+            .pending_connects
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Decides who the client is: the TLS certificate's name when the listener
+/// uses it, else the CONNECT user name checked against the password file.
+/// Returns the user name, or the CONNACK reason for a refusal.
+async fn authenticate(
+    broker: &Arc<BrokerState>,
+    listener: &ListenerConfig,
+    c: &Connect<'_>,
+    tls_identity: Option<String>,
+    peer: SocketAddr,
+) -> Result<Option<String>, ReasonCode> {
+    if c.properties.get(PropertyId::AuthenticationMethod).is_some() {
+        // No enhanced authentication method is supported.
+        return Err(ReasonCode::BadAuthenticationMethod);
+    }
+    let use_identity = listener
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.use_identity_as_username);
+    if use_identity {
+        if let Some(id) = tls_identity {
+            return Ok(Some(id));
+        }
+    }
+    let Some(user) = c.username else {
+        if listener.allows_anonymous() {
+            return Ok(None);
+        }
+        broker.stats.auth_failures.inc();
+        tracing::warn!(%peer, client = c.client_id, "anonymous client refused");
+        return Err(ReasonCode::NotAuthorized);
+    };
+    let security = broker.security.read().clone();
+    let Some(passwords) = &security.passwords else {
+        // No password file: user names are not checked, as in Mosquitto.
+        return Ok(Some(user.to_string()));
+    };
+    let password = c.password.unwrap_or_default().to_vec();
+    let name = user.to_string();
+    let ok = {
+        let _permit = broker.auth_permits.acquire().await;
+        let sec = security.clone();
+        let n = name.clone();
+        tokio::task::spawn_blocking(move || {
+            sec.passwords
+                .as_ref()
+                .is_some_and(|p| p.verify(&n, &password))
+        })
+        .await
+        .unwrap_or(false)
+    };
+    let _ = passwords;
+    if ok {
+        Ok(Some(name))
+    } else {
+        broker.stats.auth_failures.inc();
+        tracing::warn!(%peer, client = c.client_id, user = %name, "bad user name or password");
+        Err(ReasonCode::BadUserNameOrPassword)
+    }
+}
+
 /// The state of one connected client.
 struct Conn {
     broker: Arc<BrokerState>,
@@ -299,6 +399,14 @@ struct Conn {
     expiry_secs: u32,
     kick: oneshot::Receiver<Kick>,
     session_present: bool,
+    /// The ACL rules for this client.
+    acl: AclView,
+    /// The authenticated user name, if any.
+    username: Option<String>,
+    /// Start of the current one-second window and PUBLISH packets in it,
+    /// for `max_publish_rate`.
+    rate_window: (Instant, u32),
+    read_paused_until: Option<Instant>,
 }
 
 impl Conn {
@@ -306,24 +414,14 @@ impl Conn {
     /// returns the reason and the version to answer in.
     fn accept(
         broker: &Arc<BrokerState>,
-        listener: &ListenerConfig,
         c: &Connect<'_>,
         frame: &Frame,
         peer: SocketAddr,
+        username: Option<String>,
     ) -> Result<(Conn, BytesMut), (ReasonCode, ProtocolVersion)> {
         let config = &broker.config;
         let v = c.protocol;
         let refuse = |r: ReasonCode| (r, v);
-
-        if c.properties.get(PropertyId::AuthenticationMethod).is_some() {
-            // No enhanced authentication method is supported.
-            return Err(refuse(ReasonCode::BadAuthenticationMethod));
-        }
-        if c.username.is_none() && !listener.allows_anonymous() {
-            broker.stats.auth_failures.inc();
-            tracing::warn!(%peer, "anonymous client refused");
-            return Err(refuse(ReasonCode::NotAuthorized));
-        }
 
         // Client identifier [MQTT-3.1.3-6..8].
         let mut assigned = None;
@@ -419,6 +517,17 @@ impl Conn {
             server_keep_alive = Some(keep_alive);
         }
 
+        let acl = match &broker.security.read().acl {
+            Some(acl) => acl.view(username.as_deref(), &client_id),
+            None => AclView::allow_all(),
+        };
+        if let Some(w) = &will {
+            if !acl.can_publish(&w.0.topic) {
+                tracing::warn!(%peer, client = %client_id, topic = %w.0.topic, "will topic not allowed by the ACL");
+                return Err(refuse(ReasonCode::NotAuthorized));
+            }
+        }
+
         let (kick_tx, kick_rx) = oneshot::channel();
         let attached = broker.attach(&client_id, c.clean_start, kick_tx);
 
@@ -492,6 +601,10 @@ impl Conn {
             expiry_secs,
             kick: kick_rx,
             session_present: attached.session_present,
+            acl,
+            username,
+            rate_window: (Instant::now(), 0),
+            read_paused_until: None,
         };
         Ok((conn, out))
     }
@@ -525,6 +638,7 @@ impl Conn {
         let mut last_rx = Instant::now();
         loop {
             let keep_alive_deadline = self.keep_alive_timeout.map(|t| last_rx + t);
+            let paused_until = self.read_paused_until.filter(|t| *t > Instant::now());
             tokio::select! {
                 biased;
                 _ = &mut self.kick => return Close::TakenOver,
@@ -542,7 +656,10 @@ impl Conn {
                         }
                     }
                 }
-                read = reader.fill(), if out.len() < WRITE_HIGH_WATER => {
+                _ = sleep_until_opt(paused_until), if paused_until.is_some() => {
+                    self.read_paused_until = None;
+                }
+                read = reader.fill(), if out.len() < WRITE_HIGH_WATER && paused_until.is_none() => {
                     match read {
                         Ok(0) | Err(_) => return Close::Network,
                         Ok(n) => {
@@ -654,6 +771,7 @@ impl Conn {
     }
 
     fn on_publish(&mut self, p: &Publish<'_>, frame: &Frame, out: &mut BytesMut) -> Step {
+        self.count_publish();
         let config = &self.broker.config;
         self.broker.stats.publish_received.inc();
         let qos = p.qos_pid.qos();
@@ -723,9 +841,15 @@ impl Conn {
         let mut reason = ReasonCode::Success;
         if utf8 && std::str::from_utf8(p.payload).is_err() {
             reason = ReasonCode::PayloadFormatInvalid;
-        } else if topic.starts_with('$') {
-            // Clients do not publish into `$SYS` or other `$` topics.
+        } else if topic.starts_with('$') || !self.acl.can_publish(&topic) {
+            // Clients do not publish into `$SYS` or other `$` topics, nor
+            // where the ACL does not let them. MQTT 5 says so in the ack;
+            // 3.1.1 has no way to, so the message is dropped silently, as the
+            // 3.1.1 specification allows.
             reason = ReasonCode::NotAuthorized;
+            tracing::debug!(client = %self.client_id, user = ?self.username, %topic, "publish denied");
+        } else if self.topic_too_big(&topic) {
+            reason = ReasonCode::TopicNameInvalid;
         } else {
             let payload = frame.bytes.slice_ref(p.payload);
             let msg = Message::from_publish(p, &topic, payload, Some(self.client_id.clone()));
@@ -804,6 +928,10 @@ impl Conn {
         let mut retained = Vec::new();
         let now = Instant::now();
         for f in s.filters.iter() {
+            if let Some(refusal) = self.check_subscription(f.filter) {
+                codes.push(refusal);
+                continue;
+            }
             let granted =
                 QoS::from_u8(f.options.qos.as_u8().min(config.max_qos)).unwrap_or_default();
             let options = SubscriptionOptions {
@@ -849,6 +977,53 @@ impl Conn {
         }
         self.fill(out);
         Ok(())
+    }
+
+    /// The SUBACK failure for a filter this client may not subscribe to.
+    fn check_subscription(&self, filter: &str) -> Option<ReasonCode> {
+        let config = &self.broker.config;
+        if self.topic_too_big(filter) {
+            return Some(ReasonCode::TopicFilterInvalid);
+        }
+        if !self.acl.can_subscribe(filter) {
+            tracing::debug!(client = %self.client_id, user = ?self.username, filter, "subscribe denied");
+            return Some(ReasonCode::NotAuthorized);
+        }
+        if config.max_subscriptions_per_client > 0 {
+            let st = self.session.lock();
+            let replacing = st.subscriptions.contains_key(filter);
+            if !replacing && st.subscriptions.len() >= config.max_subscriptions_per_client {
+                return Some(ReasonCode::QuotaExceeded);
+            }
+        }
+        None
+    }
+
+    /// Whether a topic or filter exceeds the configured length or depth.
+    fn topic_too_big(&self, topic: &str) -> bool {
+        let config = &self.broker.config;
+        (config.max_topic_length > 0 && topic.len() > config.max_topic_length)
+            || (config.max_topic_levels > 0 && topic.split('/').count() > config.max_topic_levels)
+    }
+
+    /// Counts a PUBLISH against `max_publish_rate`; a client over its rate
+    /// is not read from until the current second ends, so a flood slows the
+    /// flooder without starving anyone else.
+    fn count_publish(&mut self) {
+        let limit = self.broker.config.max_publish_rate;
+        if limit == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let (start, count) = &mut self.rate_window;
+        if now.duration_since(*start) >= Duration::from_secs(1) {
+            *start = now;
+            *count = 0;
+        }
+        *count += 1;
+        if *count >= limit {
+            self.read_paused_until = Some(*start + Duration::from_secs(1));
+        }
     }
 
     fn on_unsubscribe(&mut self, u: &Unsubscribe<'_>, out: &mut BytesMut) -> Step {
@@ -913,6 +1088,12 @@ impl Conn {
             st.pending_bytes -= d.msg.size();
             if d.msg.is_expired(now) {
                 self.broker.stats.dropped_expired.inc();
+                continue;
+            }
+            if !self.acl.can_receive(&d.msg.topic) {
+                // Read access is checked per message, so overlapping grants
+                // and denies (and retained messages) are exact.
+                self.broker.stats.acl_denied.inc();
                 continue;
             }
             let qos_pid = match d.qos {

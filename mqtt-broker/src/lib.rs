@@ -18,12 +18,15 @@
 //! `retained.rs`, `session.rs` queues and tracks what each client is owed.
 //! `docs/ARCHITECTURE.md` has the whole picture.
 
+pub mod acl;
+pub mod auth;
 mod broker;
 pub mod config;
 mod connection;
 mod log;
 mod message;
 mod retained;
+mod security;
 mod server;
 mod session;
 pub mod stats;

@@ -26,10 +26,86 @@ struct Args {
     /// Log every packet in and out.
     #[arg(short = 'v', long)]
     verbose: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Add or update a user in a password file (like mosquitto_passwd).
+    /// New entries are Argon2id; existing $7$ (PBKDF2-SHA512) entries of
+    /// other users are kept as they are.
+    Passwd {
+        /// Create a new file, replacing an existing one.
+        #[arg(short = 'c')]
+        create: bool,
+        /// Take the password from the command line (batch mode).
+        #[arg(short = 'b')]
+        batch: bool,
+        /// Delete the user.
+        #[arg(short = 'D')]
+        delete: bool,
+        /// The password file.
+        file: PathBuf,
+        /// The user name.
+        user: String,
+        /// The password, with -b.
+        password: Option<String>,
+    },
+}
+
+fn passwd(cmd: Command) -> ExitCode {
+    let Command::Passwd {
+        create,
+        batch,
+        delete,
+        file,
+        user,
+        password,
+    } = cmd;
+    let result = if delete {
+        mqtt_broker::auth::delete_user(&file, &user)
+    } else {
+        let password = match (batch, password) {
+            (true, Some(p)) => Ok(p),
+            (true, None) => Err("-b needs the password as the last argument".to_string()),
+            (false, Some(_)) => Err("give the password only with -b".to_string()),
+            (false, None) => read_new_password(),
+        };
+        password.and_then(|p| mqtt_broker::auth::set_password(&file, &user, p.as_bytes(), create))
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mqtt-broker passwd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Asks twice on the terminal, or reads one line when input is not one.
+fn read_new_password() -> Result<String, String> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+    }
+    let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
+    let second = rpassword::prompt_password("Reenter password: ").map_err(|e| e.to_string())?;
+    if first != second {
+        return Err("passwords do not match".into());
+    }
+    Ok(first)
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(cmd) = args.command {
+        return passwd(cmd);
+    }
     let default_filter = if args.verbose {
         "info,mqtt_broker::packets=debug"
     } else {
@@ -57,6 +133,7 @@ fn main() -> ExitCode {
             config.listeners = vec![ListenerConfig {
                 bind: SocketAddr::from(([127, 0, 0, 1], port)),
                 allow_anonymous: None,
+                tls: None,
             }];
         } else {
             for l in &mut config.listeners {

@@ -42,7 +42,9 @@ impl Broker {
             })?;
             bound.push((listener, Arc::new(l.clone())));
         }
-        let state = Arc::new(BrokerState::new(config));
+        let state = Arc::new(
+            BrokerState::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+        );
         let (shutdown, shutdown_rx) = watch::channel(false);
         // Each connection task holds a sender; when all are dropped, every
         // connection has finished.
@@ -100,6 +102,14 @@ async fn accept_loop(
             tracing::warn!(%peer, "connection limit reached: closing");
             continue;
         };
+        if state
+            .pending_connects
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= state.config.max_pending_connects
+        {
+            tracing::warn!(%peer, "too many sockets waiting to CONNECT: closing");
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let cfg = cfg.clone();
@@ -120,7 +130,7 @@ async fn serve_tcp(
     cfg: Arc<ListenerConfig>,
     shutdown: watch::Receiver<bool>,
 ) {
-    connection::serve(stream, peer, state, cfg, shutdown).await;
+    connection::serve(stream, peer, state, cfg, shutdown, None).await;
 }
 
 impl BrokerHandle {

@@ -57,6 +57,8 @@ pub struct Stats {
     pub dropped_too_large: Counter,
     /// Connections refused for a bad user name or password, or no right.
     pub auth_failures: Counter,
+    /// Messages not delivered because the receiver's ACL denies the topic.
+    pub acl_denied: Counter,
     /// Connections closed for a protocol violation or malformed packet.
     pub protocol_errors: Counter,
 }

@@ -29,7 +29,7 @@ pub(crate) async fn run(broker: Arc<BrokerState>, mut shutdown: watch::Receiver<
 /// Publishes every statistic once.
 pub fn publish_once(broker: &BrokerState) {
     let s = &broker.stats;
-    let values: [(&str, String); 16] = [
+    let values: [(&str, String); 18] = [
         (
             "version",
             format!("mqtt-broker {}", env!("CARGO_PKG_VERSION")),
@@ -61,6 +61,8 @@ pub fn publish_once(broker: &BrokerState) {
             "messages/dropped/queue_full",
             s.dropped_queue_full.get().to_string(),
         ),
+        ("clients/auth_failures", s.auth_failures.get().to_string()),
+        ("messages/acl_denied", s.acl_denied.get().to_string()),
     ];
     for (name, value) in values {
         let topic = format!("$SYS/broker/{name}");

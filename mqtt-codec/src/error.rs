@@ -59,8 +59,15 @@ pub enum DecodeError {
     InvalidTopicFilter,
     /// SUBSCRIBE or UNSUBSCRIBE carries no topic filter [MQTT-3.8.3-3, MQTT-3.10.3-2].
     NoTopicFilters,
-    /// Subscription options use reserved bits or retain handling 3.
+    /// Subscription options use reserved bits ([MQTT-3-8.3-4] in 3.1.1,
+    /// [MQTT-3.8.3-5] in 5.0).
     InvalidSubscriptionOptions,
+    /// Subscription options ask for Retain Handling 3, a Protocol Error in
+    /// MQTT 5 (section 3.8.3.1).
+    InvalidRetainHandling,
+    /// No Local is set on a shared subscription, a Protocol Error
+    /// [MQTT-3.8.3-4].
+    NoLocalOnSharedSubscription,
     /// A property identifier that MQTT 5 does not define.
     UnknownProperty(u8),
     /// A property that does not belong to this packet.
@@ -90,6 +97,8 @@ impl DecodeError {
             DecodeError::DuplicateProperty(_)
             | DecodeError::InvalidPropertyValue(_)
             | DecodeError::NoTopicFilters
+            | DecodeError::InvalidRetainHandling
+            | DecodeError::NoLocalOnSharedSubscription
             | DecodeError::PacketNotInVersion => ReasonCode::ProtocolError,
             _ => ReasonCode::MalformedPacket,
         }
@@ -116,6 +125,8 @@ impl DecodeError {
             DecodeError::InvalidTopicFilter => "invalid topic filter",
             DecodeError::NoTopicFilters => "no topic filters",
             DecodeError::InvalidSubscriptionOptions => "invalid subscription options",
+            DecodeError::InvalidRetainHandling => "retain handling 3 is not a valid value",
+            DecodeError::NoLocalOnSharedSubscription => "no local set on a shared subscription",
             DecodeError::UnknownProperty(_) => "unknown property identifier",
             DecodeError::PropertyNotAllowed(_) => "property not allowed in this packet",
             DecodeError::DuplicateProperty(_) => "property appears more than once",

@@ -153,7 +153,7 @@ impl<'a, T: ListItem<'a>> Iterator for ListIter<'a, T> {
 
     fn next(&mut self) -> Option<T> {
         match &mut self.0 {
-            IterRepr::Encoded(b, _) if b.is_empty() => None,
+            IterRepr::Encoded([], _) => None,
             // Validated on decode: an error cannot occur, and stopping keeps
             // the iterator panic-free regardless.
             IterRepr::Encoded(b, variant) => match T::read_item(b, *variant) {

@@ -53,7 +53,8 @@ impl SubscriptionOptions {
             0 => RetainHandling::SendOnSubscribe,
             1 => RetainHandling::SendIfNew,
             2 => RetainHandling::DoNotSend,
-            _ => return Err(DecodeError::InvalidSubscriptionOptions),
+            // Only reachable in 5.0: in 3.1.1 these are reserved bits.
+            _ => return Err(DecodeError::InvalidRetainHandling),
         };
         Ok(SubscriptionOptions {
             qos: QoS::from_u8(b & 0b11)?,
@@ -96,7 +97,7 @@ impl<'a> SubscribeFilter<'a> {
         }
         // [MQTT-3.8.3-4] No Local on a shared subscription is a Protocol Error.
         if self.options.no_local && parse_shared(self.filter).is_some() {
-            return Err(DecodeError::InvalidSubscriptionOptions);
+            return Err(DecodeError::NoLocalOnSharedSubscription);
         }
         Ok(())
     }
