@@ -22,8 +22,12 @@ use crate::config::Config;
 use crate::message::Message;
 use crate::retained::RetainedStore;
 use crate::security::Security;
-use crate::session::{Delivery, Kick, PendingWill, Session, SubRecord};
+use crate::session::{
+    decode_subscriptions, Delivery, Kick, OutState, Outgoing, PendingWill, Session, SessionState,
+    SubRecord,
+};
 use crate::stats::Stats;
+use crate::store::{Restored, Store, StoredMessage, StoredState};
 use crate::topic_index::{Subscriber, SubscriptionIndex};
 
 /// Shared broker state.
@@ -47,6 +51,8 @@ pub struct BrokerState {
     pub auth_permits: tokio::sync::Semaphore,
     /// Sockets that have not completed CONNECT.
     pub pending_connects: std::sync::atomic::AtomicUsize,
+    /// The durable store, unless `durability = "none"`.
+    pub store: Option<Store>,
 }
 
 /// What `attach` found.
@@ -62,9 +68,12 @@ pub struct Attached {
 impl BrokerState {
     /// Fresh state for `config`; fails when its password or ACL file cannot
     /// be read.
-    pub fn new(config: Config) -> Result<BrokerState, String> {
+    /// The store, if any, was opened by the caller; see
+    /// [`BrokerState::restore`] for what it read back.
+    pub fn with_store(config: Config, store: Option<Store>) -> Result<BrokerState, String> {
         let security = Security::load(&config)?;
         Ok(BrokerState {
+            store,
             security: RwLock::new(Arc::new(security)),
             auth_permits: tokio::sync::Semaphore::new(4),
             pending_connects: std::sync::atomic::AtomicUsize::new(0),
@@ -98,9 +107,17 @@ impl BrokerState {
 
     /// Routes a message to every matching subscription, and stores it as
     /// retained when it carries the RETAIN flag. Returns the number of
-    /// sessions it was queued for.
+    /// sessions with a matching subscription, including those whose full
+    /// queue dropped it (counted there): 0 means no matching subscribers.
     pub fn publish(&self, msg: Arc<Message>) -> usize {
         if msg.retain && self.config.retain_available {
+            if let Some(store) = &self.store {
+                if msg.payload.is_empty() {
+                    store.del_retained(&msg.topic);
+                } else {
+                    store.put_retained(&msg.topic, msg.encode_for_store(), msg.received_unix_ms());
+                }
+            }
             self.retained.write().set(msg.clone());
         }
         let index = self.index.read();
@@ -115,7 +132,7 @@ impl BrokerState {
         // Overlapping subscriptions of one session: one copy with the highest
         // QoS and every Subscription Identifier [MQTT-3.3.4-2..5].
         matches.sort_by_key(|s| Arc::as_ptr(&s.session));
-        let mut delivered = 0;
+        let mut matched = 0;
         let mut i = 0;
         while i < matches.len() {
             let session = &matches[i].session;
@@ -137,13 +154,13 @@ impl BrokerState {
                 // subscriptions unless Retain As Published is set.
                 retain: msg.retain && retain_as_published,
                 sub_ids: sub_ids.into_boxed_slice(),
+                seq: 0,
             };
-            if session.enqueue(delivery, &self.config, &self.stats, false) {
-                delivered += 1;
-            }
+            session.enqueue(delivery, self, false);
+            matched += 1;
             i = j;
         }
-        delivered
+        matched
     }
 
     /// Gives the session of `client_id` to a new connection, creating it if
@@ -153,6 +170,7 @@ impl BrokerState {
         &self,
         client_id: &Arc<str>,
         clean_start: bool,
+        expiry_secs: u32,
         kick: oneshot::Sender<Kick>,
     ) -> Attached {
         let mut sessions = self.sessions.lock();
@@ -170,6 +188,9 @@ impl BrokerState {
                     if clean_start {
                         let subs = std::mem::take(&mut st.subscriptions);
                         st.reset();
+                        if let Some(store) = &self.store {
+                            store.del_session(client_id);
+                        }
                         Some(subs)
                     } else {
                         None
@@ -194,6 +215,9 @@ impl BrokerState {
             let mut st = session.lock();
             st.generation += 1;
             st.kick = Some(kick);
+            st.expiry_secs = expiry_secs;
+            st.persistent = expiry_secs > 0;
+            self.save_session(&session, &st, None);
             st.generation
         };
         session.set_online(true);
@@ -225,6 +249,8 @@ impl BrokerState {
         }
         st.kick = None;
         st.expiry_secs = expiry_secs;
+        st.persistent = expiry_secs > 0;
+        self.save_session(session, &st, Some(crate::store::unix_ms() / 1000));
         session.set_online(false);
         if expiry_secs == 0 {
             drop(st);
@@ -261,20 +287,11 @@ impl BrokerState {
             None => {}
         }
         if expiry_secs != u32::MAX {
-            let broker = self.clone();
-            let s = session.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(u64::from(expiry_secs))).await;
-                let expired = s.lock().generation == generation && !s.is_online();
-                if expired {
-                    let will = s.lock().will.take();
-                    broker.end_session(&s);
-                    // The session ended before the will delay did.
-                    if let Some(w) = will {
-                        broker.publish_will(w.msg);
-                    }
-                }
-            });
+            self.expire_later(
+                session,
+                generation,
+                Duration::from_secs(u64::from(expiry_secs)),
+            );
         }
     }
 
@@ -291,6 +308,9 @@ impl BrokerState {
         let subs = std::mem::take(&mut session.lock().subscriptions);
         self.unindex(session, subs.keys());
         drop(sessions);
+        if let Some(store) = &self.store {
+            store.del_session(&session.id);
+        }
         tracing::debug!(client = %session.id, "session ended");
     }
 
@@ -305,11 +325,12 @@ impl BrokerState {
     /// Adds one subscription to a session and the index. Returns whether the
     /// session already had a subscription to that filter.
     pub fn subscribe(&self, session: &Arc<Session>, filter: &str, record: SubRecord) -> bool {
-        let existed = session
-            .lock()
-            .subscriptions
-            .insert(filter.into(), record)
-            .is_some();
+        let existed = {
+            let mut st = session.lock();
+            let existed = st.subscriptions.insert(filter.into(), record).is_some();
+            self.save_session(session, &st, None);
+            existed
+        };
         let (group, plain) = split_filter(filter);
         self.index.write().insert(
             plain,
@@ -325,10 +346,201 @@ impl BrokerState {
 
     /// Removes one subscription; returns whether it existed.
     pub fn unsubscribe(&self, session: &Arc<Session>, filter: &str) -> bool {
-        let existed = session.lock().subscriptions.remove(filter).is_some();
+        let existed = {
+            let mut st = session.lock();
+            let existed = st.subscriptions.remove(filter).is_some();
+            if existed {
+                self.save_session(session, &st, None);
+            }
+            existed
+        };
         let (group, plain) = split_filter(filter);
         self.index.write().remove(plain, group, session);
         existed
+    }
+
+    /// Writes a persistent session's record (expiry, subscriptions).
+    fn save_session(&self, session: &Session, st: &SessionState, disconnected_at: Option<u64>) {
+        if let (Some(store), true) = (&self.store, st.persistent) {
+            store.put_session(
+                &session.id,
+                st.expiry_secs,
+                disconnected_at,
+                st.encode_subscriptions(),
+            );
+        }
+    }
+
+    /// Stores a newly queued QoS 1/2 message of a persistent session.
+    pub fn remember_message(&self, session: &Session, st: &SessionState, d: &Delivery) {
+        if let (Some(store), true, true) = (&self.store, st.persistent, d.qos != QoS::AtMostOnce) {
+            store.put_message(
+                &session.id,
+                StoredMessage {
+                    seq: d.seq,
+                    state: StoredState::Queued,
+                    qos: d.qos.as_u8(),
+                    retain: d.retain,
+                    sub_ids: d.sub_ids.to_vec(),
+                    publish: d.msg.encode_for_store(),
+                    received_ms: d.msg.received_unix_ms(),
+                },
+            );
+        }
+    }
+
+    /// Records a state change of a stored message.
+    pub fn message_state(
+        &self,
+        session: &Session,
+        st: &SessionState,
+        d: &Delivery,
+        state: StoredState,
+    ) {
+        if let (Some(store), true, true) = (&self.store, st.persistent, d.qos != QoS::AtMostOnce) {
+            store.set_state(&session.id, d.seq, state);
+        }
+    }
+
+    /// Forgets a stored message: acknowledged, expired or dropped.
+    pub fn forget_message(&self, session: &Session, st: &SessionState, d: &Delivery) {
+        if let (Some(store), true, true) = (&self.store, st.persistent, d.qos != QoS::AtMostOnce) {
+            store.del_message(&session.id, d.seq);
+        }
+    }
+
+    /// Rebuilds retained messages and persistent sessions read from the
+    /// store at start. Sessions that expired while the broker was down are
+    /// dropped; expired messages are not restored.
+    pub fn restore(self: &Arc<Self>, restored: Restored) {
+        let now_ms = crate::store::unix_ms();
+        let now = Instant::now();
+        {
+            let mut retained = self.retained.write();
+            for (bytes, received_ms) in &restored.retained {
+                if let Some(msg) = Message::from_stored(bytes, *received_ms) {
+                    if !msg.is_expired(now) {
+                        retained.set(Arc::new(msg));
+                    }
+                }
+            }
+        }
+        let mut sessions_restored = 0;
+        for stored in restored.sessions {
+            let gone_for = stored
+                .disconnected_at
+                .map_or(0, |at| (now_ms / 1000).saturating_sub(at));
+            let store = self.store.as_ref();
+            if stored.expiry_secs != u32::MAX && gone_for >= u64::from(stored.expiry_secs) {
+                if let Some(store) = store {
+                    store.del_session(&stored.client_id);
+                }
+                continue;
+            }
+            let id: Arc<str> = stored.client_id.as_str().into();
+            let session = Arc::new(Session::new(id.clone()));
+            let subs = decode_subscriptions(&stored.subscriptions);
+            {
+                let mut st = session.lock();
+                st.persistent = true;
+                st.expiry_secs = stored.expiry_secs;
+                st.generation = 1;
+                st.incoming_qos2 = stored.incoming_qos2.iter().copied().collect();
+                for m in stored.messages {
+                    st.next_seq = st.next_seq.max(m.seq);
+                    let Some(msg) = Message::from_stored(&m.publish, m.received_ms) else {
+                        continue;
+                    };
+                    let d = Delivery {
+                        msg: Arc::new(msg),
+                        qos: QoS::from_u8(m.qos).unwrap_or_default(),
+                        retain: m.retain,
+                        sub_ids: m.sub_ids.into_boxed_slice(),
+                        seq: m.seq,
+                    };
+                    if d.msg.is_expired(now) {
+                        self.stats.dropped_expired.inc();
+                        if let Some(store) = store {
+                            store.del_message(&stored.client_id, m.seq);
+                        }
+                        continue;
+                    }
+                    let sent = |pid: u16, state: OutState| {
+                        mqtt_codec::Pid::new(pid).map(|pid| (pid, state))
+                    };
+                    let inflight = match m.state {
+                        StoredState::Queued => None,
+                        StoredState::Sent(pid) if d.qos == QoS::AtLeastOnce => {
+                            sent(pid, OutState::AwaitPubAck)
+                        }
+                        StoredState::Sent(pid) => sent(pid, OutState::AwaitPubRec),
+                        StoredState::Released(pid) => sent(pid, OutState::AwaitPubComp),
+                    };
+                    match inflight {
+                        Some((pid, state)) => st.inflight.push_back(Outgoing {
+                            pid,
+                            delivery: d,
+                            state,
+                        }),
+                        None => {
+                            st.pending_bytes += d.msg.size();
+                            st.pending.push_back(d);
+                        }
+                    }
+                }
+                for (filter, rec) in &subs {
+                    st.subscriptions.insert(filter.as_str().into(), *rec);
+                }
+            }
+            {
+                let mut index = self.index.write();
+                for (filter, rec) in &subs {
+                    let (group, plain) = split_filter(filter);
+                    index.insert(
+                        plain,
+                        group,
+                        Subscriber {
+                            session: session.clone(),
+                            options: rec.options,
+                            sub_id: rec.sub_id,
+                        },
+                    );
+                }
+            }
+            self.sessions.lock().insert(id, session.clone());
+            sessions_restored += 1;
+            // The restart counts as a disconnection: the expiry runs from
+            // when the client left, or from now if it was connected.
+            if stored.expiry_secs != u32::MAX {
+                let left = u64::from(stored.expiry_secs).saturating_sub(gone_for);
+                self.expire_later(&session, 1, Duration::from_secs(left));
+            }
+        }
+        if sessions_restored > 0 || !restored.retained.is_empty() {
+            tracing::info!(
+                sessions = sessions_restored,
+                retained = self.retained.read().len(),
+                "state restored from the store"
+            );
+        }
+    }
+
+    /// Ends the session after `after` unless a connection took it meanwhile.
+    fn expire_later(self: &Arc<Self>, session: &Arc<Session>, generation: u64, after: Duration) {
+        let broker = self.clone();
+        let s = session.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let expired = s.lock().generation == generation && !s.is_online();
+            if expired {
+                let will = s.lock().will.take();
+                broker.end_session(&s);
+                // The session ended before the will delay did.
+                if let Some(w) = will {
+                    broker.publish_will(w.msg);
+                }
+            }
+        });
     }
 
     fn publish_will(&self, msg: Arc<Message>) {

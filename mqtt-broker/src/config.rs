@@ -92,8 +92,10 @@ pub struct Config {
     pub queue_qos0_messages: bool,
     /// Topic Alias Maximum announced to MQTT 5 clients (0 turns aliases off).
     pub topic_alias_maximum: u16,
-    /// Highest keep alive accepted; a client asking for more (or for 0) is
-    /// told this value in MQTT 5 Server Keep Alive. 0 means no limit.
+    /// Highest keep alive accepted; an MQTT 5 client asking for more (or
+    /// for 0) is told this value in Server Keep Alive, a 3.1 / 3.1.1 client
+    /// (which cannot be told) is refused with return code 2, as in
+    /// Mosquitto. 0 means no limit.
     pub max_keepalive: u16,
     /// Highest QoS the broker grants (0, 1 or 2).
     pub max_qos: u8,
@@ -124,6 +126,17 @@ pub struct Config {
     /// PUBLISH packets a client may send per second before the broker stops
     /// reading from it for the rest of that second (0: no limit).
     pub max_publish_rate: u32,
+    /// Where the store keeps retained messages, persistent sessions and
+    /// their queued messages (created if missing). Relative paths are from
+    /// the working directory, like Mosquitto's `persistence_location`.
+    pub data_dir: PathBuf,
+    /// `always` (default): a QoS 1/2 PUBLISH is acknowledged only once it is
+    /// on disk, many messages sharing one sync; `periodic`: synced every
+    /// `sync_interval_ms`, so a power loss can cost that interval; `none`:
+    /// in memory only.
+    pub durability: crate::store::Durability,
+    /// Milliseconds between syncs with `periodic` (and WAL checkpoints).
+    pub sync_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -157,6 +170,9 @@ impl Default for Config {
             max_topic_length: 0,
             max_pending_connects: 10_000,
             max_publish_rate: 0,
+            data_dir: PathBuf::from("mqtt-data"),
+            durability: crate::store::Durability::Always,
+            sync_interval_ms: 1000,
         }
     }
 }
@@ -212,7 +228,7 @@ impl Config {
     }
 
     /// A configuration for tests and embedding: one listener on
-    /// 127.0.0.1 with an ephemeral port, `$SYS` off.
+    /// 127.0.0.1 with an ephemeral port, `$SYS` off, no store.
     pub fn ephemeral() -> Config {
         Config {
             listeners: vec![ListenerConfig {
@@ -221,6 +237,7 @@ impl Config {
                 tls: None,
             }],
             sys_interval_secs: 0,
+            durability: crate::store::Durability::None,
             ..Config::default()
         }
     }

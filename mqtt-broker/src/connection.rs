@@ -27,6 +27,7 @@ use crate::config::ListenerConfig;
 use crate::log::describe;
 use crate::message::Message;
 use crate::session::{Delivery, Kick, OutState, Outgoing, Session, SubRecord};
+use crate::store::StoredState;
 
 /// Stop reading and stop draining the session queue while this much is
 /// waiting to be written: backpressure towards a slow reader.
@@ -407,6 +408,12 @@ struct Conn {
     /// for `max_publish_rate`.
     rate_window: (Instant, u32),
     read_paused_until: Option<Instant>,
+    /// With `durability = "always"`: acknowledgements wait for the store.
+    hold_acks: bool,
+    /// Acknowledgements of the packets being handled now.
+    held: BytesMut,
+    /// Acknowledgements waiting for a sync, oldest first.
+    durable_acks: std::collections::VecDeque<(oneshot::Receiver<()>, BytesMut)>,
 }
 
 impl Conn {
@@ -513,6 +520,13 @@ impl Conn {
         let mut keep_alive = c.keep_alive;
         let mut server_keep_alive = None;
         if config.max_keepalive > 0 && (keep_alive == 0 || keep_alive > config.max_keepalive) {
+            if !v.is_v5() {
+                // A 3.1 / 3.1.1 client cannot be told a shorter keep alive,
+                // and closing it sooner than 1.5 times its own would break
+                // [MQTT-3.1.2-24]: refuse it, as Mosquitto does.
+                tracing::info!(%peer, keep_alive, "keep alive above max_keepalive refused");
+                return Err(refuse(ReasonCode::ClientIdentifierNotValid));
+            }
             keep_alive = config.max_keepalive;
             server_keep_alive = Some(keep_alive);
         }
@@ -522,14 +536,15 @@ impl Conn {
             None => AclView::allow_all(),
         };
         if let Some(w) = &will {
-            if !acl.can_publish(&w.0.topic) {
-                tracing::warn!(%peer, client = %client_id, topic = %w.0.topic, "will topic not allowed by the ACL");
+            // Like a PUBLISH, a will may not go to a `$` topic.
+            if w.0.topic.starts_with('$') || !acl.can_publish(&w.0.topic) {
+                tracing::warn!(%peer, client = %client_id, topic = %w.0.topic, "will topic not allowed");
                 return Err(refuse(ReasonCode::NotAuthorized));
             }
         }
 
         let (kick_tx, kick_rx) = oneshot::channel();
-        let attached = broker.attach(&client_id, c.clean_start, kick_tx);
+        let attached = broker.attach(&client_id, c.clean_start, expiry_secs, kick_tx);
 
         // CONNACK, with what a 5.0 client needs to know about this server.
         let mut props = Vec::new();
@@ -605,6 +620,12 @@ impl Conn {
             username,
             rate_window: (Instant::now(), 0),
             read_paused_until: None,
+            hold_acks: broker
+                .store
+                .as_ref()
+                .is_some_and(|s| s.durability() == crate::store::Durability::Always),
+            held: BytesMut::new(),
+            durable_acks: Default::default(),
         };
         Ok((conn, out))
     }
@@ -673,6 +694,7 @@ impl Conn {
                     }
                 }
                 _ = session.notify.notified(), if out.len() < WRITE_HIGH_WATER => self.fill(out),
+                _ = wait_front(&mut self.durable_acks), if !self.durable_acks.is_empty() => self.release_acks(out),
                 _ = sleep_until_opt(keep_alive_deadline) => {
                     tracing::info!(client = %self.client_id, "keep alive timeout");
                     return Close::Server(ReasonCode::KeepAliveTimeout);
@@ -687,14 +709,51 @@ impl Conn {
         reader: &mut Reader<R>,
         out: &mut BytesMut,
     ) -> Step {
-        loop {
+        let result = loop {
             let frame = match reader.try_frame() {
                 Ok(Some(f)) => f,
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(self.decode_error(e)),
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(self.decode_error(e)),
             };
             self.broker.stats.messages_received.inc();
-            self.handle(frame, out)?;
+            if let Err(close) = self.handle(frame, out) {
+                break Err(close);
+            }
+        };
+        // One sync covers every acknowledgement of this read.
+        if !self.held.is_empty() {
+            if let Some(store) = &self.broker.store {
+                self.durable_acks
+                    .push_back((store.barrier(), self.held.split()));
+            }
+        }
+        result
+    }
+
+    /// Sends a QoS acknowledgement, or with `durability = "always"` holds it
+    /// until the store has synced what the packet changed.
+    fn send_ack(&mut self, out: &mut BytesMut, packet: &Packet<'_>) {
+        if self.hold_acks {
+            let mut held = std::mem::take(&mut self.held);
+            self.send(&mut held, packet);
+            self.held = held;
+        } else {
+            self.send(out, packet);
+        }
+    }
+
+    /// Moves acknowledgements whose sync has completed to the write buffer,
+    /// in order.
+    fn release_acks(&mut self, out: &mut BytesMut) {
+        while let Some((rx, _)) = self.durable_acks.front_mut() {
+            match rx.try_recv() {
+                Ok(()) | Err(oneshot::error::TryRecvError::Closed) => {
+                    if let Some((_, bytes)) = self.durable_acks.pop_front() {
+                        out.extend_from_slice(&bytes);
+                    }
+                }
+                Err(oneshot::error::TryRecvError::Empty) => break,
+            }
         }
     }
 
@@ -735,12 +794,12 @@ impl Conn {
             }
             Packet::PubRec(r) => self.on_pubrec(r, out),
             Packet::PubRel(r) => {
-                let known = self.session.lock().incoming_qos2.remove(&r.pid.get());
+                let known = self.forget_incoming(r.pid.get());
                 let mut comp = PubResp::new(r.pid);
                 if !known {
                     comp.reason = ReasonCode::PacketIdentifierNotFound;
                 }
-                self.send(out, &Packet::PubComp(comp));
+                self.send_ack(out, &Packet::PubComp(comp));
                 Ok(())
             }
             Packet::PubComp(r) => {
@@ -750,6 +809,10 @@ impl Conn {
             Packet::Subscribe(s) => self.on_subscribe(&s, out),
             Packet::Unsubscribe(u) => self.on_unsubscribe(&u, out),
             Packet::PingReq => {
+                // Whatever was queued for this client before the PINGREQ goes
+                // out before the PINGRESP (as in Mosquitto), so a PINGRESP
+                // tells the client it has been sent everything due so far.
+                self.fill(out);
                 self.send(out, &Packet::PingResp);
                 Ok(())
             }
@@ -825,7 +888,7 @@ impl Conn {
                 // [MQTT-4.3.3-10] a duplicate before PUBREL: acknowledge
                 // again, do not deliver again.
                 drop(st);
-                self.send(out, &Packet::PubRec(PubResp::new(pid)));
+                self.send_ack(out, &Packet::PubRec(PubResp::new(pid)));
                 return Ok(());
             }
             if st.incoming_qos2.len() >= usize::from(config.receive_maximum) {
@@ -836,6 +899,9 @@ impl Conn {
                 ));
             }
             st.incoming_qos2.insert(pid.get());
+            if let (Some(store), true) = (&self.broker.store, st.persistent) {
+                store.put_qos2(&self.client_id, pid.get());
+            }
         }
 
         let mut reason = ReasonCode::Success;
@@ -867,19 +933,19 @@ impl Conn {
                     reason,
                     ..PubResp::new(pid)
                 };
-                self.send(out, &Packet::PubAck(ack));
+                self.send_ack(out, &Packet::PubAck(ack));
             }
             QosPid::ExactlyOnce(pid) => {
                 if reason.is_error() {
                     // A failed PUBREC ends the exchange [MQTT-4.3.3-?]:
                     // forget the identifier.
-                    self.session.lock().incoming_qos2.remove(&pid.get());
+                    self.forget_incoming(pid.get());
                 }
                 let rec = PubResp {
                     reason,
                     ..PubResp::new(pid)
                 };
-                self.send(out, &Packet::PubRec(rec));
+                self.send_ack(out, &Packet::PubRec(rec));
             }
         }
         Ok(())
@@ -893,12 +959,22 @@ impl Conn {
             Some(i) if st.inflight[i].state == OutState::AwaitPubRec => {
                 if r.reason.is_error() {
                     // The receiver refused the message: it is done.
-                    st.inflight.remove(i);
+                    if let Some(done) = st.inflight.remove(i) {
+                        self.broker
+                            .forget_message(&self.session, &st, &done.delivery);
+                    }
                     drop(st);
                     self.fill(out);
                     return Ok(());
                 }
                 st.inflight[i].state = OutState::AwaitPubComp;
+                let pid = r.pid.get();
+                self.broker.message_state(
+                    &self.session,
+                    &st,
+                    &st.inflight[i].delivery,
+                    StoredState::Released(pid),
+                );
             }
             // A repeated PUBREC: answer with PUBREL again.
             Some(i) if st.inflight[i].state == OutState::AwaitPubComp => {}
@@ -909,6 +985,16 @@ impl Conn {
         Ok(())
     }
 
+    /// Forgets an incoming QoS 2 identifier; returns whether it was known.
+    fn forget_incoming(&self, pid: u16) -> bool {
+        let mut st = self.session.lock();
+        let known = st.incoming_qos2.remove(&pid);
+        if let (Some(store), true, true) = (&self.broker.store, st.persistent, known) {
+            store.del_qos2(&self.client_id, pid);
+        }
+        known
+    }
+
     fn ack_outgoing(&mut self, pid: Pid, expected: OutState) {
         let mut st = self.session.lock();
         // Acknowledgements come in order, so the match is almost always first.
@@ -917,7 +1003,10 @@ impl Conn {
             .iter()
             .position(|o| o.pid == pid && o.state == expected)
         {
-            st.inflight.remove(i);
+            if let Some(done) = st.inflight.remove(i) {
+                self.broker
+                    .forget_message(&self.session, &st, &done.delivery);
+            }
         }
     }
 
@@ -961,6 +1050,7 @@ impl Conn {
                         qos: msg.qos.min(granted),
                         retain: true,
                         sub_ids: sub_id.into_iter().collect(),
+                        seq: 0,
                         msg,
                     });
                 }
@@ -973,7 +1063,7 @@ impl Conn {
         };
         self.send(out, &Packet::SubAck(ack));
         for d in retained {
-            self.session.enqueue(d, config, &self.broker.stats, true);
+            self.session.enqueue(d, &self.broker, true);
         }
         self.fill(out);
         Ok(())
@@ -1075,6 +1165,12 @@ impl Conn {
         let now = Instant::now();
         let session = self.session.clone();
         let mut st = session.lock();
+        if st.generation != self.generation {
+            // Taken over while this task was busy: the queue is the new
+            // connection's now. Taking from it here would put messages in
+            // flight on a dead socket after the new one resent in-flight ones.
+            return;
+        }
         while out.len() < WRITE_HIGH_WATER {
             let Some(front) = st.pending.front() else {
                 break;
@@ -1088,20 +1184,26 @@ impl Conn {
             st.pending_bytes -= d.msg.size();
             if d.msg.is_expired(now) {
                 self.broker.stats.dropped_expired.inc();
+                self.broker.forget_message(&session, &st, &d);
                 continue;
             }
             if !self.acl.can_receive(&d.msg.topic) {
                 // Read access is checked per message, so overlapping grants
                 // and denies (and retained messages) are exact.
                 self.broker.stats.acl_denied.inc();
+                self.broker.forget_message(&session, &st, &d);
                 continue;
             }
             let qos_pid = match d.qos {
                 QoS::AtMostOnce => QosPid::AtMostOnce,
                 q => QosPid::from_qos(q, st.next_pid()),
             };
-            if self.write_publish(&d, qos_pid, false, now, out) {
+            if !self.write_publish(&d, qos_pid, false, now, out) {
+                self.broker.forget_message(&session, &st, &d);
+            } else {
                 if let Some(pid) = qos_pid.pid() {
+                    self.broker
+                        .message_state(&session, &st, &d, StoredState::Sent(pid.get()));
                     let state = if d.qos == QoS::AtLeastOnce {
                         OutState::AwaitPubAck
                     } else {
@@ -1147,6 +1249,8 @@ impl Conn {
     ) -> bool {
         let mut props = Vec::new();
         let mut topic: &str = &d.msg.topic;
+        // A new alias is recorded only once the PUBLISH that sets it is sent.
+        let mut new_alias = None;
         if self.version.is_v5() {
             d.msg.push_properties(now, &mut props);
             for id in d.sub_ids.iter() {
@@ -1160,7 +1264,7 @@ impl Conn {
                     }
                     None if self.out_aliases.len() < usize::from(self.client_alias_max) => {
                         let a = self.out_aliases.len() as u16 + 1;
-                        self.out_aliases.insert(topic.into(), a);
+                        new_alias = Some(a);
                         props.push(Property::TopicAlias(a));
                     }
                     None => {}
@@ -1183,6 +1287,9 @@ impl Conn {
                 tracing::debug!(client = %self.client_id, "message larger than the client's maximum packet size dropped");
                 return false;
             }
+        }
+        if let Some(a) = new_alias {
+            self.out_aliases.insert(d.msg.topic.clone(), a);
         }
         self.send(out, &packet);
         self.broker.stats.publish_sent.inc();
@@ -1225,6 +1332,16 @@ impl Conn {
         };
         self.broker
             .detach(&self.session, self.generation, will, self.expiry_secs);
+    }
+}
+
+/// Completes when the oldest held acknowledgement's sync is done.
+async fn wait_front(waiting: &mut std::collections::VecDeque<(oneshot::Receiver<()>, BytesMut)>) {
+    match waiting.front_mut() {
+        Some((rx, _)) => {
+            let _ = rx.await;
+        }
+        None => std::future::pending().await,
     }
 }
 

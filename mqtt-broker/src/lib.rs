@@ -30,7 +30,9 @@ mod security;
 mod server;
 mod session;
 pub mod stats;
+pub mod store;
 mod sys;
+mod tls;
 mod topic_index;
 
 pub use config::{Config, ListenerConfig, QueuePolicy};

@@ -2,7 +2,7 @@
 //! delivered to, and its conversion from and to the codec's borrowed PUBLISH.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mqtt_codec::{Property, Publish, QoS};
@@ -113,6 +113,11 @@ impl Message {
         self.remaining_expiry(now) == Some(0)
     }
 
+    /// When the broker received it, as Unix milliseconds.
+    pub fn received_unix_ms(&self) -> u64 {
+        crate::store::unix_ms().saturating_sub(self.received.elapsed().as_millis() as u64)
+    }
+
     /// Bytes this message counts against a queue limit.
     pub fn size(&self) -> usize {
         self.payload.len() + self.topic.len()
@@ -142,5 +147,83 @@ impl Message {
         for (k, v) in &p.user_properties {
             out.push(Property::UserProperty(k, v));
         }
+    }
+}
+
+/// The topic of a message stored by [`Message::encode_for_store`].
+pub fn stored_topic(publish: &[u8]) -> Option<String> {
+    let opts = mqtt_codec::DecodeOptions::new(mqtt_codec::ProtocolVersion::V5);
+    match mqtt_codec::decode(publish, &opts) {
+        Ok(mqtt_codec::Status::Complete((mqtt_codec::Packet::Publish(p), _))) => {
+            Some(p.topic.to_string())
+        }
+        _ => None,
+    }
+}
+
+impl Message {
+    /// The message as an MQTT 5 PUBLISH with its own QoS (the packet id is a
+    /// placeholder) and the original expiry interval: the format the store
+    /// keeps. The codec already reads and writes every property, so no second
+    /// format exists.
+    pub fn encode_for_store(&self) -> Vec<u8> {
+        let mut props = Vec::new();
+        if let Some(p) = self.props.as_deref() {
+            if let Some(b) = p.payload_format_utf8 {
+                props.push(Property::PayloadFormatIndicator(b));
+            }
+            if let Some(v) = p.message_expiry {
+                props.push(Property::MessageExpiryInterval(v));
+            }
+            if let Some(s) = &p.content_type {
+                props.push(Property::ContentType(s));
+            }
+            if let Some(s) = &p.response_topic {
+                props.push(Property::ResponseTopic(s));
+            }
+            if let Some(b) = &p.correlation_data {
+                props.push(Property::CorrelationData(b));
+            }
+            for (k, v) in &p.user_properties {
+                props.push(Property::UserProperty(k, v));
+            }
+        }
+        let publish = Publish {
+            dup: false,
+            qos_pid: mqtt_codec::QosPid::from_qos(self.qos, mqtt_codec::Pid::default()),
+            retain: self.retain,
+            topic: &self.topic,
+            properties: mqtt_codec::Properties::from_slice(&props),
+            payload: &self.payload,
+        };
+        let packet = mqtt_codec::Packet::Publish(publish);
+        let mut buf = vec![
+            0u8;
+            packet
+                .encoded_len(mqtt_codec::ProtocolVersion::V5)
+                .unwrap_or(0)
+        ];
+        match packet.encode(mqtt_codec::ProtocolVersion::V5, &mut buf) {
+            Ok(n) => buf.truncate(n),
+            Err(_) => buf.clear(),
+        }
+        buf
+    }
+
+    /// A message read back from the store. `received_ms` (Unix time) dates
+    /// it so that expiry carries on across restarts.
+    pub fn from_stored(bytes: &[u8], received_ms: u64) -> Option<Message> {
+        let frame = Bytes::copy_from_slice(bytes);
+        let opts = mqtt_codec::DecodeOptions::new(mqtt_codec::ProtocolVersion::V5);
+        let Ok(mqtt_codec::Status::Complete((mqtt_codec::Packet::Publish(p), _))) =
+            mqtt_codec::decode(&frame, &opts)
+        else {
+            return None;
+        };
+        let payload = frame.slice_ref(p.payload);
+        let mut msg = Message::from_publish(&p, p.topic, payload, None);
+        let age = Duration::from_millis(crate::store::unix_ms().saturating_sub(received_ms));
+        msg.received = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        Some(msg)
     }
 }

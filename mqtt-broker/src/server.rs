@@ -15,6 +15,8 @@ use crate::broker::BrokerState;
 use crate::config::{Config, ListenerConfig};
 use crate::connection;
 use crate::stats::Stats;
+use crate::store::{Durability, Restored, Store};
+use crate::tls::{self, PeerIdentity, TlsListener, WriteThrough};
 
 /// A running broker.
 pub struct Broker;
@@ -26,6 +28,8 @@ pub struct BrokerHandle {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     done: mpsc::Receiver<()>,
+    /// Every TLS listener's address and swappable configuration.
+    tls: Vec<(SocketAddr, Arc<TlsListener>)>,
 }
 
 impl Broker {
@@ -37,14 +41,39 @@ impl Broker {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let mut bound = Vec::new();
         for l in &config.listeners {
+            let tls = match &l.tls {
+                Some(t) => Some(Arc::new(TlsListener::load(t).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("TLS listener {}: {e}", l.bind),
+                    )
+                })?)),
+                None => None,
+            };
             let listener = TcpListener::bind(l.bind).await.map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.bind))
             })?;
-            bound.push((listener, Arc::new(l.clone())));
+            bound.push((listener, Arc::new(l.clone()), tls));
         }
+        let (store, restored) = match config.durability {
+            Durability::None => (None, Restored::default()),
+            d => {
+                let interval = Duration::from_millis(config.sync_interval_ms.max(10));
+                let (store, restored) =
+                    Store::open(&config.data_dir, d, interval).map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!("data directory {}: {e}", config.data_dir.display()),
+                        )
+                    })?;
+                (Some(store), restored)
+            }
+        };
         let state = Arc::new(
-            BrokerState::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+            BrokerState::with_store(config, store)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
         );
+        state.restore(restored);
         let (shutdown, shutdown_rx) = watch::channel(false);
         // Each connection task holds a sender; when all are dropped, every
         // connection has finished.
@@ -52,13 +81,23 @@ impl Broker {
         let limit = Arc::new(Semaphore::new(state.config.max_connections));
         let mut addrs = Vec::new();
         let mut tasks = Vec::new();
-        for (listener, cfg) in bound {
+        let mut tls_listeners = Vec::new();
+        for (listener, cfg, tls) in bound {
             let addr = listener.local_addr()?;
             addrs.push(addr);
-            tracing::info!(%addr, anonymous = cfg.allows_anonymous(), "listening");
+            tracing::info!(
+                %addr,
+                anonymous = cfg.allows_anonymous(),
+                tls = tls.is_some(),
+                "listening"
+            );
+            if let Some(t) = &tls {
+                tls_listeners.push((addr, t.clone()));
+            }
             tasks.push(tokio::spawn(accept_loop(
                 listener,
                 cfg,
+                tls,
                 state.clone(),
                 limit.clone(),
                 shutdown_rx.clone(),
@@ -72,6 +111,7 @@ impl Broker {
             shutdown,
             tasks,
             done,
+            tls: tls_listeners,
         })
     }
 }
@@ -79,6 +119,7 @@ impl Broker {
 async fn accept_loop(
     listener: TcpListener,
     cfg: Arc<ListenerConfig>,
+    tls: Option<Arc<TlsListener>>,
     state: Arc<BrokerState>,
     limit: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
@@ -115,8 +156,12 @@ async fn accept_loop(
         let cfg = cfg.clone();
         let shutdown = shutdown.clone();
         let done = done.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            serve_tcp(stream, peer, state, cfg, shutdown).await;
+            match tls {
+                None => serve_tcp(stream, peer, state, cfg, shutdown).await,
+                Some(tls) => serve_tls(stream, peer, state, cfg, &tls, shutdown).await,
+            }
             drop(permit);
             drop(done);
         });
@@ -131,6 +176,84 @@ async fn serve_tcp(
     shutdown: watch::Receiver<bool>,
 ) {
     connection::serve(stream, peer, state, cfg, shutdown, None).await;
+}
+
+/// Runs the TLS handshake (bounded by the connect timeout, counted among the
+/// sockets waiting for CONNECT), then serves the connection over it.
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<BrokerState>,
+    cfg: Arc<ListenerConfig>,
+    tls: &TlsListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let acceptor = tls.acceptor();
+    let handshake = {
+        let _waiting = Handshaking::new(&state);
+        tokio::select! {
+            r = tokio::time::timeout(state.config.connect_timeout(), acceptor.accept(stream)) => r,
+            _ = shutdown.changed() => return,
+        }
+    };
+    let stream = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            state.stats.tls_handshake_failures.inc();
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            state.stats.tls_handshake_failures.inc();
+            tracing::debug!(%peer, "TLS handshake not finished in time");
+            return;
+        }
+    };
+    let identity = if tls.identity_as_username() {
+        match tls::peer_identity(stream.get_ref().1) {
+            PeerIdentity::CommonName(cn) => Some(cn),
+            // No certificate (optional ones): the CONNECT user name and
+            // password are checked as usual.
+            PeerIdentity::None => None,
+            PeerIdentity::Unusable => {
+                state.stats.auth_failures.inc();
+                tracing::warn!(%peer, "client certificate without a Common Name: closing");
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    connection::serve(
+        WriteThrough::new(stream),
+        peer,
+        state,
+        cfg,
+        shutdown,
+        identity,
+    )
+    .await;
+}
+
+/// Counts a socket in its TLS handshake among those waiting for CONNECT, so
+/// `max_pending_connects` bounds handshakes too.
+struct Handshaking<'a>(&'a BrokerState);
+
+impl<'a> Handshaking<'a> {
+    fn new(state: &'a BrokerState) -> Self {
+        state
+            .pending_connects
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Handshaking(state)
+    }
+}
+
+impl Drop for Handshaking<'_> {
+    fn drop(&mut self) {
+        self.0
+            .pending_connects
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl BrokerHandle {
@@ -164,6 +287,25 @@ impl BrokerHandle {
         self.state.session_count()
     }
 
+    /// Re-reads what can change without a restart (on SIGHUP): every TLS
+    /// listener's certificate, key and CA files, then the password and ACL
+    /// files. New connections use the new files; connected clients are not
+    /// touched. A TLS listener whose new files are unusable keeps the ones
+    /// in force, and the error is logged.
+    pub fn reload(&self) {
+        for (addr, tls) in &self.tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!(%addr, "TLS certificates reloaded"),
+                Err(e) => tracing::error!(
+                    %addr,
+                    error = %e,
+                    "TLS certificates not reloaded; keeping the ones in force"
+                ),
+            }
+        }
+        self.state.reload_security();
+    }
+
     /// Stops accepting, sends MQTT 5 clients DISCONNECT (0x8B, server
     /// shutting down), closes every connection and waits for them.
     pub async fn shutdown(mut self) {
@@ -173,5 +315,8 @@ impl BrokerHandle {
         }
         // All accept loops are gone, so only connection tasks hold senders.
         let _ = tokio::time::timeout(Duration::from_secs(10), self.done.recv()).await;
+        if let Some(store) = &self.state.store {
+            store.close().await;
+        }
     }
 }

@@ -14,9 +14,9 @@ use mqtt_codec::{Pid, QoS, SubscriptionOptions};
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{oneshot, Notify};
 
-use crate::config::{Config, QueuePolicy};
+use crate::broker::BrokerState;
+use crate::config::QueuePolicy;
 use crate::message::Message;
-use crate::stats::Stats;
 
 /// One message on its way to one session.
 #[derive(Debug, Clone)]
@@ -30,6 +30,8 @@ pub struct Delivery {
     pub retain: bool,
     /// Subscription Identifiers of every matching subscription.
     pub sub_ids: Box<[u32]>,
+    /// Order within the session (set when queued), the store's key.
+    pub seq: u64,
 }
 
 /// Where an outgoing QoS 1/2 message stands.
@@ -100,6 +102,11 @@ pub struct SessionState {
     pub kick: Option<oneshot::Sender<Kick>>,
     /// A delayed will, published when its delay or the session ends.
     pub will: Option<PendingWill>,
+    /// Whether the session outlives its connection (expiry > 0), and so is
+    /// kept in the store.
+    pub persistent: bool,
+    /// The last `Delivery::seq` given.
+    pub next_seq: u64,
 }
 
 impl SessionState {
@@ -121,11 +128,63 @@ impl SessionState {
     /// Forgets everything but the identity: for Clean Start.
     pub fn reset(&mut self) {
         let generation = self.generation;
+        let next_seq = self.next_seq;
         *self = SessionState {
             generation,
+            next_seq,
             ..Default::default()
         };
     }
+
+    /// The subscriptions in the store's format: per subscription, the filter
+    /// (u16 length + bytes), the options byte, and the subscription
+    /// identifier (u32, 0 for none).
+    pub fn encode_subscriptions(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (filter, rec) in &self.subscriptions {
+            out.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+            out.extend_from_slice(filter.as_bytes());
+            out.push(rec.options.to_byte());
+            out.extend_from_slice(&rec.sub_id.unwrap_or(0).to_be_bytes());
+        }
+        out
+    }
+}
+
+/// Reads subscriptions written by [`SessionState::encode_subscriptions`];
+/// stops at the first entry that does not parse.
+pub fn decode_subscriptions(mut b: &[u8]) -> Vec<(String, SubRecord)> {
+    let mut out = Vec::new();
+    while b.len() >= 2 {
+        let len = usize::from(u16::from_be_bytes([b[0], b[1]]));
+        let Some(rest) = b.get(2..) else { break };
+        if rest.len() < len + 5 {
+            break;
+        }
+        let Ok(filter) = std::str::from_utf8(&rest[..len]) else {
+            break;
+        };
+        let options = mqtt_codec::SubscriptionOptions {
+            qos: QoS::from_u8(rest[len] & 3).unwrap_or_default(),
+            no_local: rest[len] & 4 != 0,
+            retain_as_published: rest[len] & 8 != 0,
+            retain_handling: match (rest[len] >> 4) & 3 {
+                1 => mqtt_codec::RetainHandling::SendIfNew,
+                2 => mqtt_codec::RetainHandling::DoNotSend,
+                _ => mqtt_codec::RetainHandling::SendOnSubscribe,
+            },
+        };
+        let id = u32::from_be_bytes([rest[len + 1], rest[len + 2], rest[len + 3], rest[len + 4]]);
+        out.push((
+            filter.to_string(),
+            SubRecord {
+                options,
+                sub_id: (id != 0).then_some(id),
+            },
+        ));
+        b = &rest[len + 5..];
+    }
+    out
 }
 
 /// A session, shared between its connection, the subscription index and
@@ -172,13 +231,9 @@ impl Session {
     /// `bypass_limits` is for retained messages sent because of a SUBSCRIBE:
     /// a wildcard subscription receives all of them, paced by flow control,
     /// rather than having them cut short by the queue limit.
-    pub fn enqueue(
-        &self,
-        d: Delivery,
-        config: &Config,
-        stats: &Stats,
-        bypass_limits: bool,
-    ) -> bool {
+    pub fn enqueue(&self, mut d: Delivery, broker: &BrokerState, bypass_limits: bool) -> bool {
+        let config = &broker.config;
+        let stats = &broker.stats;
         let online = self.is_online();
         if !online && d.qos == QoS::AtMostOnce && !config.queue_qos0_messages {
             stats.dropped_offline_qos0.inc();
@@ -206,11 +261,15 @@ impl Session {
                             };
                             st.pending_bytes -= old.msg.size();
                             stats.dropped_queue_full.inc();
+                            broker.forget_message(self, &st, &old);
                         }
                         tracing::debug!(client = %self.id, "queue full: oldest message dropped");
                     }
                 }
             }
+            st.next_seq += 1;
+            d.seq = st.next_seq;
+            broker.remember_message(self, &st, &d);
             st.pending_bytes += size;
             st.pending.push_back(d);
         }
