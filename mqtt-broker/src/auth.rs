@@ -199,7 +199,7 @@ pub fn delete_user(path: &Path, user: &str) -> Result<(), String> {
     let existing = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let kept: Vec<&str> = existing
         .lines()
-        .filter(|l| !l.split_once(':').is_some_and(|(u, _)| u == user))
+        .filter(|l| l.split_once(':').is_none_or(|(u, _)| u != user))
         .collect();
     if kept.len() == existing.lines().count() {
         return Err(format!("user {user} not found"));

@@ -659,7 +659,9 @@ impl Conn {
         let mut last_rx = Instant::now();
         loop {
             let keep_alive_deadline = self.keep_alive_timeout.map(|t| last_rx + t);
-            let paused_until = self.read_paused_until.filter(|t| *t > Instant::now());
+            // A pause that has already ended fires at once below, and
+            // handles what it held back.
+            let paused_until = self.read_paused_until;
             tokio::select! {
                 biased;
                 _ = &mut self.kick => return Close::TakenOver,
@@ -679,6 +681,11 @@ impl Conn {
                 }
                 _ = sleep_until_opt(paused_until), if paused_until.is_some() => {
                     self.read_paused_until = None;
+                    // Packets read before the pause began are still waiting.
+                    if let Err(close) = self.drain_frames(reader, out) {
+                        return close;
+                    }
+                    self.fill(out);
                 }
                 read = reader.fill(), if out.len() < WRITE_HIGH_WATER && paused_until.is_none() => {
                     match read {
@@ -710,6 +717,11 @@ impl Conn {
         out: &mut BytesMut,
     ) -> Step {
         let result = loop {
+            // Over `max_publish_rate`: packets already read wait as well,
+            // or a flood written at once would be handled at once.
+            if self.read_paused_until.is_some() {
+                break Ok(());
+            }
             let frame = match reader.try_frame() {
                 Ok(Some(f)) => f,
                 Ok(None) => break Ok(()),
@@ -1097,8 +1109,9 @@ impl Conn {
     }
 
     /// Counts a PUBLISH against `max_publish_rate`; a client over its rate
-    /// is not read from until the current second ends, so a flood slows the
-    /// flooder without starving anyone else.
+    /// is neither read from nor has its already-read packets handled until
+    /// the current second ends, so a flood slows the flooder without
+    /// starving anyone else.
     fn count_publish(&mut self) {
         let limit = self.broker.config.max_publish_rate;
         if limit == 0 {

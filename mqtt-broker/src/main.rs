@@ -2,14 +2,15 @@
 //!
 //! With no arguments it listens on 127.0.0.1:1883 and lets anonymous clients
 //! in, like `mosquitto`. `-p` changes the port, `-c` reads a TOML file, `-v`
-//! logs every packet.
+//! logs every packet. SIGHUP re-reads the TLS certificates and the password
+//! and ACL files without dropping connected clients.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use mqtt_broker::{Broker, Config, ListenerConfig};
+use mqtt_broker::{Broker, BrokerHandle, Config, ListenerConfig};
 use tracing_subscriber::EnvFilter;
 
 /// An MQTT 3.1 / 3.1.1 / 5.0 broker.
@@ -26,6 +27,9 @@ struct Args {
     /// Log every packet in and out.
     #[arg(short = 'v', long)]
     verbose: bool,
+    /// Worker threads of the runtime (default: one per core).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -142,10 +146,12 @@ fn main() -> ExitCode {
         }
     }
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = args.threads {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mqtt-broker: cannot start the runtime: {e}");
@@ -161,31 +167,41 @@ fn main() -> ExitCode {
             }
         };
         tracing::info!("mqtt-broker {} running", env!("CARGO_PKG_VERSION"));
-        wait_for_signal().await;
+        wait_for_signal(&broker).await;
         tracing::info!("shutting down");
         broker.shutdown().await;
         ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGINT or SIGTERM; on each SIGHUP reloads the TLS
+/// certificates and the password and ACL files meanwhile.
+async fn wait_for_signal(broker: &BrokerHandle) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
+        let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
         };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        loop {
+            tokio::select! {
+                _ = int.recv() => return,
+                _ = term.recv() => return,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading");
+                    broker.reload();
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = broker;
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -35,6 +35,8 @@ pub struct Delivery {
 }
 
 /// Where an outgoing QoS 1/2 message stands.
+// The variants name the acknowledgement awaited, as the specification does.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutState {
     /// QoS 1 PUBLISH sent, PUBACK awaited.

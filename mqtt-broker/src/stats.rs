@@ -61,6 +61,9 @@ pub struct Stats {
     pub acl_denied: Counter,
     /// Connections closed for a protocol violation or malformed packet.
     pub protocol_errors: Counter,
+    /// TLS handshakes that failed or did not finish within the connect
+    /// timeout.
+    pub tls_handshake_failures: Counter,
 }
 
 impl Stats {

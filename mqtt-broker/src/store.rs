@@ -504,11 +504,14 @@ enum MsgOp {
     Del,
 }
 
+/// A session row: expiry, disconnection time, encoded subscriptions.
+type SessionRow = (u32, Option<u64>, Vec<u8>);
+
 /// Operations of one commit, collapsed per key.
 #[derive(Default)]
 struct Batch {
     retained: HashMap<String, Option<(Vec<u8>, u64)>>,
-    sessions: HashMap<String, Option<(u32, Option<u64>, Vec<u8>)>>,
+    sessions: HashMap<String, Option<SessionRow>>,
     /// Whole sessions deleted in this batch, applied before the rest.
     deleted_sessions: Vec<String>,
     messages: HashMap<(String, u64), MsgOp>,

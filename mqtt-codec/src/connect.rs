@@ -2,7 +2,7 @@
 
 use crate::error::{DecodeError, EncodeError};
 use crate::header::PacketType;
-use crate::properties::{Properties, PropertyContext};
+use crate::properties::{with_length_prefix, Properties, PropertyContext};
 use crate::reason::ReasonCode;
 use crate::topic::valid_topic_name;
 use crate::types::{ProtocolVersion, QoS};
@@ -160,7 +160,7 @@ impl<'a> Connect<'a> {
         let mut will_props = 0;
         if v5 {
             props = self.properties.body_len(PropertyContext::Connect)?;
-            len += self.properties.encoded_len(PropertyContext::Connect)?;
+            len += with_length_prefix(props)?;
         }
         len += string_len(self.client_id)?;
         if let Some(w) = &self.will {
@@ -169,7 +169,7 @@ impl<'a> Connect<'a> {
             }
             if v5 {
                 will_props = w.properties.body_len(PropertyContext::Will)?;
-                len += w.properties.encoded_len(PropertyContext::Will)?;
+                len += with_length_prefix(will_props)?;
             }
             len += string_len(w.topic)? + binary_len(w.payload)?;
         }
@@ -268,10 +268,7 @@ impl<'a> ConnAck<'a> {
                 return Err(DecodeError::InvalidReasonCode(self.reason.as_u8()).into());
             }
             let props = self.properties.body_len(PropertyContext::ConnAck)?;
-            Ok((
-                2 + self.properties.encoded_len(PropertyContext::ConnAck)?,
-                props,
-            ))
+            Ok((2 + with_length_prefix(props)?, props))
         } else {
             Ok((2, 0))
         }

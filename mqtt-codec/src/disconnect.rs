@@ -3,7 +3,7 @@
 
 use crate::error::{DecodeError, EncodeError};
 use crate::header::PacketType;
-use crate::properties::{Properties, PropertyContext};
+use crate::properties::{with_length_prefix, Properties, PropertyContext};
 use crate::reason::ReasonCode;
 use crate::types::ProtocolVersion;
 use crate::wire::{Reader, Writer};
@@ -75,7 +75,8 @@ fn reason_props_len(
         let len = usize::from(reason != ReasonCode::Success);
         return Ok((len, 0));
     }
-    Ok((1 + properties.encoded_len(ctx)?, properties.body_len(ctx)?))
+    let props = properties.body_len(ctx)?;
+    Ok((1 + with_length_prefix(props)?, props))
 }
 
 fn write_reason_props(

@@ -468,18 +468,8 @@ impl<'a> Properties<'a> {
         }
     }
 
-    /// Bytes of the properties with their length prefix.
-    pub(crate) fn encoded_len(&self, ctx: PropertyContext) -> Result<usize, EncodeError> {
-        let body = self.body_len(ctx)?;
-        let body32 = u32::try_from(body).map_err(|_| EncodeError::PacketTooLarge)?;
-        if body32 > MAX_VARINT {
-            return Err(EncodeError::PacketTooLarge);
-        }
-        Ok(varint_len(body32) + body)
-    }
-
     /// Writes the length prefix and the properties. The caller has validated
-    /// them through `encoded_len`.
+    /// them through `body_len`.
     pub(crate) fn write(&self, w: &mut Writer<'_>, body_len: usize) -> Result<(), EncodeError> {
         w.varint(body_len as u32)?;
         match self.0 {
@@ -487,6 +477,17 @@ impl<'a> Properties<'a> {
             Repr::List(list) => list.iter().try_for_each(|p| p.write(w)),
         }
     }
+}
+
+/// Bytes of a property section whose properties take `body` bytes
+/// ([`Properties::body_len`], computed once per encode): the body and its
+/// length prefix.
+pub(crate) fn with_length_prefix(body: usize) -> Result<usize, EncodeError> {
+    let body32 = u32::try_from(body).map_err(|_| EncodeError::PacketTooLarge)?;
+    if body32 > MAX_VARINT {
+        return Err(EncodeError::PacketTooLarge);
+    }
+    Ok(varint_len(body32) + body)
 }
 
 fn check_placement(

@@ -3,11 +3,11 @@
 
 use crate::error::{DecodeError, EncodeError};
 use crate::header::PacketType;
-use crate::properties::{Properties, PropertyContext, PropertyId};
+use crate::properties::{with_length_prefix, Properties, PropertyContext, PropertyId};
 use crate::reason::ReasonCode;
 use crate::topic::valid_topic_name;
 use crate::types::{Pid, ProtocolVersion, QoS, QosPid};
-use crate::wire::{string_len, Reader, Writer};
+use crate::wire::{binary_len, Reader, Writer};
 
 /// A PUBLISH packet. Topic and payload borrow from the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,14 +109,15 @@ impl<'a> Publish<'a> {
             ProtocolVersion::V3_1_1
         };
         self.check_topic(version_ok)?;
-        let mut len = string_len(self.topic)? + self.payload.len();
+        // check_topic refused a NUL, so only the length is left to check.
+        let mut len = binary_len(self.topic.as_bytes())? + self.payload.len();
         if self.qos_pid.pid().is_some() {
             len += 2;
         }
         let mut props = 0;
         if version.is_v5() {
             props = self.properties.body_len(PropertyContext::Publish)?;
-            len += self.properties.encoded_len(PropertyContext::Publish)?;
+            len += with_length_prefix(props)?;
         }
         Ok((len, props))
     }
@@ -204,10 +205,7 @@ impl<'a> PubResp<'a> {
             return Ok((len, 0));
         }
         let props = self.properties.body_len(PropertyContext::PubResp)?;
-        Ok((
-            3 + self.properties.encoded_len(PropertyContext::PubResp)?,
-            props,
-        ))
+        Ok((3 + with_length_prefix(props)?, props))
     }
 
     pub(crate) fn write(

@@ -4,11 +4,11 @@
 use crate::error::{DecodeError, EncodeError};
 use crate::header::PacketType;
 use crate::list::{List, VARIANT_UNSUBACK, VARIANT_V3, VARIANT_V5};
-use crate::properties::{Properties, PropertyContext};
+use crate::properties::{with_length_prefix, Properties, PropertyContext};
 use crate::reason::ReasonCode;
 use crate::topic::{parse_shared, valid_topic_filter};
 use crate::types::{Pid, ProtocolVersion, QoS};
-use crate::wire::{string_len, Reader, Writer};
+use crate::wire::{binary_len, Reader, Writer};
 
 /// What to do with retained messages when a subscription is made (5.0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -138,7 +138,7 @@ impl<'a> Subscribe<'a> {
         let mut props = 0;
         if v5 {
             props = self.properties.body_len(PropertyContext::Subscribe)?;
-            len += self.properties.encoded_len(PropertyContext::Subscribe)?;
+            len += with_length_prefix(props)?;
         }
         if self.filters.is_empty() {
             return Err(DecodeError::NoTopicFilters.into());
@@ -148,7 +148,8 @@ impl<'a> Subscribe<'a> {
             if !v5 && f.options.to_byte() & 0xfc != 0 {
                 return Err(EncodeError::NotInVersion);
             }
-            len += string_len(f.filter)? + 1;
+            // check() refused a NUL; only the length is left to check.
+            len += binary_len(f.filter.as_bytes())? + 1;
         }
         Ok((len, props))
     }
@@ -220,7 +221,7 @@ impl<'a> SubAck<'a> {
         let mut props = 0;
         if version.is_v5() {
             props = self.properties.body_len(PropertyContext::SubAck)?;
-            len += self.properties.encoded_len(PropertyContext::SubAck)?;
+            len += with_length_prefix(props)?;
         }
         Ok((len, props))
     }
@@ -302,7 +303,7 @@ impl<'a> Unsubscribe<'a> {
         let mut props = 0;
         if version.is_v5() {
             props = self.properties.body_len(PropertyContext::Unsubscribe)?;
-            len += self.properties.encoded_len(PropertyContext::Unsubscribe)?;
+            len += with_length_prefix(props)?;
         }
         if self.filters.is_empty() {
             return Err(DecodeError::NoTopicFilters.into());
@@ -311,7 +312,7 @@ impl<'a> Unsubscribe<'a> {
             if !valid_topic_filter(f) {
                 return Err(DecodeError::InvalidTopicFilter.into());
             }
-            len += string_len(f)?;
+            len += binary_len(f.as_bytes())?;
         }
         Ok((len, props))
     }
@@ -368,9 +369,7 @@ impl<'a> UnsubAck<'a> {
             return Ok((2, 0));
         }
         let props = self.properties.body_len(PropertyContext::UnsubAck)?;
-        let len = 2
-            + self.properties.encoded_len(PropertyContext::UnsubAck)?
-            + codes_len(self.codes, PacketType::UnsubAck)?;
+        let len = 2 + with_length_prefix(props)? + codes_len(self.codes, PacketType::UnsubAck)?;
         Ok((len, props))
     }
 

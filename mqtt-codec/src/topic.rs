@@ -2,19 +2,24 @@
 //! rule, and shared subscriptions `$share/{group}/{filter}` (4.8.2). Used by
 //! the decoder and by brokers and clients alike.
 
+use crate::wire::contains_any;
+
 /// A topic name is valid: at least one character, no `+` or `#`, no U+0000,
 /// and at most 65,535 bytes [MQTT-4.7.1-1, MQTT-4.7.3-1].
 pub fn valid_topic_name(topic: &str) -> bool {
     !topic.is_empty()
         && topic.len() <= usize::from(u16::MAX)
-        && !topic.bytes().any(|b| matches!(b, b'+' | b'#' | 0))
+        && !contains_any(topic.as_bytes(), [b'+', b'#', 0])
 }
 
 /// A topic filter is valid: at least one character; `+` fills a whole level;
 /// `#` fills the last level alone [MQTT-4.7.1-2/3]. A `$share/` filter needs a
 /// non-empty group without wildcards and a valid filter after it.
 pub fn valid_topic_filter(filter: &str) -> bool {
-    if filter.is_empty() || filter.len() > usize::from(u16::MAX) || filter.as_bytes().contains(&0) {
+    if filter.is_empty()
+        || filter.len() > usize::from(u16::MAX)
+        || contains_any(filter.as_bytes(), [0])
+    {
         return false;
     }
     if let Some(rest) = filter.strip_prefix(SHARE_PREFIX) {
@@ -26,21 +31,24 @@ pub fn valid_topic_filter(filter: &str) -> bool {
     valid_plain_filter(filter)
 }
 
+/// One pass over the bytes: each `+` or `#` must fill its level (start of the
+/// filter or after `/`, end of the filter or before `/`), and `#` must also
+/// end the filter.
 fn valid_plain_filter(filter: &str) -> bool {
-    if filter.is_empty() {
+    let bytes = filter.as_bytes();
+    if bytes.is_empty() {
         return false;
     }
-    let mut levels = filter.split('/').peekable();
-    while let Some(level) = levels.next() {
-        let is_last = levels.peek().is_none();
-        let ok = match level {
-            "+" => true,
-            "#" => is_last,
-            _ => !level.bytes().any(|b| b == b'+' || b == b'#'),
-        };
-        if !ok {
-            return false;
+    let mut prev = b'/';
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'+' || b == b'#' {
+            let next = bytes.get(i + 1).copied();
+            let fills_level = prev == b'/' && matches!(next, None | Some(b'/'));
+            if !fills_level || (b == b'#' && next.is_some()) {
+                return false;
+            }
         }
+        prev = b;
     }
     true
 }
@@ -138,6 +146,39 @@ mod tests {
             "$share/g/",
         ] {
             assert!(!valid_topic_filter(bad), "{bad}");
+        }
+    }
+
+    /// The level-splitting definition the one-pass check replaced.
+    fn plain_filter_by_levels(filter: &str) -> bool {
+        let mut levels = filter.split('/').peekable();
+        while let Some(level) = levels.next() {
+            let ok = match level {
+                "+" => true,
+                "#" => levels.peek().is_none(),
+                _ => !level.bytes().any(|b| b == b'+' || b == b'#'),
+            };
+            if !ok {
+                return false;
+            }
+        }
+        !filter.is_empty()
+    }
+
+    #[test]
+    fn one_pass_filter_check_matches_the_level_definition() {
+        // Every string of up to 7 bytes over the characters that matter.
+        let alphabet = [b'a', b'/', b'+', b'#'];
+        let mut buf = [0u8; 7];
+        for len in 0..=buf.len() {
+            for mut n in 0..alphabet.len().pow(len as u32) {
+                for b in &mut buf[..len] {
+                    *b = alphabet[n % alphabet.len()];
+                    n /= alphabet.len();
+                }
+                let s = core::str::from_utf8(&buf[..len]).unwrap();
+                assert_eq!(valid_plain_filter(s), plain_filter_by_levels(s), "{s:?}");
+            }
         }
     }
 
