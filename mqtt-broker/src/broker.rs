@@ -481,6 +481,7 @@ impl BrokerState {
                             pid,
                             delivery: d,
                             state,
+                            unsent: false,
                         }),
                         None => {
                             st.pending_bytes += d.msg.size();

@@ -26,7 +26,7 @@ use crate::broker::{split_filter, BrokerState};
 use crate::config::ListenerConfig;
 use crate::log::describe;
 use crate::message::Message;
-use crate::session::{Delivery, Kick, OutState, Outgoing, Session, SubRecord};
+use crate::session::{Delivery, Kick, OutState, Outgoing, Session, SessionState, SubRecord};
 use crate::store::StoredState;
 
 /// Stop reading and stop draining the session queue while this much is
@@ -1184,6 +1184,9 @@ impl Conn {
             // flight on a dead socket after the new one resent in-flight ones.
             return;
         }
+        if st.unsent > 0 {
+            self.resend_unsent(&mut st, out);
+        }
         while out.len() < WRITE_HIGH_WATER {
             let Some(front) = st.pending.front() else {
                 break;
@@ -1226,6 +1229,7 @@ impl Conn {
                         pid,
                         delivery: d,
                         state,
+                        unsent: false,
                     });
                 }
             }
@@ -1235,17 +1239,43 @@ impl Conn {
     /// On session resume: every unacknowledged PUBLISH again with DUP, and
     /// every PUBREL again [MQTT-4.4.0-1].
     fn resend_inflight(&mut self, out: &mut BytesMut) {
-        let now = Instant::now();
-        let session = self.session.clone();
-        let st = session.lock();
-        for o in st.inflight.iter() {
-            match o.state {
-                OutState::AwaitPubAck | OutState::AwaitPubRec => {
-                    let qos_pid = QosPid::from_qos(o.delivery.qos, o.pid);
-                    self.write_publish(&o.delivery, qos_pid, true, now, out);
-                }
-                OutState::AwaitPubComp => self.send(out, &Packet::PubRel(PubResp::new(o.pid))),
+        {
+            let mut st = self.session.lock();
+            for o in st.inflight.iter_mut() {
+                o.unsent = true;
             }
+            st.unsent = st.inflight.len();
+        }
+        let session = self.session.clone();
+        let mut st = session.lock();
+        self.resend_unsent(&mut st, out);
+    }
+
+    /// Resends what a reconnection owes, as far as the client's Receive
+    /// Maximum allows; the rest follows as acknowledgements free the window.
+    fn resend_unsent(&mut self, st: &mut SessionState, out: &mut BytesMut) {
+        let now = Instant::now();
+        let mut i = 0;
+        while st.unsent > 0
+            && i < st.inflight.len()
+            && st.inflight.len() - st.unsent < self.send_window
+        {
+            if st.inflight[i].unsent {
+                let o = &st.inflight[i];
+                match o.state {
+                    OutState::AwaitPubAck | OutState::AwaitPubRec => {
+                        let qos_pid = QosPid::from_qos(o.delivery.qos, o.pid);
+                        self.write_publish(&o.delivery, qos_pid, true, now, out);
+                    }
+                    OutState::AwaitPubComp => {
+                        let pid = o.pid;
+                        self.send(out, &Packet::PubRel(PubResp::new(pid)));
+                    }
+                }
+                st.inflight[i].unsent = false;
+                st.unsent -= 1;
+            }
+            i += 1;
         }
     }
 

@@ -56,6 +56,9 @@ pub struct Outgoing {
     pub delivery: Delivery,
     /// Its state.
     pub state: OutState,
+    /// Owed to the client again after a reconnection, but held back by the
+    /// client's Receive Maximum [MQTT-3.3.4-9].
+    pub unsent: bool,
 }
 
 /// A subscription as the session remembers it.
@@ -109,6 +112,8 @@ pub struct SessionState {
     pub persistent: bool,
     /// The last `Delivery::seq` given.
     pub next_seq: u64,
+    /// Entries of `inflight` with `unsent` set.
+    pub unsent: usize,
 }
 
 impl SessionState {
