@@ -29,7 +29,7 @@ pub(crate) async fn run(broker: Arc<BrokerState>, mut shutdown: watch::Receiver<
 /// Publishes every statistic once.
 pub fn publish_once(broker: &BrokerState) {
     let s = &broker.stats;
-    let values: [(&str, String); 18] = [
+    let values: [(&str, String); 19] = [
         (
             "version",
             format!("mqtt-broker {}", env!("CARGO_PKG_VERSION")),
@@ -63,6 +63,7 @@ pub fn publish_once(broker: &BrokerState) {
         ),
         ("clients/auth_failures", s.auth_failures.get().to_string()),
         ("messages/acl_denied", s.acl_denied.get().to_string()),
+        ("clients/tls_handshake_failures", s.tls_handshake_failures.get().to_string()),
     ];
     for (name, value) in values {
         let topic = format!("$SYS/broker/{name}");
