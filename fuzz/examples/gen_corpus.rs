@@ -585,6 +585,240 @@ fn malformed(v: ProtocolVersion) -> Vec<(&'static str, Vec<u8>)> {
     files
 }
 
+/// The broker_connection target: a selector byte (even: 3.1.1, odd: 5.0),
+/// then bytes the target sends raw after its own valid CONNECT. Every file
+/// ends in one malformed packet or protocol violation (some after a valid
+/// exchange), and its name says what the broker must do about it:
+/// `v311-KIND`: close the connection; `v5-RR-KIND`: send DISCONNECT with
+/// reason code RR (hex), then close. mqtt-broker/tests/malformed_corpus.rs
+/// replays them against a broker with `max_packet_size` 65536.
+fn broker_connection() -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    for (selector, v) in [(0u8, V3_1_1), (1u8, V5)] {
+        let v5 = v.is_v5();
+        // A property list (5.0) or nothing (3.1.1).
+        let props = |p: &[u8]| -> Vec<u8> {
+            if v5 {
+                cat(&[&[p.len() as u8], p])
+            } else {
+                Vec::new()
+            }
+        };
+        let publish0 = |topic: &[u8], p: &[u8]| raw(0x30, &cat(&[topic, &props(p), b"x"]));
+        let subscribe =
+            |filter: &[u8], opts: u8| raw(0x82, &cat(&[&[0, 1], &props(&[]), filter, &[opts]]));
+        let connect = enc(
+            &Packet::Connect(Connect {
+                protocol: v,
+                clean_start: true,
+                keep_alive: 60,
+                properties: Properties::EMPTY,
+                client_id: "fuzz",
+                will: None,
+                username: None,
+                password: None,
+            }),
+            v,
+        );
+        // A valid exchange to start from: subscribe, publish at QoS 1 and
+        // 2, release, ping, unsubscribe.
+        let t = [SubscribeFilter {
+            filter: "t/#",
+            options: SubscriptionOptions::qos(QoS::ExactlyOnce),
+        }];
+        let session = cat(&[
+            &enc(
+                &Packet::Subscribe(Subscribe {
+                    pid: pid(1),
+                    properties: Properties::EMPTY,
+                    filters: List::from_slice(&t),
+                }),
+                v,
+            ),
+            &enc(
+                &Packet::Publish(Publish {
+                    dup: false,
+                    qos_pid: QosPid::AtLeastOnce(pid(2)),
+                    retain: false,
+                    topic: "t/1",
+                    properties: Properties::EMPTY,
+                    payload: b"one",
+                }),
+                v,
+            ),
+            &enc(
+                &Packet::Publish(Publish {
+                    dup: false,
+                    qos_pid: QosPid::ExactlyOnce(pid(3)),
+                    retain: true,
+                    topic: "t/2",
+                    properties: Properties::EMPTY,
+                    payload: b"two",
+                }),
+                v,
+            ),
+            &enc(&Packet::PubRel(PubResp::new(pid(3))), v),
+            &enc(&Packet::PingReq, v),
+            &enc(
+                &Packet::Unsubscribe(Unsubscribe {
+                    pid: pid(4),
+                    properties: Properties::EMPTY,
+                    filters: List::from_slice(&["t/#"]),
+                }),
+                v,
+            ),
+        ]);
+
+        // (reason in 5.0, kind, bytes); the reason is ignored for 3.1.1.
+        let mut cases: Vec<(u8, &str, Vec<u8>)> = vec![
+            // PUBREL must have flags 0b0010.
+            (0x81, "bad-flags", raw(0x60, &[0, 1])),
+            (
+                0x81,
+                "qos3",
+                raw(0x36, &cat(&[&s(b"a"), &[0, 1], &props(&[]), b"x"])),
+            ),
+            (
+                0x81,
+                "dup-qos0",
+                raw(0x38, &cat(&[&s(b"a"), &props(&[]), b"x"])),
+            ),
+            (
+                0x81,
+                "remaining-length-5-bytes",
+                vec![0x30, 0xff, 0xff, 0xff, 0xff, 0x01],
+            ),
+            // Announces 1 MiB, over the broker's 64 KiB.
+            (
+                0x95,
+                "oversize",
+                cat(&[&[0x30, 0x80, 0x80, 0x40], &s(b"a"), b"big"]),
+            ),
+            (0x81, "bad-utf8", publish0(&[0, 2, b'a', 0xff], &[])),
+            (0x81, "null-character", publish0(&[0, 2, b'a', 0], &[])),
+            (0x81, "string-past-end", raw(0x30, &[0, 9, b'a'])),
+            (0x90, "wildcard-topic", publish0(&s(b"a/+"), &[])),
+            (0x90, "wildcard-topic-hash", publish0(&s(b"#"), &[])),
+            (
+                0x81,
+                "zero-packet-id",
+                raw(0x32, &cat(&[&s(b"a"), &[0, 0], &props(&[]), b"x"])),
+            ),
+            (
+                0x82,
+                "empty-subscribe",
+                raw(0x82, &cat(&[&[0, 1], &props(&[])])),
+            ),
+            (
+                0x82,
+                "empty-unsubscribe",
+                raw(0xa2, &cat(&[&[0, 1], &props(&[])])),
+            ),
+            (0x8f, "bad-filter", subscribe(&s(b"a/#/b"), 0)),
+            (0x8f, "bad-filter-plus", subscribe(&s(b"a/b+"), 0)),
+            (
+                0x81,
+                "subscription-options-reserved",
+                subscribe(&s(b"a"), 0xc0),
+            ),
+            (0x82, "second-connect", connect.clone()),
+            (0x81, "reserved-type", vec![0x00, 0x00]),
+            // PINGREQ with a body.
+            (0x81, "trailing-bytes", raw(0xc0, &[0])),
+            (
+                0x82,
+                "session-then-second-connect",
+                cat(&[&session, &connect]),
+            ),
+        ];
+        if v5 {
+            cases.extend([
+                (
+                    0x82,
+                    "duplicate-property",
+                    publish0(&s(b"a"), &[0x01, 0, 0x01, 1]),
+                ),
+                (0x81, "unknown-property", publish0(&s(b"a"), &[0x7f, 0])),
+                // Session Expiry Interval belongs to CONNECT and DISCONNECT.
+                (
+                    0x81,
+                    "property-not-allowed",
+                    publish0(&s(b"a"), &[0x11, 0, 0, 0, 1]),
+                ),
+                (
+                    0x82,
+                    "subscription-id-in-publish",
+                    publish0(&s(b"a"), &[0x0b, 1]),
+                ),
+                (
+                    0x94,
+                    "topic-alias-too-big",
+                    publish0(&s(b"a"), &[0x23, 0x03, 0xe8]),
+                ),
+                (0x82, "topic-alias-zero", publish0(&s(b"a"), &[0x23, 0, 0])),
+                (
+                    0x82,
+                    "topic-alias-unknown",
+                    publish0(&s(b""), &[0x23, 0, 5]),
+                ),
+                (
+                    0x94,
+                    "topic-aliases-then-too-big",
+                    cat(&[
+                        &publish0(&s(b"x"), &[0x23, 0, 1]),
+                        &publish0(&s(b""), &[0x23, 0, 1]),
+                        &publish0(&s(b""), &[0x23, 0, 100]),
+                    ]),
+                ),
+                (0x82, "retain-handling-3", subscribe(&s(b"a"), 0x30)),
+                (
+                    0x82,
+                    "no-local-on-shared",
+                    subscribe(&s(b"$share/g/a"), 0x04),
+                ),
+                (0x82, "auth", vec![0xf0, 0x00]),
+                (0x82, "session-then-auth", cat(&[&session, &[0xf0, 0x00]])),
+                (0x82, "connack-from-client", raw(0x20, &[0, 0, 0])),
+                (0x82, "suback-from-client", raw(0x90, &[0, 1, 0, 0])),
+                (0x82, "pingresp-from-client", vec![0xd0, 0x00]),
+                // Session Expiry Interval set on DISCONNECT after 0.
+                (
+                    0x82,
+                    "session-expiry-after-zero",
+                    raw(0xe0, &[0, 5, 0x11, 0, 0, 0, 5]),
+                ),
+                (0x81, "puback-bad-reason", raw(0x40, &[0, 1, 0x05])),
+            ]);
+        } else {
+            cases.extend([
+                (0, "auth", vec![0xf0, 0x00]),
+                (0, "connack-from-client", raw(0x20, &[0, 0])),
+                (0, "disconnect-with-body", raw(0xe0, &[0])),
+                // 3.1.1 subscription options: only the QoS bits.
+                (
+                    0,
+                    "subscription-options-no-local",
+                    subscribe(&s(b"a"), 0x04),
+                ),
+                (
+                    0,
+                    "session-then-bad-flags",
+                    cat(&[&session, &raw(0x60, &[0, 1])]),
+                ),
+            ]);
+        }
+        for (reason, kind, bytes) in cases {
+            let name = if v5 {
+                format!("v5-{reason:02x}-{kind}")
+            } else {
+                format!("v311-{kind}")
+            };
+            files.push((name, cat(&[&[selector], &bytes])));
+        }
+    }
+    files
+}
+
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
     fs::create_dir_all(dir).unwrap();
     fs::write(dir.join(name), bytes).unwrap();
@@ -625,6 +859,12 @@ fn main() {
         for (group, bytes) in groups {
             write(&dir, &format!("{tag}_{group}"), &bytes);
         }
+    }
+
+    // The broker_connection target: malformed input after a valid CONNECT.
+    let dir = root.join("broker_connection");
+    for (name, bytes) in broker_connection() {
+        write(&dir, &name, &bytes);
     }
 
     // The topic_match target: filter 0xff topic.

@@ -83,7 +83,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         if self.buf.len() < total {
             // Grow towards the announced size, but never all at once: the
             // sender has to actually send the bytes.
-            self.buf.reserve((total - self.buf.len()).min(1 << 20));
+            self.buf.reserve((total - self.buf.len()).min(64 * 1024));
             return Ok(None);
         }
         let bytes = self.buf.split_to(total).freeze();
@@ -733,22 +733,45 @@ impl Conn {
             }
         };
         // One sync covers every acknowledgement of this read.
+        self.seal_held();
+        result
+    }
+
+    /// Puts what `held` collected behind one store barrier.
+    fn seal_held(&mut self) {
         if !self.held.is_empty() {
             if let Some(store) = &self.broker.store {
                 self.durable_acks
                     .push_back((store.barrier(), self.held.split()));
             }
         }
-        result
+    }
+
+    /// Encodes a packet into `held`, to leave once the store has synced.
+    fn send_held(&mut self, packet: &Packet<'_>) {
+        let mut held = std::mem::take(&mut self.held);
+        self.send(&mut held, packet);
+        self.held = held;
+    }
+
+    /// Whether a PUBLISH or PUBREL to this client waits in `held`. With
+    /// `durability = "always"` and a stored session, a QoS 2 PUBLISH or a
+    /// PUBREL (`needs_store`) leaves only once the store has its new state:
+    /// else a restart could send the message again under another packet
+    /// identifier, or send the PUBLISH again after its PUBREL, and the
+    /// client would take it for a new message. Whatever follows a held
+    /// packet is held too, so the order (and topic aliases) stay as sent.
+    fn hold_outgoing(&self, st: &SessionState, needs_store: bool) -> bool {
+        self.hold_acks
+            && st.persistent
+            && (needs_store || !self.held.is_empty() || !self.durable_acks.is_empty())
     }
 
     /// Sends a QoS acknowledgement, or with `durability = "always"` holds it
     /// until the store has synced what the packet changed.
     fn send_ack(&mut self, out: &mut BytesMut, packet: &Packet<'_>) {
         if self.hold_acks {
-            let mut held = std::mem::take(&mut self.held);
-            self.send(&mut held, packet);
-            self.held = held;
+            self.send_held(packet);
         } else {
             self.send(out, packet);
         }
@@ -824,8 +847,13 @@ impl Conn {
                 // Whatever was queued for this client before the PINGREQ goes
                 // out before the PINGRESP (as in Mosquitto), so a PINGRESP
                 // tells the client it has been sent everything due so far.
+                // Packets held for the store count as sent before it.
                 self.fill(out);
-                self.send(out, &Packet::PingResp);
+                if self.held.is_empty() && self.durable_acks.is_empty() {
+                    self.send(out, &Packet::PingResp);
+                } else {
+                    self.send_held(&Packet::PingResp);
+                }
                 Ok(())
             }
             Packet::Disconnect(d) => self.on_disconnect(&d),
@@ -992,8 +1020,13 @@ impl Conn {
             Some(i) if st.inflight[i].state == OutState::AwaitPubComp => {}
             _ => rel.reason = ReasonCode::PacketIdentifierNotFound,
         }
+        let hold = self.hold_outgoing(&st, true);
         drop(st);
-        self.send(out, &Packet::PubRel(rel));
+        if hold {
+            self.send_held(&Packet::PubRel(rel));
+        } else {
+            self.send(out, &Packet::PubRel(rel));
+        }
         Ok(())
     }
 
@@ -1187,7 +1220,9 @@ impl Conn {
         if st.unsent > 0 {
             self.resend_unsent(&mut st, out);
         }
-        while out.len() < WRITE_HIGH_WATER {
+        // Held packets count against the high water mark too.
+        let waiting: usize = self.durable_acks.iter().map(|(_, b)| b.len()).sum();
+        while out.len() + self.held.len() + waiting < WRITE_HIGH_WATER {
             let Some(front) = st.pending.front() else {
                 break;
             };
@@ -1214,7 +1249,12 @@ impl Conn {
                 QoS::AtMostOnce => QosPid::AtMostOnce,
                 q => QosPid::from_qos(q, st.next_pid()),
             };
-            if !self.write_publish(&d, qos_pid, false, now, out) {
+            let hold = self.hold_outgoing(&st, d.qos == QoS::ExactlyOnce);
+            let mut held = std::mem::take(&mut self.held);
+            let written =
+                self.write_publish(&d, qos_pid, false, now, if hold { &mut held } else { out });
+            self.held = held;
+            if !written {
                 self.broker.forget_message(&session, &st, &d);
             } else {
                 if let Some(pid) = qos_pid.pid() {
@@ -1234,6 +1274,8 @@ impl Conn {
                 }
             }
         }
+        drop(st);
+        self.seal_held();
     }
 
     /// On session resume: every unacknowledged PUBLISH again with DUP, and
@@ -1249,6 +1291,8 @@ impl Conn {
         let session = self.session.clone();
         let mut st = session.lock();
         self.resend_unsent(&mut st, out);
+        drop(st);
+        self.seal_held();
     }
 
     /// Resends what a reconnection owes, as far as the client's Receive
@@ -1262,16 +1306,22 @@ impl Conn {
         {
             if st.inflight[i].unsent {
                 let o = &st.inflight[i];
+                // Held like first sends (see `hold_outgoing`): after a
+                // takeover the state may not be on disk yet.
+                let hold = self.hold_outgoing(st, o.state != OutState::AwaitPubAck);
+                let mut held = std::mem::take(&mut self.held);
+                let to = if hold { &mut held } else { &mut *out };
                 match o.state {
                     OutState::AwaitPubAck | OutState::AwaitPubRec => {
                         let qos_pid = QosPid::from_qos(o.delivery.qos, o.pid);
-                        self.write_publish(&o.delivery, qos_pid, true, now, out);
+                        self.write_publish(&o.delivery, qos_pid, true, now, to);
                     }
                     OutState::AwaitPubComp => {
                         let pid = o.pid;
-                        self.send(out, &Packet::PubRel(PubResp::new(pid)));
+                        self.send(to, &Packet::PubRel(PubResp::new(pid)));
                     }
                 }
+                self.held = held;
                 st.inflight[i].unsent = false;
                 st.unsent -= 1;
             }

@@ -63,7 +63,10 @@ pub fn publish_once(broker: &BrokerState) {
         ),
         ("clients/auth_failures", s.auth_failures.get().to_string()),
         ("messages/acl_denied", s.acl_denied.get().to_string()),
-        ("clients/tls_handshake_failures", s.tls_handshake_failures.get().to_string()),
+        (
+            "clients/tls_handshake_failures",
+            s.tls_handshake_failures.get().to_string(),
+        ),
     ];
     for (name, value) in values {
         let topic = format!("$SYS/broker/{name}");

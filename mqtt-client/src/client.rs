@@ -110,7 +110,9 @@ impl Client {
         }
         let (tx, rx) = mpsc::channel(opts.offline_queue.max(1));
         let (in_tx, in_rx) = mpsc::channel(opts.incoming_capacity.max(1));
-        let (stop, _) = watch::channel(false);
+        // The receiver exists before `disconnect` can be called, so a
+        // disconnect right after connect is never missed.
+        let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             connected: AtomicBool::new(false),
             stop,
@@ -118,7 +120,7 @@ impl Client {
         let mut event_loop = EventLoop::new(opts, rx, in_tx, shared.clone());
         let conn = event_loop.establish().await?;
         shared.connected.store(true, Ordering::Release);
-        let task = tokio::spawn(event_loop.run(conn));
+        let task = tokio::spawn(event_loop.run(conn, stop_rx));
         Ok((
             Client {
                 tx,
@@ -236,7 +238,7 @@ impl Client {
     /// publishes not yet sent fail with [`ClientError::Closed`], so await
     /// the publishes that must go out before disconnecting.
     pub async fn disconnect(&self) -> Result<(), ClientError> {
-        let _ = self.shared.stop.send(true);
+        self.shared.stop.send_replace(true);
         if let Some(task) = self.task.lock().await.take() {
             let _ = task.await;
         }

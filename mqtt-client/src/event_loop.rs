@@ -7,6 +7,14 @@
 //! It never waits on the application: commands are taken only when the
 //! inflight window has room, and incoming messages that the application has
 //! not taken yet wait in a backlog while reading from the socket pauses.
+//!
+//! A QoS 1 or 2 message that has to wait in the backlog is acknowledged
+//! only when the application takes it, so the server's inflight window
+//! (our Receive Maximum) bounds the backlog. Reading goes on while the
+//! client awaits an answer of its own (PUBACK, PUBREC, PUBCOMP, SUBACK,
+//! UNSUBACK, PINGRESP): that answer may sit behind messages the
+//! application has not taken, and the application may be waiting for it,
+//! e.g. when it publishes from its message loop.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -34,6 +42,9 @@ type Done<T> = oneshot::Sender<Result<T, ClientError>>;
 /// Stop taking commands while this much waits to be written.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 
+/// Where an outgoing QoS 1/2 message stands: which acknowledgement it
+/// awaits (named after the protocol's packets).
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OutState {
     AwaitPubAck,
@@ -45,7 +56,24 @@ struct InFlight {
     pid: Pid,
     msg: OutgoingMessage,
     state: OutState,
+    /// QoS 2: the reason code of PUBREC, which is where the server tells
+    /// the outcome (e.g. No Matching Subscribers); PUBCOMP only closes.
+    rec_reason: ReasonCode,
     done: Option<Done<ReasonCode>>,
+}
+
+/// The acknowledgement an incoming message still owes the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ack {
+    PubAck(Pid),
+    PubRec(Pid),
+}
+
+/// A received message the application has not taken yet.
+struct Waiting {
+    msg: Message,
+    /// Sent when the application takes the message.
+    ack: Option<Ack>,
 }
 
 enum Request {
@@ -95,7 +123,11 @@ pub(crate) struct EventLoop {
     server: ServerLimits,
     in_aliases: HashMap<u16, String>,
     out_aliases: HashMap<String, u16>,
-    backlog: VecDeque<Message>,
+    backlog: VecDeque<Waiting>,
+    /// Packet identifiers of backlog messages not acknowledged yet: a
+    /// redelivery of one of them (DUP, after a reconnection) is the same
+    /// message, already waiting.
+    unacked: HashSet<u16>,
     /// QoS 0 publishes that complete once the write buffer is flushed.
     flush_waiters: Vec<Done<ReasonCode>>,
     assigned_client_id: Option<String>,
@@ -128,6 +160,7 @@ impl EventLoop {
             in_aliases: HashMap::new(),
             out_aliases: HashMap::new(),
             backlog: VecDeque::new(),
+            unacked: HashSet::new(),
             flush_waiters: Vec::new(),
             assigned_client_id: None,
         }
@@ -284,9 +317,12 @@ impl EventLoop {
 
     /// Runs until `disconnect`, or until the connection is lost and
     /// reconnection is off.
-    pub(crate) async fn run(mut self, first: Connection) {
+    pub(crate) async fn run(
+        mut self,
+        first: Connection,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut conn = first;
-        let mut stop = self.shared.stop.subscribe();
         loop {
             let exit = self.run_connected(conn, &mut stop).await;
             self.shared.connected.store(false, Ordering::Release);
@@ -379,7 +415,13 @@ impl EventLoop {
                 })
             };
             let take_commands = self.inflight.len() < self.window() && out.len() < WRITE_HIGH_WATER;
-            let read_open = self.backlog.len() < self.opts.incoming_capacity;
+            // Past the application's capacity, read only while an answer
+            // is awaited; QoS 1/2 messages read meanwhile stay
+            // unacknowledged, which stops the server at its inflight window.
+            let read_open = self.backlog.len() < self.opts.incoming_capacity
+                || !self.inflight.is_empty()
+                || !self.requests.is_empty()
+                || ping_sent.is_some();
             tokio::select! {
                 biased;
                 _ = stop.changed() => {
@@ -419,19 +461,24 @@ impl EventLoop {
                 permit = incoming.reserve(), if !self.backlog.is_empty() => {
                     match permit {
                         Ok(p) => {
-                            if let Some(m) = self.backlog.pop_front() {
-                                p.send(m);
+                            if let Some(w) = self.backlog.pop_front() {
+                                p.send(w.msg);
+                                self.send_ack(w.ack, &mut out);
                             }
                         }
                         // Nobody listens for messages any more.
-                        Err(_) => self.backlog.clear(),
+                        Err(_) => {
+                            for w in std::mem::take(&mut self.backlog) {
+                                self.send_ack(w.ack, &mut out);
+                            }
+                        }
                     }
                 }
                 cmd = self.commands.recv(), if take_commands => match cmd {
                     Some(cmd) => self.handle_command(cmd, &mut out),
                     // Every handle is gone: nothing more can be asked.
                     None => {
-                        let _ = self.shared.stop.send(true);
+                        self.shared.stop.send_replace(true);
                     }
                 },
                 _ = sleep_until_opt(ping_at) => {
@@ -448,28 +495,45 @@ impl EventLoop {
     /// After CONNACK: resend what the session still owes, or restore the
     /// subscriptions when the server has no session.
     fn resume(&mut self, session_present: bool, out: &mut BytesMut) {
+        // Subscribe / unsubscribe requests that were not answered, taken
+        // before the restored subscriptions are sent (themselves requests).
+        let pending: Vec<Request> = self.requests.drain().map(|(_, r)| r).collect();
         if !session_present {
             self.incoming_qos2.clear();
+            // Messages still waiting for the application are kept, but the
+            // server no longer expects their acknowledgements.
+            for w in self.backlog.iter_mut() {
+                w.ack = None;
+            }
+            self.unacked.clear();
             // The server forgot its half of QoS 2 exchanges that got PUBREC:
             // it has the message, so they are complete.
             let mut kept = VecDeque::new();
             for o in self.inflight.drain(..) {
                 if o.state == OutState::AwaitPubComp {
                     if let Some(d) = o.done {
-                        let _ = d.send(Ok(ReasonCode::Success));
+                        let _ = d.send(Ok(o.rec_reason));
                     }
                 } else {
                     kept.push_back(o);
                 }
             }
             self.inflight = kept;
-            if !self.subscriptions.is_empty() {
+            // One SUBSCRIBE per Subscription Identifier: a packet carries
+            // at most one.
+            let mut ids: Vec<Option<u32>> = Vec::new();
+            for (_, _, id) in &self.subscriptions {
+                if !ids.contains(id) {
+                    ids.push(*id);
+                }
+            }
+            for sub_id in ids {
                 let filters: Vec<(String, SubscriptionOptions)> = self
                     .subscriptions
                     .iter()
+                    .filter(|(_, _, id)| *id == sub_id)
                     .map(|(f, o, _)| (f.clone(), *o))
                     .collect();
-                let sub_id = self.subscriptions.iter().find_map(|(_, _, id)| *id);
                 self.send_request(
                     out,
                     Request::Subscribe {
@@ -480,8 +544,6 @@ impl EventLoop {
                 );
             }
         }
-        // Subscribe / unsubscribe requests that were not answered.
-        let pending: Vec<Request> = self.requests.drain().map(|(_, r)| r).collect();
         for r in pending {
             self.send_request(out, r);
         }
@@ -529,6 +591,7 @@ impl EventLoop {
                             pid,
                             msg,
                             state,
+                            rec_reason: ReasonCode::Success,
                             done: Some(done),
                         });
                     }
@@ -690,6 +753,7 @@ impl EventLoop {
                     return Ok(());
                 }
                 self.inflight[i].state = OutState::AwaitPubComp;
+                self.inflight[i].rec_reason = r.reason;
                 self.send(out, &Packet::PubRel(PubResp::new(r.pid)));
                 Ok(())
             }
@@ -769,6 +833,12 @@ impl EventLoop {
         {
             if let Some(o) = self.inflight.remove(i) {
                 if let Some(d) = o.done {
+                    let reason =
+                        if expected == OutState::AwaitPubComp && reason == ReasonCode::Success {
+                            o.rec_reason
+                        } else {
+                            reason
+                        };
                     let result = if reason.is_error() {
                         Err(ClientError::Rejected(reason))
                     } else {
@@ -802,32 +872,66 @@ impl EventLoop {
                 p.topic.to_owned()
             }
         };
+        let ack = match p.qos_pid {
+            QosPid::AtMostOnce => None,
+            QosPid::AtLeastOnce(pid) => Some(Ack::PubAck(pid)),
+            QosPid::ExactlyOnce(pid) => Some(Ack::PubRec(pid)),
+        };
+        if let Some(pid) = p.qos_pid.pid() {
+            if self.unacked.contains(&pid.get()) {
+                // A redelivery of a message still waiting in the backlog: it
+                // is acknowledged when the application takes it.
+                return Ok(());
+            }
+        }
         let duplicate = match p.qos_pid {
             QosPid::ExactlyOnce(pid) => !self.incoming_qos2.insert(pid.get()),
             _ => false,
         };
-        if !duplicate {
-            let msg = Message::from_publish(p, topic, frame.slice_ref(p.payload));
-            self.deliver(msg);
+        if duplicate {
+            // Delivered already; the server missed our PUBREC.
+            self.send_ack(ack, out);
+            return Ok(());
         }
-        match p.qos_pid {
-            QosPid::AtMostOnce => {}
-            QosPid::AtLeastOnce(pid) => self.send(out, &Packet::PubAck(PubResp::new(pid))),
-            QosPid::ExactlyOnce(pid) => self.send(out, &Packet::PubRec(PubResp::new(pid))),
-        }
+        let msg = Message::from_publish(p, topic, frame.slice_ref(p.payload));
+        self.deliver(msg, ack, out);
         Ok(())
     }
 
-    fn deliver(&mut self, msg: Message) {
-        if !self.backlog.is_empty() {
-            self.backlog.push_back(msg);
-            return;
+    /// Hands a message to the application, or to the backlog when the
+    /// application's channel is full. Acknowledges it once it is handed over.
+    fn deliver(&mut self, msg: Message, ack: Option<Ack>, out: &mut BytesMut) {
+        if self.backlog.is_empty() {
+            match self.incoming.try_send(msg) {
+                Err(mpsc::error::TrySendError::Full(msg)) => self.wait(msg, ack),
+                // Delivered; or the application dropped its `Messages` and
+                // does not want them, but the server still needs its
+                // acknowledgement.
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => self.send_ack(ack, out),
+            }
+        } else {
+            self.wait(msg, ack);
         }
-        match self.incoming.try_send(msg) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(msg)) => self.backlog.push_back(msg),
-            // The application dropped its `Messages`: it does not want them.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+
+    fn wait(&mut self, msg: Message, ack: Option<Ack>) {
+        if let Some(Ack::PubAck(pid) | Ack::PubRec(pid)) = ack {
+            self.unacked.insert(pid.get());
+        }
+        self.backlog.push_back(Waiting { msg, ack });
+    }
+
+    fn send_ack(&mut self, ack: Option<Ack>, out: &mut BytesMut) {
+        match ack {
+            None => {}
+            Some(Ack::PubAck(pid)) => {
+                self.unacked.remove(&pid.get());
+                self.send(out, &Packet::PubAck(PubResp::new(pid)));
+            }
+            Some(Ack::PubRec(pid)) => {
+                self.unacked.remove(&pid.get());
+                self.send(out, &Packet::PubRec(PubResp::new(pid)));
+            }
         }
     }
 }

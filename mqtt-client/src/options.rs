@@ -92,7 +92,12 @@ pub struct ConnectOptions {
     /// Longest reconnect delay.
     pub max_backoff: Duration,
     /// Capacity of the incoming message channel before the client stops
-    /// reading from the socket (backpressure, never loss).
+    /// reading from the socket (backpressure, never loss). It still reads
+    /// while it awaits an answer (an acknowledgement of its own publish or
+    /// subscribe, a PINGRESP), so publishing from the message loop never
+    /// stalls; QoS 1/2 messages read meanwhile are acknowledged only when
+    /// the application takes them, which holds the server to its inflight
+    /// window.
     pub incoming_capacity: usize,
 }
 

@@ -191,6 +191,8 @@ fn main() -> ExitCode {
         Cmd::Pub(a) => &a.common,
         Cmd::Sub(a) => &a.common,
     };
+    // A refused MQTT 5 connection exits with the reason code itself.
+    let v5 = parse_version(&common.version).is_ok_and(|v| v.is_v5());
     if common.debug {
         tracing_subscriber::fmt()
             .with_env_filter("mqtt_client=debug")
@@ -217,13 +219,14 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("Error: {e}");
-            ExitCode::from(exit_code(&e))
+            ExitCode::from(exit_code(&e, v5))
         }
     }
 }
 
-fn exit_code(e: &ClientError) -> u8 {
+fn exit_code(e: &ClientError, v5: bool) -> u8 {
     match e {
+        ClientError::Refused(r) if v5 => r.as_u8(),
         ClientError::Refused(r) => r.to_v3_connack().filter(|c| *c != 0).unwrap_or(r.as_u8()),
         ClientError::Timeout => EXIT_TIMEOUT,
         _ => 1,
