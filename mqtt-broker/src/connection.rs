@@ -1106,7 +1106,13 @@ impl Conn {
             properties: mqtt_codec::Properties::EMPTY,
             codes: List::from_slice(&codes),
         };
-        self.send(out, &Packet::SubAck(ack));
+        // A stored session's subscriptions are durable before they are
+        // acknowledged, like its messages.
+        if self.session.lock().persistent {
+            self.send_ack(out, &Packet::SubAck(ack));
+        } else {
+            self.send(out, &Packet::SubAck(ack));
+        }
         for d in retained {
             self.session.enqueue(d, &self.broker, true);
         }
@@ -1179,7 +1185,13 @@ impl Conn {
             properties: mqtt_codec::Properties::EMPTY,
             codes: List::from_slice(&codes),
         };
-        self.send(out, &Packet::UnsubAck(ack));
+        // A stored session's subscriptions are durable before they are
+        // acknowledged, like its messages.
+        if self.session.lock().persistent {
+            self.send_ack(out, &Packet::UnsubAck(ack));
+        } else {
+            self.send(out, &Packet::UnsubAck(ack));
+        }
         Ok(())
     }
 
