@@ -32,9 +32,6 @@ use crate::store::StoredState;
 /// Stop reading and stop draining the session queue while this much is
 /// waiting to be written: backpressure towards a slow reader.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
-/// Buffers larger than this are given back once empty, so idle connections
-/// stay small.
-const KEEP_CAPACITY: usize = 16 * 1024;
 /// How long the final packets (DISCONNECT) may take to write on close.
 const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 
@@ -57,7 +54,14 @@ struct Reader<R> {
     io: R,
     buf: BytesMut,
     max_packet_size: u32,
+    /// Bytes to make room for before a read: starts small (a CONNECT, a
+    /// PINGREQ) and doubles while reads fill it, so idle connections stay
+    /// small and busy ones read in large chunks.
+    read_size: usize,
 }
+
+const MIN_READ: usize = 256;
+const MAX_READ: usize = 64 * 1024;
 
 /// One packet cut out of the read buffer.
 struct Frame {
@@ -87,7 +91,9 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             return Ok(None);
         }
         let bytes = self.buf.split_to(total).freeze();
-        if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
+        if self.buf.is_empty() {
+            // The frames hold the old allocation for as long as they live;
+            // an idle connection keeps no read buffer at all.
             self.buf = BytesMut::new();
         }
         Ok(Some(Frame { header, bytes }))
@@ -96,9 +102,16 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     /// Reads more bytes; `Ok(0)` at end of stream.
     async fn fill(&mut self) -> std::io::Result<usize> {
         if self.buf.capacity() == self.buf.len() {
-            self.buf.reserve(4096);
+            self.buf.reserve(self.read_size);
         }
-        self.io.read_buf(&mut self.buf).await
+        let room = self.buf.capacity() - self.buf.len();
+        let n = self.io.read_buf(&mut self.buf).await?;
+        self.read_size = if n == room {
+            (self.read_size * 2).min(MAX_READ)
+        } else {
+            (self.read_size / 2).max(MIN_READ)
+        };
+        Ok(n)
     }
 
     /// Waits for the first packet, refusing anything but CONNECT from its
@@ -186,6 +199,7 @@ pub(crate) async fn serve<S>(
     let pending = PendingConnect::new(&broker);
     let (rd, mut wr) = tokio::io::split(stream);
     let mut reader = Reader {
+        read_size: MIN_READ,
         io: rd,
         buf: BytesMut::new(),
         max_packet_size: broker.config.max_packet_size,
@@ -672,7 +686,9 @@ impl Conn {
                         Ok(n) => {
                             self.broker.stats.bytes_sent.add(n as u64);
                             out.advance(n);
-                            if out.is_empty() && out.capacity() > KEEP_CAPACITY {
+                            if out.is_empty() {
+                                // Nothing waits: an idle connection keeps no
+                                // write buffer.
                                 *out = BytesMut::new();
                             }
                             self.fill(out);

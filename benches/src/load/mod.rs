@@ -1,0 +1,10 @@
+//! Building blocks of the `mqtt-bench` load generator: a latency histogram,
+//! the payload format, loss/duplicate tracking, `/proc` sampling, MQTT
+//! helpers over tokio TCP, and the report.
+
+pub mod hist;
+pub mod payload;
+pub mod proc;
+pub mod proto;
+pub mod report;
+pub mod track;
