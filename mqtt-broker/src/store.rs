@@ -711,6 +711,11 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, sync_interval: Duration)
                 batch = Batch::default();
             }
         }
+        // Everything up to here is committed (and, with `always`, synced):
+        // the acknowledgements waiting on it need not wait for a checkpoint.
+        for w in waiters.drain(..) {
+            let _ = w.send(());
+        }
         // With `always` each commit was synced already and the checkpoint
         // only keeps the WAL small; with `periodic` it is the sync.
         if shutdown.is_some() || last_checkpoint.elapsed() >= sync_interval {
@@ -720,9 +725,6 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, sync_interval: Duration)
                 tracing::warn!(error = %e, "store checkpoint failed");
             }
             last_checkpoint = std::time::Instant::now();
-        }
-        for w in waiters.drain(..) {
-            let _ = w.send(());
         }
         if let Some(done) = shutdown.take() {
             let _ = done.send(());
