@@ -43,8 +43,9 @@ enum Close {
     Disconnect { will: bool },
     /// The socket closed or failed without DISCONNECT.
     Network,
-    /// The server closes; MQTT 5 clients get a DISCONNECT with this reason.
-    Server(ReasonCode),
+    /// The server closes; MQTT 5 clients get a DISCONNECT with this reason
+    /// code and, unless they asked not to, this text as its Reason String.
+    Server(ReasonCode, &'static str),
     /// Another connection took the session over.
     TakenOver,
 }
@@ -679,7 +680,7 @@ impl Conn {
             tokio::select! {
                 biased;
                 _ = &mut self.kick => return Close::TakenOver,
-                _ = shutdown.changed() => return Close::Server(ReasonCode::ServerShuttingDown),
+                _ = shutdown.changed() => return Close::Server(ReasonCode::ServerShuttingDown, "server shutting down"),
                 written = wr.write(out), if !out.is_empty() => {
                     match written {
                         Ok(0) | Err(_) => return Close::Network,
@@ -720,7 +721,7 @@ impl Conn {
                 _ = wait_front(&mut self.durable_acks), if !self.durable_acks.is_empty() => self.release_acks(out),
                 _ = sleep_until_opt(keep_alive_deadline) => {
                     tracing::info!(client = %self.client_id, "keep alive timeout");
-                    return Close::Server(ReasonCode::KeepAliveTimeout);
+                    return Close::Server(ReasonCode::KeepAliveTimeout, "keep alive timeout");
                 }
             }
         }
@@ -811,13 +812,13 @@ impl Conn {
     fn decode_error(&self, e: DecodeError) -> Close {
         tracing::info!(client = %self.client_id, peer = %self.peer, error = %e, "malformed packet");
         self.broker.stats.protocol_errors.inc();
-        Close::Server(e.reason_code())
+        Close::Server(e.reason_code(), e.as_str())
     }
 
-    fn protocol_error(&self, reason: ReasonCode, what: &str) -> Close {
+    fn protocol_error(&self, reason: ReasonCode, what: &'static str) -> Close {
         tracing::info!(client = %self.client_id, peer = %self.peer, ?reason, "{what}");
         self.broker.stats.protocol_errors.inc();
-        Close::Server(reason)
+        Close::Server(reason, what)
     }
 
     fn send(&self, out: &mut BytesMut, packet: &Packet<'_>) {
@@ -1422,20 +1423,35 @@ impl Conn {
     async fn finish<W: AsyncWrite + Unpin>(self, close: Close, wr: &mut W, out: &mut BytesMut) {
         let publish_will = match close {
             Close::Disconnect { will } => will,
-            Close::Network | Close::Server(_) | Close::TakenOver => true,
+            Close::Network | Close::Server(..) | Close::TakenOver => true,
         };
         let reason = match close {
-            Close::Server(r) => Some(r),
-            Close::TakenOver => Some(ReasonCode::SessionTakenOver),
+            Close::Server(r, text) => Some((r, text)),
+            Close::TakenOver => Some((
+                ReasonCode::SessionTakenOver,
+                "another connection took the session over",
+            )),
             _ => None,
         };
-        if let (Some(reason), true) = (reason, self.version.is_v5()) {
+        if let (Some((reason, text)), true) = (reason, self.version.is_v5()) {
             let reason = if reason.allowed_in(mqtt_codec::PacketType::Disconnect) {
                 reason
             } else {
                 ReasonCode::UnspecifiedError
             };
-            self.send(out, &Packet::Disconnect(Disconnect::new(reason)));
+            let props = [Property::ReasonString(text)];
+            // [MQTT-3.1.2-29] Request Problem Information 0 allows the
+            // Reason String only on CONNACK and DISCONNECT, which this is.
+            let disconnect = Disconnect {
+                reason,
+                properties: mqtt_codec::Properties::from_slice(&props),
+            };
+            let packet = Packet::Disconnect(disconnect);
+            match packet.encoded_len(self.version) {
+                Ok(len) if len <= self.client_max_packet as usize => self.send(out, &packet),
+                // Too large for the client with the text: send the code alone.
+                _ => self.send(out, &Packet::Disconnect(Disconnect::new(reason))),
+            }
         }
         if !out.is_empty() {
             let _ = tokio::time::timeout(CLOSE_FLUSH, async {

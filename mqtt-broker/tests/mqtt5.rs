@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use mqtt_broker::Config;
 use mqtt_codec::{
-    ConnAck, Disconnect, Packet, Property, ProtocolVersion, PubResp, Publish, QoS, ReasonCode,
+    ConnAck, Packet, Property, ProtocolVersion, PubResp, Publish, QoS, ReasonCode,
     SubscriptionOptions,
 };
 
@@ -214,10 +214,7 @@ async fn subscription_identifier_from_a_client_is_a_protocol_error() {
         &props,
     )))
     .await;
-    c.expect_exact(&Packet::Disconnect(Disconnect::new(
-        ReasonCode::ProtocolError,
-    )))
-    .await;
+    c.expect_disconnect(ReasonCode::ProtocolError).await;
     c.expect_close().await;
     broker.shutdown().await;
 }
@@ -312,10 +309,7 @@ async fn topic_alias_above_the_maximum_is_disconnected() {
             &alias,
         )))
         .await;
-        c.expect_exact(&Packet::Disconnect(Disconnect::new(
-            ReasonCode::TopicAliasInvalid,
-        )))
-        .await;
+        c.expect_disconnect(ReasonCode::TopicAliasInvalid).await;
         c.expect_close().await;
         broker.shutdown().await;
     }
@@ -337,10 +331,7 @@ async fn unknown_topic_alias_is_a_protocol_error() {
         &alias,
     )))
     .await;
-    c.expect_exact(&Packet::Disconnect(Disconnect::new(
-        ReasonCode::ProtocolError,
-    )))
-    .await;
+    c.expect_disconnect(ReasonCode::ProtocolError).await;
     c.expect_close().await;
     broker.shutdown().await;
 }

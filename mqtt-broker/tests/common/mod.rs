@@ -511,12 +511,12 @@ impl RawClient {
         let before = self.expect_close().await;
         let got: Vec<&[u8]> = before.iter().map(|r| r.bytes.as_slice()).collect();
         if self.version.is_v5() {
-            let want = [0xe0, 0x01, reason.as_u8()];
             assert_eq!(
-                got,
-                [&want[..]],
+                got.len(),
+                1,
                 "expected DISCONNECT {reason:?} then close; got {before:?}"
             );
+            assert_server_disconnect(&before[0], reason);
         } else {
             assert!(
                 got.is_empty(),
@@ -637,5 +637,30 @@ impl RawClient {
             "packets after a refusing CONNACK: {after:?}"
         );
         ack.bytes
+    }
+}
+
+/// Checks a server DISCONNECT: the reason code, and nothing but a Reason
+/// String among its properties.
+pub fn assert_server_disconnect(got: &Received, reason: ReasonCode) {
+    match got.packet() {
+        Packet::Disconnect(d) => {
+            assert_eq!(d.reason, reason, "DISCONNECT reason: {d:?}");
+            for p in d.properties.iter() {
+                assert!(
+                    matches!(p, Property::ReasonString(s) if !s.is_empty()),
+                    "unexpected property {p:?}"
+                );
+            }
+        }
+        p => panic!("expected DISCONNECT {reason:?}, got {p:?}"),
+    }
+}
+
+impl RawClient {
+    /// Receives the server's DISCONNECT and checks its reason code.
+    pub async fn expect_disconnect(&mut self, reason: ReasonCode) {
+        let got = self.recv().await;
+        assert_server_disconnect(&got, reason);
     }
 }
