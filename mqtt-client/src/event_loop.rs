@@ -833,12 +833,19 @@ impl EventLoop {
         {
             if let Some(o) = self.inflight.remove(i) {
                 if let Some(d) = o.done {
-                    let reason =
-                        if expected == OutState::AwaitPubComp && reason == ReasonCode::Success {
-                            o.rec_reason
-                        } else {
-                            reason
-                        };
+                    // PUBREC told the outcome. A PUBCOMP saying "packet
+                    // identifier not found" answers a PUBREL resent after a
+                    // reconnection that the server had already completed:
+                    // the message was delivered.
+                    let reason = if expected == OutState::AwaitPubComp
+                        && matches!(
+                            reason,
+                            ReasonCode::Success | ReasonCode::PacketIdentifierNotFound
+                        ) {
+                        o.rec_reason
+                    } else {
+                        reason
+                    };
                     let result = if reason.is_error() {
                         Err(ClientError::Rejected(reason))
                     } else {

@@ -37,7 +37,11 @@ pub async fn broker_with(config: Config) -> BrokerHandle {
 /// Starts a broker on a given address (to restart one on the same port).
 /// The old listener may linger for a moment on some systems: retry briefly.
 pub async fn broker_on(addr: SocketAddr) -> BrokerHandle {
-    let mut config = Config::ephemeral();
+    broker_on_with(addr, Config::ephemeral()).await
+}
+
+/// Like [`broker_on`], with a configuration (its listener address is set).
+pub async fn broker_on_with(addr: SocketAddr, mut config: Config) -> BrokerHandle {
     config.listeners[0].bind = addr;
     within("rebinding the port", async {
         loop {
