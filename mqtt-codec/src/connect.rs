@@ -155,7 +155,8 @@ impl<'a> Connect<'a> {
         if !v5 && self.password.is_some() && self.username.is_none() {
             return Err(DecodeError::InvalidConnectFlags.into());
         }
-        let mut len = string_len(self.protocol.protocol_name())? + 1 + 1 + 2;
+        // "MQTT" or "MQIsdp", a constant: no NUL to look for.
+        let mut len = 2 + self.protocol.protocol_name().len() + 1 + 1 + 2;
         let mut props = 0;
         let mut will_props = 0;
         if v5 {
@@ -171,7 +172,8 @@ impl<'a> Connect<'a> {
                 will_props = w.properties.body_len(PropertyContext::Will)?;
                 len += with_length_prefix(will_props)?;
             }
-            len += string_len(w.topic)? + binary_len(w.payload)?;
+            // valid_topic_name refused a NUL and an over-long name.
+            len += 2 + w.topic.len() + binary_len(w.payload)?;
         }
         if let Some(u) = self.username {
             len += string_len(u)?;
