@@ -1,0 +1,198 @@
+//! The client over TLS (rustls) against the broker's TLS listener: a CA
+//! file, mutual TLS with a client certificate, the explicit insecure option,
+//! and refusal of a server whose certificate the client does not trust.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use mqtt_broker::config::TlsListenerConfig;
+use mqtt_client::{ClientError, ConnectOptions, ProtocolVersion, QoS, TlsOptions};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Ca {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// (certificate, key) PEM signed by this CA.
+    fn leaf(
+        &self,
+        mut params: CertificateParams,
+        usage: ExtendedKeyUsagePurpose,
+    ) -> (String, String) {
+        params.extended_key_usages = vec![usage];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("mqtt-client-tls-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A broker with one TLS listener whose certificate `ca` signed; client
+/// certificates from `ca` are required when `mutual`.
+async fn tls_broker(dir: &Dir, ca: &Ca, mutual: bool) -> mqtt_broker::BrokerHandle {
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress([127, 0, 0, 1].into()));
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let (cert, key) = ca.leaf(params, ExtendedKeyUsagePurpose::ServerAuth);
+    let mut config = mqtt_broker::Config::ephemeral();
+    config.listeners[0].tls = Some(TlsListenerConfig {
+        cert_file: dir.write("server.crt", &cert),
+        key_file: dir.write("server.key", &key),
+        ca_file: mutual.then(|| dir.write("clients-ca.crt", &ca.pem)),
+        require_certificate: mutual,
+        use_identity_as_username: false,
+    });
+    broker_with(config).await
+}
+
+fn tls_opts(addr: std::net::SocketAddr, id: &str, tls: TlsOptions) -> ConnectOptions {
+    let mut o = ConnectOptions::new("localhost", addr.port())
+        .client_id(id)
+        .version(ProtocolVersion::V5);
+    o.tls = Some(tls);
+    o.reconnect = false;
+    o
+}
+
+async fn round_trip(o: ConnectOptions) {
+    let (client, mut messages) = connect(o).await;
+    client.subscribe("tls/t", QoS::AtLeastOnce).await.unwrap();
+    client
+        .publish("tls/t", "over tls", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    let m = within("message over TLS", messages.recv()).await.unwrap();
+    assert_eq!(m.payload_str(), Some("over tls"));
+    client.disconnect().await.unwrap();
+}
+
+fn ca_file(dir: &Dir, ca: &Ca) -> PathBuf {
+    dir.write("ca.crt", &ca.pem)
+}
+
+#[tokio::test]
+async fn client_verifies_the_server_against_a_ca_file() {
+    let dir = Dir::new("ca");
+    let ca = Ca::new("test ca");
+    let broker = tls_broker(&dir, &ca, false).await;
+    let tls = TlsOptions {
+        ca_file: Some(ca_file(&dir, &ca)),
+        ..Default::default()
+    };
+    round_trip(tls_opts(broker.local_addr(), "tls-ca", tls)).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_refuses_a_server_signed_by_another_ca() {
+    let dir = Dir::new("other");
+    let ca = Ca::new("server ca");
+    let other = Ca::new("other ca");
+    let broker = tls_broker(&dir, &ca, false).await;
+    let other_file = dir.write("other.crt", &other.pem);
+    let tls = TlsOptions {
+        ca_file: Some(other_file),
+        ..Default::default()
+    };
+    let err = mqtt_client::Client::connect(tls_opts(broker.local_addr(), "tls-bad", tls))
+        .await
+        .err()
+        .expect("an untrusted server is refused");
+    assert!(
+        matches!(err, ClientError::Connection(ref e) if e.contains("TLS")),
+        "{err}"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn insecure_option_skips_verification() {
+    let dir = Dir::new("insecure");
+    let ca = Ca::new("unknown ca");
+    let broker = tls_broker(&dir, &ca, false).await;
+    let tls = TlsOptions {
+        insecure: true,
+        ..Default::default()
+    };
+    round_trip(tls_opts(broker.local_addr(), "tls-insecure", tls)).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_certificate_for_mutual_tls() {
+    let dir = Dir::new("mutual");
+    let ca = Ca::new("mutual ca");
+    let broker = tls_broker(&dir, &ca, true).await;
+    let mut params = CertificateParams::new(Vec::new()).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "device-1");
+    let (cert, key) = ca.leaf(params, ExtendedKeyUsagePurpose::ClientAuth);
+    let tls = TlsOptions {
+        ca_file: Some(ca_file(&dir, &ca)),
+        cert_file: Some(dir.write("client.crt", &cert)),
+        key_file: Some(dir.write("client.key", &key)),
+        ..Default::default()
+    };
+    round_trip(tls_opts(broker.local_addr(), "tls-mutual", tls)).await;
+
+    // Without a certificate the same server refuses the client.
+    let tls = TlsOptions {
+        ca_file: Some(ca_file(&dir, &ca)),
+        ..Default::default()
+    };
+    assert!(
+        mqtt_client::Client::connect(tls_opts(broker.local_addr(), "tls-nocert", tls))
+            .await
+            .is_err()
+    );
+    broker.shutdown().await;
+}
