@@ -357,7 +357,12 @@ fn open_or_salvage(path: &Path, durability: Durability) -> std::io::Result<(Conn
             tracing::error!(path = %path.display(), error = %e, "store is damaged; setting it aside and starting with what could be read");
             let salvaged = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
                 .ok()
-                .and_then(|c| read_all(&c, true).ok())
+                .and_then(|c| {
+                    // Lets SQLite read the schema of a file whose size no
+                    // longer matches its header (truncation).
+                    let _ = c.pragma_update(None, "writable_schema", "ON");
+                    read_all(&c, true).ok()
+                })
                 .unwrap_or_default();
             let stamp = unix_ms();
             for suffix in ["", "-wal", "-shm"] {
@@ -409,56 +414,90 @@ fn read_all(conn: &Connection, lenient: bool) -> rusqlite::Result<Restored> {
     let mut out = Restored::default();
     let mut sessions: HashMap<String, StoredSession> = HashMap::new();
 
+    // Normal reads fail on the first error. Lenient reads (salvage) walk
+    // each table in rowid order, which needs only the table's own pages, and
+    // jump past pages that cannot be read, so everything readable is kept.
     macro_rules! rows {
-        ($sql:expr, $map:expr, $each:expr) => {{
-            let result: rusqlite::Result<()> = (|| {
-                let mut stmt = conn.prepare($sql)?;
+        ($cols:expr, $table:expr, $order:expr, $map:expr, $each:expr) => {{
+            if !lenient {
+                let mut stmt = conn.prepare(&format!("SELECT {} FROM {} {}", $cols, $table, $order))?;
                 let mut rows = stmt.query([])?;
-                loop {
-                    match rows.next() {
-                        Ok(Some(row)) => match $map(row) {
-                            Ok(v) => $each(v),
-                            Err(e) if lenient => tracing::warn!(error = %e, "unreadable row skipped"),
-                            Err(e) => return Err(e),
-                        },
-                        Ok(None) => break,
-                        Err(e) if lenient => {
-                            tracing::warn!(error = %e, "table read stopped early");
-                            break;
+                while let Some(row) = rows.next()? {
+                    $each($map(row)?);
+                }
+            } else {
+                let ncols = $cols.split(',').count();
+                let sql = format!("SELECT {}, rowid FROM {} WHERE rowid > ?1 ORDER BY rowid", $cols, $table);
+                let mut last: i64 = i64::MIN;
+                let mut failures = 0u32;
+                'table: loop {
+                    let Ok(mut stmt) = conn.prepare(&sql) else {
+                        tracing::warn!(table = $table, "table unreadable");
+                        break;
+                    };
+                    let Ok(mut rows) = stmt.query([last]) else {
+                        break;
+                    };
+                    loop {
+                        match rows.next() {
+                            Ok(Some(row)) => {
+                                if let Ok(id) = row.get::<_, i64>(ncols) {
+                                    last = id;
+                                }
+                                match $map(row) {
+                                    Ok(v) => $each(v),
+                                    Err(e) => tracing::warn!(table = $table, error = %e, "unreadable row skipped"),
+                                }
+                            }
+                            Ok(None) => break 'table,
+                            Err(e) => {
+                                failures += 1;
+                                if failures > 1000 || last == i64::MAX {
+                                    tracing::warn!(table = $table, error = %e, "table read stopped");
+                                    break 'table;
+                                }
+                                // Skip past the damaged page.
+                                last = if last == i64::MIN { 0 } else { last.saturating_add(64) };
+                                continue 'table;
+                            }
                         }
-                        Err(e) => return Err(e),
                     }
                 }
-                Ok(())
-            })();
-            match result {
-                Err(e) if lenient => tracing::warn!(error = %e, "table unreadable"),
-                other => other?,
             }
         }};
     }
 
     rows!(
-        "SELECT publish, received_ms FROM retained",
-        |r: &rusqlite::Row| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)? as u64)),
+        "publish, received_ms",
+        "retained",
+        "",
+        |r: &rusqlite::Row| -> rusqlite::Result<(Vec<u8>, u64)> {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)? as u64))
+        },
         |v| out.retained.push(v)
     );
     rows!(
-        "SELECT client_id, expiry_secs, disconnected_at, subscriptions FROM sessions",
-        |r: &rusqlite::Row| Ok(StoredSession {
-            client_id: r.get(0)?,
-            expiry_secs: r.get::<_, i64>(1)? as u32,
-            disconnected_at: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
-            subscriptions: r.get(3)?,
-            ..Default::default()
-        }),
+        "client_id, expiry_secs, disconnected_at, subscriptions",
+        "sessions",
+        "",
+        |r: &rusqlite::Row| -> rusqlite::Result<StoredSession> {
+            Ok(StoredSession {
+                client_id: r.get(0)?,
+                expiry_secs: r.get::<_, i64>(1)? as u32,
+                disconnected_at: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                subscriptions: r.get(3)?,
+                ..Default::default()
+            })
+        },
         |s: StoredSession| {
             sessions.insert(s.client_id.clone(), s);
         }
     );
     rows!(
-        "SELECT client_id, seq, state, pid, qos, retain, sub_ids, publish, received_ms FROM messages ORDER BY client_id, seq",
-        |r: &rusqlite::Row| {
+        "client_id, seq, state, pid, qos, retain, sub_ids, publish, received_ms",
+        "messages",
+        "ORDER BY client_id, seq",
+        |r: &rusqlite::Row| -> rusqlite::Result<(String, StoredMessage)> {
             let state = StoredState::from_columns(r.get(2)?, r.get(3)?)
                 .ok_or(rusqlite::Error::IntegralValueOutOfRange(2, 0))?;
             let sub_ids: Vec<u8> = r.get(6)?;
@@ -485,8 +524,12 @@ fn read_all(conn: &Connection, lenient: bool) -> rusqlite::Result<Restored> {
         }
     );
     rows!(
-        "SELECT client_id, pid FROM incoming_qos2",
-        |r: &rusqlite::Row| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u16)),
+        "client_id, pid",
+        "incoming_qos2",
+        "",
+        |r: &rusqlite::Row| -> rusqlite::Result<(String, u16)> {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u16))
+        },
         |(id, pid): (String, u16)| {
             if let Some(s) = sessions.get_mut(&id) {
                 s.incoming_qos2.push(pid);
@@ -494,6 +537,11 @@ fn read_all(conn: &Connection, lenient: bool) -> rusqlite::Result<Restored> {
         }
     );
     out.sessions = sessions.into_values().collect();
+    for s in &mut out.sessions {
+        // Salvage reads in rowid order; a session's queue goes by seq.
+        s.messages.sort_by_key(|m| m.seq);
+        s.messages.dedup_by_key(|m| m.seq);
+    }
     Ok(out)
 }
 
@@ -730,5 +778,68 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, sync_interval: Duration)
             let _ = done.send(());
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(seq: u64) -> StoredMessage {
+        StoredMessage {
+            seq,
+            state: StoredState::Queued,
+            qos: 1,
+            retain: false,
+            sub_ids: vec![],
+            publish: vec![0u8; 200],
+            received_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_truncated_store_is_set_aside_and_what_reads_is_kept() {
+        let dir = std::env::temp_dir().join(format!("store-salvage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("broker.db");
+        {
+            let (mut conn, _) = open_or_salvage(&path, Durability::Always).unwrap();
+            let mut batch = Batch::default();
+            batch
+                .sessions
+                .insert("s".into(), Some((u32::MAX, None, vec![])));
+            for seq in 1..=2000 {
+                batch
+                    .messages
+                    .insert(("s".into(), seq), MsgOp::Put(message(seq)));
+            }
+            batch.apply(&mut conn).unwrap();
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+                .unwrap();
+        }
+        let len = std::fs::metadata(&path).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(len / 2).unwrap();
+        drop(f);
+
+        let (_conn, restored) = open_or_salvage(&path, Durability::Always).unwrap();
+        let kept: usize = restored.sessions.iter().map(|s| s.messages.len()).sum();
+        assert!(kept > 0 && kept < 2000, "salvaged {kept} of 2000");
+        let seqs: Vec<u64> = restored.sessions[0]
+            .messages
+            .iter()
+            .map(|m| m.seq)
+            .collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "salvaged queue keeps its order"
+        );
+        let aside = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().contains("damaged"));
+        assert!(aside, "the damaged file is kept aside");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
