@@ -126,14 +126,19 @@ impl Message {
     /// Appends this message's properties for a subscriber: the remaining
     /// expiry interval rather than the original [MQTT-3.3.2-6].
     pub fn push_properties<'a>(&'a self, now: Instant, out: &mut Vec<Property<'a>>) {
+        self.push_props(self.remaining_expiry(now), out);
+    }
+
+    /// The properties with `expiry` as the Message Expiry Interval.
+    fn push_props<'a>(&'a self, expiry: Option<u32>, out: &mut Vec<Property<'a>>) {
         let Some(p) = self.props.as_deref() else {
             return;
         };
         if let Some(b) = p.payload_format_utf8 {
             out.push(Property::PayloadFormatIndicator(b));
         }
-        if let Some(left) = self.remaining_expiry(now) {
-            out.push(Property::MessageExpiryInterval(left));
+        if let Some(v) = expiry {
+            out.push(Property::MessageExpiryInterval(v));
         }
         if let Some(s) = &p.content_type {
             out.push(Property::ContentType(s));
@@ -168,26 +173,10 @@ impl Message {
     /// format exists.
     pub fn encode_for_store(&self) -> Vec<u8> {
         let mut props = Vec::new();
-        if let Some(p) = self.props.as_deref() {
-            if let Some(b) = p.payload_format_utf8 {
-                props.push(Property::PayloadFormatIndicator(b));
-            }
-            if let Some(v) = p.message_expiry {
-                props.push(Property::MessageExpiryInterval(v));
-            }
-            if let Some(s) = &p.content_type {
-                props.push(Property::ContentType(s));
-            }
-            if let Some(s) = &p.response_topic {
-                props.push(Property::ResponseTopic(s));
-            }
-            if let Some(b) = &p.correlation_data {
-                props.push(Property::CorrelationData(b));
-            }
-            for (k, v) in &p.user_properties {
-                props.push(Property::UserProperty(k, v));
-            }
-        }
+        self.push_props(
+            self.props.as_ref().and_then(|p| p.message_expiry),
+            &mut props,
+        );
         let publish = Publish {
             dup: false,
             qos_pid: mqtt_codec::QosPid::from_qos(self.qos, mqtt_codec::Pid::default()),
