@@ -51,6 +51,9 @@ pub struct BrokerState {
     pub auth_permits: tokio::sync::Semaphore,
     /// Sockets that have not completed CONNECT.
     pub pending_connects: std::sync::atomic::AtomicUsize,
+    /// Set once by `shutdown_sessions`: sessions attached after it are told
+    /// to close at once.
+    shutting_down: std::sync::atomic::AtomicBool,
     /// The durable store, unless `durability = "none"`.
     pub store: Option<Store>,
 }
@@ -77,6 +80,7 @@ impl BrokerState {
             security: RwLock::new(Arc::new(security)),
             auth_permits: tokio::sync::Semaphore::new(4),
             pending_connects: std::sync::atomic::AtomicUsize::new(0),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
             config,
             stats: Stats::default(),
             sessions: Mutex::new(HashMap::new()),
@@ -214,7 +218,14 @@ impl BrokerState {
         let generation = {
             let mut st = session.lock();
             st.generation += 1;
-            st.kick = Some(kick);
+            // Checked under the session lock, which `shutdown_sessions`
+            // takes after setting the flag: either it sees this kick or
+            // this sees the flag.
+            if self.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = kick.send(Kick::Shutdown);
+            } else {
+                st.kick = Some(kick);
+            }
             st.expiry_secs = expiry_secs;
             st.persistent = expiry_secs > 0;
             self.save_session(&session, &st, None);
@@ -225,6 +236,19 @@ impl BrokerState {
             session,
             session_present,
             generation,
+        }
+    }
+
+    /// Tells every connected client's task to close (server shutting down),
+    /// and every one that attaches from now on.
+    pub fn shutdown_sessions(&self) {
+        self.shutting_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        for session in sessions {
+            if let Some(kick) = session.lock().kick.take() {
+                let _ = kick.send(Kick::Shutdown);
+            }
         }
     }
 

@@ -18,8 +18,8 @@ use mqtt_codec::{
     RetainHandling, Status, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
     MAX_PACKET_SIZE,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{oneshot, watch};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
 
 use crate::acl::AclView;
 use crate::broker::{split_filter, BrokerState};
@@ -28,6 +28,7 @@ use crate::log::describe;
 use crate::message::Message;
 use crate::session::{Delivery, Kick, OutState, Outgoing, Session, SessionState, SubRecord};
 use crate::store::StoredState;
+use crate::transport::{ReadSide, Transport};
 
 /// Stop reading and stop draining the session queue while this much is
 /// waiting to be written: backpressure towards a slow reader.
@@ -76,7 +77,7 @@ impl Frame {
     }
 }
 
-impl<R: AsyncRead + Unpin> Reader<R> {
+impl<R: ReadSide> Reader<R> {
     /// A whole packet from the buffer, if one is there. Type, flags and size
     /// are checked from the header before the body is waited for.
     fn try_frame(&mut self) -> Result<Option<Frame>, DecodeError> {
@@ -103,6 +104,10 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     /// Reads more bytes; `Ok(0)` at end of stream.
     async fn fill(&mut self) -> std::io::Result<usize> {
         if self.buf.capacity() == self.buf.len() {
+            if self.buf.is_empty() {
+                // Idle: take a buffer only once there is something to read.
+                std::future::poll_fn(|cx| self.io.poll_read_ready(cx)).await?;
+            }
             self.buf.reserve(self.read_size);
         }
         let room = self.buf.capacity() - self.buf.len();
@@ -186,19 +191,63 @@ fn push_packet(
     }
 }
 
+/// An accepted socket, before its CONNECT.
+pub(crate) struct Incoming<S> {
+    pub stream: S,
+    pub peer: SocketAddr,
+    pub broker: Arc<BrokerState>,
+    pub listener: Arc<ListenerConfig>,
+    /// The client certificate's name, when the listener uses it.
+    pub tls_identity: Option<String>,
+}
+
 /// Serves one accepted socket until it closes.
-pub(crate) async fn serve<S>(
-    stream: S,
-    peer: SocketAddr,
-    broker: Arc<BrokerState>,
-    listener: Arc<ListenerConfig>,
-    shutdown: watch::Receiver<bool>,
-    tls_identity: Option<String>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+///
+/// The CONNECT exchange and the close run once each, so their state is boxed
+/// and freed when they end, and the socket arrives boxed: what an idle
+/// connection keeps for its whole life is the task with `Conn` and `run`'s
+/// state (memory per idle connection, issue 7).
+pub(crate) async fn serve<S: Transport>(incoming: Box<Incoming<S>>) {
+    let Some(mut open) = Box::pin(open(incoming)).await else {
+        return;
+    };
+    let broker = open.conn.broker.clone();
+    broker.stats.clients_connected.inc();
+    let close = open
+        .conn
+        .run(&mut open.reader, &mut open.wr, &mut open.out)
+        .await;
+    broker.stats.clients_connected.dec();
+    let Open {
+        conn,
+        mut wr,
+        mut out,
+        ..
+    } = open;
+    Box::pin(conn.finish(close, &mut wr, &mut out)).await;
+}
+
+/// A connection past its CONNACK.
+struct Open<S: Transport> {
+    conn: Conn,
+    reader: Reader<S::Read>,
+    wr: S::Write,
+    /// Bytes waiting to be written, starting with the CONNACK.
+    out: BytesMut,
+}
+
+/// Reads and answers the CONNECT: the session is attached and the CONNACK
+/// queued, or the client was refused (or never sent one) and `None` returns.
+async fn open<S: Transport>(incoming: Box<Incoming<S>>) -> Option<Open<S>> {
+    let Incoming {
+        stream,
+        peer,
+        broker,
+        listener,
+        tls_identity,
+    } = *incoming;
     let pending = PendingConnect::new(&broker);
-    let (rd, mut wr) = tokio::io::split(stream);
+    let (rd, mut wr) = stream.split();
     let mut reader = Reader {
         read_size: MIN_READ,
         io: rd,
@@ -208,15 +257,15 @@ pub(crate) async fn serve<S>(
     let first = tokio::time::timeout(broker.config.connect_timeout(), reader.connect_frame()).await;
     let frame = match first {
         Ok(Ok(Some(frame))) => frame,
-        Ok(Ok(None)) => return,
+        Ok(Ok(None)) => return None,
         Err(_) => {
             tracing::debug!(%peer, "no CONNECT in time: closing");
-            return;
+            return None;
         }
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "bad first packet: closing");
             broker.stats.protocol_errors.inc();
-            return;
+            return None;
         }
     };
     broker.stats.messages_received.inc();
@@ -225,7 +274,7 @@ pub(crate) async fn serve<S>(
         // [MQTT-3.1.0-1] the first packet must be CONNECT.
         tracing::debug!(%peer, "first packet is not CONNECT: closing");
         broker.stats.protocol_errors.inc();
-        return;
+        return None;
     }
     let connect = match decode_body(
         frame.header.packet_type,
@@ -234,11 +283,11 @@ pub(crate) async fn serve<S>(
         ProtocolVersion::V5,
     ) {
         Ok(Packet::Connect(c)) => c,
-        Ok(_) => return,
+        Ok(_) => return None,
         Err(e) => {
             refuse_bad_connect(&mut wr, frame.body(), e, peer).await;
             broker.stats.protocol_errors.inc();
-            return;
+            return None;
         }
     };
     tracing::debug!(target: "mqtt_broker::packets", "{peer} -> {}", describe(&Packet::Connect(connect)));
@@ -248,8 +297,13 @@ pub(crate) async fn serve<S>(
         Err(reason) => Err((reason, connect.protocol)),
     };
     drop(pending);
-    let (mut conn, mut out) = match accepted {
-        Ok(accepted) => accepted,
+    match accepted {
+        Ok((conn, out)) => Some(Open {
+            conn,
+            reader,
+            wr,
+            out,
+        }),
         Err((reason, version)) => {
             let ack = ConnAck {
                 session_present: false,
@@ -260,14 +314,9 @@ pub(crate) async fn serve<S>(
             let _ = push_packet(&mut out, version, &Packet::ConnAck(ack));
             tracing::info!(%peer, client = connect.client_id, ?reason, "connection refused");
             let _ = tokio::time::timeout(CLOSE_FLUSH, wr.write_all(&out)).await;
-            return;
+            None
         }
-    };
-    drop(frame);
-    broker.stats.clients_connected.inc();
-    let close = conn.run(&mut reader, &mut wr, &mut out, shutdown).await;
-    broker.stats.clients_connected.dec();
-    conn.finish(close, &mut wr, &mut out).await;
+    }
 }
 
 /// Answers an undecodable CONNECT: CONNACK 0x01 (3.1.1) or 0x84 (5.0) for an
@@ -391,6 +440,15 @@ async fn authenticate(
     }
 }
 
+/// Topic aliases of one connection (MQTT 5).
+#[derive(Default)]
+struct TopicAliases {
+    /// Given by the broker, by topic.
+    outgoing: std::collections::HashMap<Box<str>, u16>,
+    /// Set by the client, by number.
+    incoming: std::collections::HashMap<u16, Box<str>>,
+}
+
 /// The state of one connected client.
 struct Conn {
     broker: Arc<BrokerState>,
@@ -405,11 +463,11 @@ struct Conn {
     send_window: usize,
     /// The client's Maximum Packet Size.
     client_max_packet: u32,
-    /// The client's Topic Alias Maximum, and the aliases given so far.
+    /// The client's Topic Alias Maximum.
     client_alias_max: u16,
-    out_aliases: std::collections::HashMap<Box<str>, u16>,
-    /// Aliases the client set, by number.
-    in_aliases: std::collections::HashMap<u16, Box<str>>,
+    /// Topic aliases in both directions; boxed and made on first use, as
+    /// most clients use none and every idle connection would carry them.
+    aliases: Option<Box<TopicAliases>>,
     will: Option<(Arc<Message>, u32)>,
     /// Session Expiry Interval, possibly changed by DISCONNECT.
     expiry_secs: u32,
@@ -625,8 +683,7 @@ impl Conn {
             send_window: usize::from(receive_max.min(config.max_inflight)),
             client_max_packet,
             client_alias_max,
-            out_aliases: Default::default(),
-            in_aliases: Default::default(),
+            aliases: None,
             will,
             expiry_secs,
             kick: kick_rx,
@@ -651,15 +708,9 @@ type Step = Result<(), Close>;
 
 impl Conn {
     /// The connection's main loop.
-    async fn run<R, W>(
-        &mut self,
-        reader: &mut Reader<R>,
-        wr: &mut W,
-        out: &mut BytesMut,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> Close
+    async fn run<R, W>(&mut self, reader: &mut Reader<R>, wr: &mut W, out: &mut BytesMut) -> Close
     where
-        R: AsyncRead + Unpin,
+        R: ReadSide,
         W: AsyncWrite + Unpin,
     {
         if self.session_present {
@@ -672,15 +723,33 @@ impl Conn {
         }
         let session = self.session.clone();
         let mut last_rx = Instant::now();
+        // One timer serves keep alive and the publish-rate pause. Keep alive
+        // is checked lazily: the timer is not moved on every packet read,
+        // only when it fires and finds that the client has been heard since.
+        let mut keep_alive_check = self.keep_alive_timeout.map(|t| last_rx + t);
+        let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(timer);
         loop {
-            let keep_alive_deadline = self.keep_alive_timeout.map(|t| last_rx + t);
             // A pause that has already ended fires at once below, and
             // handles what it held back.
             let paused_until = self.read_paused_until;
+            let wake_at = match (paused_until, keep_alive_check) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(at) = wake_at {
+                let at = tokio::time::Instant::from_std(at);
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
+                }
+            }
             tokio::select! {
                 biased;
-                _ = &mut self.kick => return Close::TakenOver,
-                _ = shutdown.changed() => return Close::Server(ReasonCode::ServerShuttingDown, "server shutting down"),
+                kick = &mut self.kick => return match kick {
+                    Ok(Kick::Shutdown) => Close::Server(ReasonCode::ServerShuttingDown, "server shutting down"),
+                    // A dropped sender: the session was handed on.
+                    Ok(Kick::TakenOver) | Err(_) => Close::TakenOver,
+                },
                 written = wr.write(out), if !out.is_empty() => {
                     match written {
                         Ok(0) | Err(_) => return Close::Network,
@@ -696,13 +765,24 @@ impl Conn {
                         }
                     }
                 }
-                _ = sleep_until_opt(paused_until), if paused_until.is_some() => {
-                    self.read_paused_until = None;
-                    // Packets read before the pause began are still waiting.
-                    if let Err(close) = self.drain_frames(reader, out) {
-                        return close;
+                () = &mut timer, if wake_at.is_some() => {
+                    let now = Instant::now();
+                    if paused_until.is_some_and(|p| p <= now) {
+                        self.read_paused_until = None;
+                        // Packets read before the pause began are still waiting.
+                        if let Err(close) = self.drain_frames(reader, out) {
+                            return close;
+                        }
+                        self.fill(out);
+                    } else if let Some(t) = self.keep_alive_timeout {
+                        if keep_alive_check.is_some_and(|c| c <= now) {
+                            if last_rx + t <= now {
+                                tracing::info!(client = %self.client_id, "keep alive timeout");
+                                return Close::Server(ReasonCode::KeepAliveTimeout, "keep alive timeout");
+                            }
+                            keep_alive_check = Some(last_rx + t);
+                        }
                     }
-                    self.fill(out);
                 }
                 read = reader.fill(), if out.len() < WRITE_HIGH_WATER && paused_until.is_none() => {
                     match read {
@@ -719,20 +799,12 @@ impl Conn {
                 }
                 _ = session.notify.notified(), if out.len() < WRITE_HIGH_WATER => self.fill(out),
                 _ = wait_front(&mut self.durable_acks), if !self.durable_acks.is_empty() => self.release_acks(out),
-                _ = sleep_until_opt(keep_alive_deadline) => {
-                    tracing::info!(client = %self.client_id, "keep alive timeout");
-                    return Close::Server(ReasonCode::KeepAliveTimeout, "keep alive timeout");
-                }
             }
         }
     }
 
     /// Handles every whole packet in the read buffer.
-    fn drain_frames<R: AsyncRead + Unpin>(
-        &mut self,
-        reader: &mut Reader<R>,
-        out: &mut BytesMut,
-    ) -> Step {
+    fn drain_frames<R: ReadSide>(&mut self, reader: &mut Reader<R>, out: &mut BytesMut) -> Step {
         let result = loop {
             // Over `max_publish_rate`: packets already read wait as well,
             // or a flood written at once would be handled at once.
@@ -925,16 +997,21 @@ impl Conn {
                     "topic alias above the maximum",
                 ));
             }
-            Some(a) if p.topic.is_empty() => match self.in_aliases.get(&a) {
-                Some(t) => t.clone(),
-                None => {
-                    return Err(
-                        self.protocol_error(ReasonCode::ProtocolError, "unknown topic alias")
-                    )
+            Some(a) if p.topic.is_empty() => {
+                match self.aliases.as_ref().and_then(|t| t.incoming.get(&a)) {
+                    Some(t) => t.clone(),
+                    None => {
+                        return Err(
+                            self.protocol_error(ReasonCode::ProtocolError, "unknown topic alias")
+                        )
+                    }
                 }
-            },
+            }
             Some(a) => {
-                self.in_aliases.insert(a, p.topic.into());
+                self.aliases
+                    .get_or_insert_default()
+                    .incoming
+                    .insert(a, p.topic.into());
                 p.topic.into()
             }
         };
@@ -1379,13 +1456,16 @@ impl Conn {
                 props.push(Property::SubscriptionIdentifier(*id));
             }
             if self.client_alias_max > 0 {
-                match self.out_aliases.get(topic) {
+                let outgoing = self.aliases.as_ref().map(|t| &t.outgoing);
+                match outgoing.and_then(|o| o.get(topic)) {
                     Some(&a) => {
                         props.push(Property::TopicAlias(a));
                         topic = "";
                     }
-                    None if self.out_aliases.len() < usize::from(self.client_alias_max) => {
-                        let a = self.out_aliases.len() as u16 + 1;
+                    None if outgoing.map_or(0, |o| o.len())
+                        < usize::from(self.client_alias_max) =>
+                    {
+                        let a = outgoing.map_or(0, |o| o.len()) as u16 + 1;
                         new_alias = Some(a);
                         props.push(Property::TopicAlias(a));
                     }
@@ -1411,7 +1491,10 @@ impl Conn {
             }
         }
         if let Some(a) = new_alias {
-            self.out_aliases.insert(d.msg.topic.clone(), a);
+            self.aliases
+                .get_or_insert_default()
+                .outgoing
+                .insert(d.msg.topic.clone(), a);
         }
         self.send(out, &packet);
         self.broker.stats.publish_sent.inc();
@@ -1478,13 +1561,6 @@ async fn wait_front(waiting: &mut std::collections::VecDeque<(oneshot::Receiver<
         Some((rx, _)) => {
             let _ = rx.await;
         }
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
     }
 }

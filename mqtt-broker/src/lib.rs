@@ -34,6 +34,7 @@ pub mod store;
 mod sys;
 mod tls;
 mod topic_index;
+mod transport;
 
 pub use config::{Config, ListenerConfig, QueuePolicy};
 pub use server::{Broker, BrokerHandle};

@@ -152,30 +152,35 @@ async fn accept_loop(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let cfg = cfg.clone();
-        let shutdown = shutdown.clone();
         let done = done.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            match tls {
-                None => serve_tcp(stream, peer, state, cfg, shutdown).await,
-                Some(tls) => serve_tls(stream, peer, state, cfg, &tls, shutdown).await,
+        // One task type per transport: a plain connection's task is not
+        // sized for the TLS handshake, which is several times larger.
+        match &tls {
+            None => {
+                let incoming = Box::new(connection::Incoming {
+                    stream,
+                    peer,
+                    broker: state.clone(),
+                    listener: cfg.clone(),
+                    tls_identity: None,
+                });
+                tokio::spawn(async move {
+                    connection::serve(incoming).await;
+                    drop(permit);
+                    drop(done);
+                })
             }
-            drop(permit);
-            drop(done);
-        });
+            Some(tls) => {
+                let (state, cfg, shutdown, tls) =
+                    (state.clone(), cfg.clone(), shutdown.clone(), tls.clone());
+                tokio::spawn(async move {
+                    serve_tls(stream, peer, state, cfg, &tls, shutdown).await;
+                    drop(permit);
+                    drop(done);
+                })
+            }
+        };
     }
-}
-
-async fn serve_tcp(
-    stream: TcpStream,
-    peer: SocketAddr,
-    state: Arc<BrokerState>,
-    cfg: Arc<ListenerConfig>,
-    shutdown: watch::Receiver<bool>,
-) {
-    connection::serve(stream, peer, state, cfg, shutdown, None).await;
 }
 
 /// Runs the TLS handshake (bounded by the connect timeout, counted among the
@@ -224,14 +229,13 @@ async fn serve_tls(
     } else {
         None
     };
-    connection::serve(
-        WriteThrough::new(stream),
+    connection::serve(Box::new(connection::Incoming {
+        stream: WriteThrough::new(stream),
         peer,
-        state,
-        cfg,
-        shutdown,
-        identity,
-    )
+        broker: state,
+        listener: cfg,
+        tls_identity: identity,
+    }))
     .await;
 }
 
@@ -313,6 +317,8 @@ impl BrokerHandle {
         for t in self.tasks.drain(..) {
             let _ = t.await;
         }
+        // No new connections now; those still opening see the flag.
+        self.state.shutdown_sessions();
         // All accept loops are gone, so only connection tasks hold senders.
         let _ = tokio::time::timeout(Duration::from_secs(10), self.done.recv()).await;
         if let Some(store) = &self.state.store {

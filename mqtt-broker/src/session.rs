@@ -82,6 +82,8 @@ pub struct PendingWill {
 pub enum Kick {
     /// Another connection took the session over.
     TakenOver,
+    /// The broker is shutting down.
+    Shutdown,
 }
 
 /// The mutable part of a session.
