@@ -805,6 +805,7 @@ impl Conn {
 
     /// Handles every whole packet in the read buffer.
     fn drain_frames<R: ReadSide>(&mut self, reader: &mut Reader<R>, out: &mut BytesMut) -> Step {
+        let mark = crate::store::ops_sent_on_this_thread();
         let result = loop {
             // Over `max_publish_rate`: packets already read wait as well,
             // or a flood written at once would be handled at once.
@@ -822,17 +823,30 @@ impl Conn {
             }
         };
         // One sync covers every acknowledgement of this read.
-        self.seal_held();
+        self.seal_held(out, mark);
         result
     }
 
-    /// Puts what `held` collected behind one store barrier.
-    fn seal_held(&mut self) {
-        if !self.held.is_empty() {
-            if let Some(store) = &self.broker.store {
-                self.durable_acks
-                    .push_back((store.barrier(), self.held.split()));
-            }
+    /// Puts what `held` collected behind one store barrier, if the packets
+    /// handled since `mark` (see `store::ops_sent_on_this_thread`) wrote to
+    /// the store. If they did not (clean sessions, no retained message),
+    /// nothing needs a sync: the packets only keep their place behind those
+    /// already waiting. A barrier costs a wake-up of the writer thread and
+    /// one back, per read.
+    fn seal_held(&mut self, out: &mut BytesMut, mark: u64) {
+        if self.held.is_empty() {
+            return;
+        }
+        let Some(store) = &self.broker.store else {
+            return;
+        };
+        if crate::store::ops_sent_on_this_thread() != mark {
+            self.durable_acks
+                .push_back((store.barrier(), self.held.split()));
+        } else if let Some((_, waiting)) = self.durable_acks.back_mut() {
+            waiting.unsplit(self.held.split());
+        } else {
+            out.unsplit(self.held.split());
         }
     }
 
@@ -1314,6 +1328,7 @@ impl Conn {
     /// Moves queued messages into the write buffer while the inflight window
     /// and the buffer allow.
     fn fill(&mut self, out: &mut BytesMut) {
+        let mark = crate::store::ops_sent_on_this_thread();
         let now = Instant::now();
         let session = self.session.clone();
         let mut st = session.lock();
@@ -1381,12 +1396,13 @@ impl Conn {
             }
         }
         drop(st);
-        self.seal_held();
+        self.seal_held(out, mark);
     }
 
     /// On session resume: every unacknowledged PUBLISH again with DUP, and
     /// every PUBREL again [MQTT-4.4.0-1].
     fn resend_inflight(&mut self, out: &mut BytesMut) {
+        let mark = crate::store::ops_sent_on_this_thread();
         {
             let mut st = self.session.lock();
             for o in st.inflight.iter_mut() {
@@ -1398,7 +1414,7 @@ impl Conn {
         let mut st = session.lock();
         self.resend_unsent(&mut st, out);
         drop(st);
-        self.seal_held();
+        self.seal_held(out, mark);
     }
 
     /// Resends what a reconnection owes, as far as the client's Receive

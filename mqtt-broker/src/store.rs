@@ -185,6 +185,19 @@ CREATE TABLE IF NOT EXISTS messages (client_id TEXT NOT NULL, seq INTEGER NOT NU
 CREATE TABLE IF NOT EXISTS incoming_qos2 (client_id TEXT NOT NULL, pid INTEGER NOT NULL, PRIMARY KEY (client_id, pid));
 ";
 
+thread_local! {
+    /// Writes sent to the store from this thread, by any store.
+    static OPS_SENT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many writes this thread has sent to the store so far. A connection
+/// reads it before and after handling packets (with no await in between, so
+/// on one thread): if it has not moved, nothing it did needs a sync, and its
+/// acknowledgements need not wait for one.
+pub(crate) fn ops_sent_on_this_thread() -> u64 {
+    OPS_SENT.with(|n| n.get())
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir` and reads it back. Never fails
     /// the broker's start because of the file's contents: a damaged file is
@@ -210,6 +223,9 @@ impl Store {
     }
 
     fn send(&self, op: Op) {
+        if !matches!(op, Op::Barrier(_)) {
+            OPS_SENT.with(|n| n.set(n.get() + 1));
+        }
         // The writer only stops at shutdown; a send after that is moot.
         let _ = self.tx.send(op);
     }
