@@ -33,6 +33,8 @@ use crate::transport::{ReadSide, Transport};
 /// Stop reading and stop draining the session queue while this much is
 /// waiting to be written: backpressure towards a slow reader.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// First allocation of a write buffer.
+const WRITE_START: usize = 4 * 1024;
 /// How long the final packets (DISCONNECT) may take to write on close.
 const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 
@@ -181,6 +183,12 @@ fn push_packet(
 ) -> Result<usize, mqtt_codec::EncodeError> {
     let len = packet.encoded_len(version)?;
     let start = out.len();
+    if out.capacity() == 0 {
+        // The write buffer is dropped whenever it empties (idle connections
+        // keep none); start the next one at a size that takes a burst
+        // without a chain of reallocations.
+        out.reserve(len.max(WRITE_START));
+    }
     out.resize(start + len, 0);
     match packet.encode(version, &mut out[start..]) {
         Ok(n) => Ok(n),
@@ -481,6 +489,9 @@ struct Conn {
     /// for `max_publish_rate`.
     rate_window: (Instant, u32),
     read_paused_until: Option<Instant>,
+    /// When bytes last arrived: for keep alive, and the arrival time of
+    /// the messages in them.
+    last_rx: Instant,
     /// With `durability = "always"`: acknowledgements wait for the store.
     hold_acks: bool,
     /// Acknowledgements of the packets being handled now.
@@ -551,8 +562,13 @@ impl Conn {
                     payload: w.payload,
                 };
                 let payload = frame.bytes.slice_ref(w.payload);
-                let msg =
-                    Message::from_publish(&publish, w.topic, payload, Some(client_id.clone()));
+                let msg = Message::from_publish(
+                    &publish,
+                    w.topic,
+                    payload,
+                    Some(client_id.clone()),
+                    Instant::now(),
+                );
                 Some((Arc::new(msg), delay))
             }
         };
@@ -692,6 +708,7 @@ impl Conn {
             username,
             rate_window: (Instant::now(), 0),
             read_paused_until: None,
+            last_rx: Instant::now(),
             hold_acks: broker
                 .store
                 .as_ref()
@@ -722,11 +739,11 @@ impl Conn {
             return close;
         }
         let session = self.session.clone();
-        let mut last_rx = Instant::now();
+        self.last_rx = Instant::now();
         // One timer serves keep alive and the publish-rate pause. Keep alive
         // is checked lazily: the timer is not moved on every packet read,
         // only when it fires and finds that the client has been heard since.
-        let mut keep_alive_check = self.keep_alive_timeout.map(|t| last_rx + t);
+        let mut keep_alive_check = self.keep_alive_timeout.map(|t| self.last_rx + t);
         let timer = tokio::time::sleep_until(tokio::time::Instant::now());
         tokio::pin!(timer);
         loop {
@@ -776,11 +793,11 @@ impl Conn {
                         self.fill(out);
                     } else if let Some(t) = self.keep_alive_timeout {
                         if keep_alive_check.is_some_and(|c| c <= now) {
-                            if last_rx + t <= now {
+                            if self.last_rx + t <= now {
                                 tracing::info!(client = %self.client_id, "keep alive timeout");
                                 return Close::Server(ReasonCode::KeepAliveTimeout, "keep alive timeout");
                             }
-                            keep_alive_check = Some(last_rx + t);
+                            keep_alive_check = Some(self.last_rx + t);
                         }
                     }
                 }
@@ -789,7 +806,7 @@ impl Conn {
                         Ok(0) | Err(_) => return Close::Network,
                         Ok(n) => {
                             self.broker.stats.bytes_received.add(n as u64);
-                            last_rx = Instant::now();
+                            self.last_rx = Instant::now();
                             if let Err(close) = self.drain_frames(reader, out) {
                                 return close;
                             }
@@ -1066,7 +1083,15 @@ impl Conn {
             reason = ReasonCode::TopicNameInvalid;
         } else {
             let payload = frame.bytes.slice_ref(p.payload);
-            let msg = Message::from_publish(p, &topic, payload, Some(self.client_id.clone()));
+            // The time its bytes were read: one clock read per read, not
+            // per message.
+            let msg = Message::from_publish(
+                p,
+                &topic,
+                payload,
+                Some(self.client_id.clone()),
+                self.last_rx,
+            );
             if self.broker.publish(Arc::new(msg)) == 0 {
                 reason = ReasonCode::NoMatchingSubscribers;
             }

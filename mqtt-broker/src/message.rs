@@ -57,6 +57,7 @@ impl Message {
         topic: &str,
         payload: Bytes,
         publisher: Option<Arc<str>>,
+        received: Instant,
     ) -> Message {
         let mut props = MessageProps::default();
         for p in publish.properties.iter() {
@@ -82,7 +83,7 @@ impl Message {
             qos: publish.qos_pid.qos(),
             retain: publish.retain,
             props: (!props.is_empty()).then(|| Box::new(props)),
-            received: Instant::now(),
+            received,
             publisher,
         }
     }
@@ -210,9 +211,9 @@ impl Message {
             return None;
         };
         let payload = frame.slice_ref(p.payload);
-        let mut msg = Message::from_publish(&p, p.topic, payload, None);
         let age = Duration::from_millis(crate::store::unix_ms().saturating_sub(received_ms));
-        msg.received = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-        Some(msg)
+        let now = Instant::now();
+        let received = now.checked_sub(age).unwrap_or(now);
+        Some(Message::from_publish(&p, p.topic, payload, None, received))
     }
 }
