@@ -1,32 +1,56 @@
 //! Counters the broker keeps, published under `$SYS/broker/` and readable
-//! from the library. Relaxed atomics: each is exact on its own, and a
-//! snapshot is a consistent-enough view for monitoring.
+//! from the library. Relaxed atomics, sharded per thread: each is exact on
+//! its own, and a snapshot is a consistent-enough view for monitoring.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Shards per counter. Every packet bumps several counters; with one atomic
+/// each, every core would write the same cache lines for every packet and
+/// they would bounce between cores. Each thread adds to its own shard (up
+/// to this many threads without sharing) and a read sums them.
+const SHARDS: usize = 16;
+
+/// One shard on its own cache line (128 bytes: adjacent-line prefetch
+/// pairs lines on x86).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(AtomicU64);
+
+fn my_shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
+}
 
 /// A monotonic counter (or a gauge when decremented).
 #[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+pub struct Counter(Box<[Shard; SHARDS]>);
 
 impl Counter {
     /// Adds one.
     pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.add(1);
     }
 
     /// Adds `n`.
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.0[my_shard()].0.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Subtracts one (gauges only).
+    /// Subtracts one (gauges only). A shard may wrap below zero when one
+    /// thread counts a connection in and another counts it out; the sum
+    /// wraps back.
     pub fn dec(&self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0[my_shard()].0.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The current value.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0
+            .iter()
+            .fold(0u64, |sum, s| sum.wrapping_add(s.0.load(Ordering::Relaxed)))
     }
 }
 
@@ -73,5 +97,38 @@ impl Stats {
             + self.dropped_offline_qos0.get()
             + self.dropped_expired.get()
             + self.dropped_too_large.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts from many threads add up, and a gauge counted in on one
+    /// thread and out on another returns to zero.
+    #[test]
+    fn shards_sum_across_threads() {
+        let c = std::sync::Arc::new(Counter::default());
+        let threads: Vec<_> = (0..40)
+            .map(|_| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        c.inc();
+                    }
+                    c.add(5);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(c.get(), 40 * 1005);
+
+        let gauge = std::sync::Arc::new(Counter::default());
+        gauge.inc();
+        let g = gauge.clone();
+        std::thread::spawn(move || g.dec()).join().unwrap();
+        assert_eq!(gauge.get(), 0);
     }
 }
