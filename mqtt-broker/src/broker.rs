@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use crate::config::Config;
 use crate::message::Message;
 use crate::retained::RetainedStore;
+use crate::route::{Route, RouteCache};
 use crate::security::Security;
 use crate::session::{
     decode_subscriptions, Delivery, Kick, OutState, Outgoing, PendingWill, Session, SessionState,
@@ -39,6 +40,8 @@ pub struct BrokerState {
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     /// Every subscription.
     pub index: RwLock<SubscriptionIndex>,
+    /// Bumped on every change of `index`.
+    index_generation: AtomicU64,
     /// Every retained message.
     pub retained: RwLock<RetainedStore>,
     /// When the broker started.
@@ -85,6 +88,7 @@ impl BrokerState {
             stats: Stats::default(),
             sessions: Mutex::new(HashMap::new()),
             index: RwLock::new(SubscriptionIndex::default()),
+            index_generation: AtomicU64::new(0),
             retained: RwLock::new(RetainedStore::default()),
             started: Instant::now(),
             next_assigned_id: AtomicU64::new(1),
@@ -114,6 +118,48 @@ impl BrokerState {
     /// sessions with a matching subscription, including those whose full
     /// queue dropped it (counted there): 0 means no matching subscribers.
     pub fn publish(&self, msg: Arc<Message>) -> usize {
+        self.keep_if_retained(&msg);
+        let route = Route::find(&self.index.read(), &msg.topic, msg.publisher.as_deref());
+        self.deliver(&msg, &route)
+    }
+
+    /// `publish` for a connection: `cache` holds the route of the
+    /// connection's last topic and is reused while the index is unchanged.
+    pub(crate) fn publish_cached(
+        &self,
+        msg: Arc<Message>,
+        cache: &mut Option<Box<RouteCache>>,
+    ) -> usize {
+        self.keep_if_retained(&msg);
+        // Read before the index: a change after this makes the next
+        // publish look again.
+        let generation = self.index_generation.load(Ordering::Acquire);
+        if let Some(c) = cache.as_deref() {
+            if c.generation == generation && c.topic == msg.topic {
+                return self.deliver(&msg, &c.route);
+            }
+        }
+        let route = Route::find(&self.index.read(), &msg.topic, msg.publisher.as_deref());
+        let matched = self.deliver(&msg, &route);
+        *cache = (!route.per_message).then(|| {
+            Box::new(RouteCache {
+                topic: msg.topic.clone(),
+                generation,
+                route,
+            })
+        });
+        matched
+    }
+
+    /// Write access to the subscription index; every change invalidates the
+    /// routes connections keep.
+    fn index_mut(&self) -> parking_lot::RwLockWriteGuard<'_, SubscriptionIndex> {
+        let index = self.index.write();
+        self.index_generation.fetch_add(1, Ordering::Release);
+        index
+    }
+
+    fn keep_if_retained(&self, msg: &Arc<Message>) {
         if msg.retain && self.config.retain_available {
             if let Some(store) = &self.store {
                 if msg.payload.is_empty() {
@@ -124,47 +170,15 @@ impl BrokerState {
             }
             self.retained.write().set(msg.clone());
         }
-        let index = self.index.read();
-        let mut matches: Vec<&Subscriber> = Vec::new();
-        index.matches(&msg.topic, &mut matches);
-        if matches.is_empty() {
-            return 0;
-        }
-        // No Local: not back to the publisher [MQTT-3.8.3-3].
-        matches
-            .retain(|s| !(s.options.no_local && msg.publisher.as_deref() == Some(&*s.session.id)));
-        // Overlapping subscriptions of one session: one copy with the highest
-        // QoS and every Subscription Identifier [MQTT-3.3.4-2..5].
-        matches.sort_by_key(|s| Arc::as_ptr(&s.session));
-        let mut matched = 0;
-        let mut i = 0;
-        while i < matches.len() {
-            let session = &matches[i].session;
-            let mut j = i;
-            let mut qos = QoS::AtMostOnce;
-            let mut retain_as_published = false;
-            let mut sub_ids = Vec::new();
-            while j < matches.len() && Arc::ptr_eq(&matches[j].session, session) {
-                let s = matches[j];
-                qos = qos.max(s.options.qos.min(msg.qos));
-                retain_as_published |= s.options.retain_as_published;
-                sub_ids.extend(s.sub_id);
-                j += 1;
-            }
-            let delivery = Delivery {
-                msg: msg.clone(),
-                qos,
-                // [MQTT-3.3.1-9] RETAIN is cleared towards existing
-                // subscriptions unless Retain As Published is set.
-                retain: msg.retain && retain_as_published,
-                sub_ids: sub_ids.into_boxed_slice(),
-                seq: 0,
-            };
+    }
+
+    /// Queues `msg` for every session on `route`; returns how many.
+    fn deliver(&self, msg: &Arc<Message>, route: &Route) -> usize {
+        for target in &route.targets {
+            let (session, delivery) = target.delivery(msg);
             session.enqueue(delivery, self, false);
-            matched += 1;
-            i = j;
         }
-        matched
+        route.targets.len()
     }
 
     /// Gives the session of `client_id` to a new connection, creating it if
@@ -339,7 +353,7 @@ impl BrokerState {
     }
 
     fn unindex<'a>(&self, session: &Arc<Session>, filters: impl Iterator<Item = &'a Box<str>>) {
-        let mut index = self.index.write();
+        let mut index = self.index_mut();
         for filter in filters {
             let (group, plain) = split_filter(filter);
             index.remove(plain, group, session);
@@ -356,7 +370,7 @@ impl BrokerState {
             existed
         };
         let (group, plain) = split_filter(filter);
-        self.index.write().insert(
+        self.index_mut().insert(
             plain,
             group,
             Subscriber {
@@ -379,7 +393,7 @@ impl BrokerState {
             existed
         };
         let (group, plain) = split_filter(filter);
-        self.index.write().remove(plain, group, session);
+        self.index_mut().remove(plain, group, session);
         existed
     }
 
@@ -518,7 +532,7 @@ impl BrokerState {
                 }
             }
             {
-                let mut index = self.index.write();
+                let mut index = self.index_mut();
                 for (filter, rec) in &subs {
                     let (group, plain) = split_filter(filter);
                     index.insert(

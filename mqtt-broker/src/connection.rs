@@ -26,6 +26,7 @@ use crate::broker::{split_filter, BrokerState};
 use crate::config::ListenerConfig;
 use crate::log::describe;
 use crate::message::Message;
+use crate::route::RouteCache;
 use crate::session::{Delivery, Kick, OutState, Outgoing, Session, SessionState, SubRecord};
 use crate::store::StoredState;
 use crate::transport::{ReadSide, Transport};
@@ -452,9 +453,9 @@ async fn authenticate(
 #[derive(Default)]
 struct TopicAliases {
     /// Given by the broker, by topic.
-    outgoing: std::collections::HashMap<Box<str>, u16>,
+    outgoing: std::collections::HashMap<Arc<str>, u16>,
     /// Set by the client, by number.
-    incoming: std::collections::HashMap<u16, Box<str>>,
+    incoming: std::collections::HashMap<u16, Arc<str>>,
 }
 
 /// The state of one connected client.
@@ -476,6 +477,8 @@ struct Conn {
     /// Topic aliases in both directions; boxed and made on first use, as
     /// most clients use none and every idle connection would carry them.
     aliases: Option<Box<TopicAliases>>,
+    /// Where this client's last topic goes (see `route`).
+    route: Option<Box<RouteCache>>,
     will: Option<(Arc<Message>, u32)>,
     /// Session Expiry Interval, possibly changed by DISCONNECT.
     expiry_secs: u32,
@@ -564,7 +567,7 @@ impl Conn {
                 let payload = frame.bytes.slice_ref(w.payload);
                 let msg = Message::from_publish(
                     &publish,
-                    w.topic,
+                    w.topic.into(),
                     payload,
                     Some(client_id.clone()),
                     Instant::now(),
@@ -700,6 +703,7 @@ impl Conn {
             client_max_packet,
             client_alias_max,
             aliases: None,
+            route: None,
             will,
             expiry_secs,
             kick: kick_rx,
@@ -1020,8 +1024,12 @@ impl Conn {
                 _ => {}
             }
         }
-        let topic: Box<str> = match alias {
-            None => p.topic.into(),
+        let topic: Arc<str> = match alias {
+            // The same topic as the last PUBLISH: share its name.
+            None => match &self.route {
+                Some(r) if *r.topic == *p.topic => r.topic.clone(),
+                _ => p.topic.into(),
+            },
             Some(a) if a > config.topic_alias_maximum => {
                 return Err(self.protocol_error(
                     ReasonCode::TopicAliasInvalid,
@@ -1039,11 +1047,12 @@ impl Conn {
                 }
             }
             Some(a) => {
+                let topic: Arc<str> = p.topic.into();
                 self.aliases
                     .get_or_insert_default()
                     .incoming
-                    .insert(a, p.topic.into());
-                p.topic.into()
+                    .insert(a, topic.clone());
+                topic
             }
         };
 
@@ -1087,12 +1096,12 @@ impl Conn {
             // per message.
             let msg = Message::from_publish(
                 p,
-                &topic,
+                topic.clone(),
                 payload,
                 Some(self.client_id.clone()),
                 self.last_rx,
             );
-            if self.broker.publish(Arc::new(msg)) == 0 {
+            if self.broker.publish_cached(Arc::new(msg), &mut self.route) == 0 {
                 reason = ReasonCode::NoMatchingSubscribers;
             }
         }

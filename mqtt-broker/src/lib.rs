@@ -26,6 +26,7 @@ mod connection;
 mod log;
 mod message;
 mod retained;
+mod route;
 mod security;
 mod server;
 mod session;

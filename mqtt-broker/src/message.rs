@@ -34,7 +34,7 @@ impl MessageProps {
 #[derive(Debug)]
 pub struct Message {
     /// The topic name.
-    pub topic: Box<str>,
+    pub topic: Arc<str>,
     /// The payload, cut once out of the publisher's read buffer.
     pub payload: Bytes,
     /// The QoS it was published with.
@@ -54,7 +54,7 @@ impl Message {
     /// `publish.payload`, already owned (normally a slice of the read buffer).
     pub fn from_publish(
         publish: &Publish<'_>,
-        topic: &str,
+        topic: Arc<str>,
         payload: Bytes,
         publisher: Option<Arc<str>>,
         received: Instant,
@@ -78,7 +78,7 @@ impl Message {
             }
         }
         Message {
-            topic: topic.into(),
+            topic,
             payload,
             qos: publish.qos_pid.qos(),
             retain: publish.retain,
@@ -214,6 +214,12 @@ impl Message {
         let age = Duration::from_millis(crate::store::unix_ms().saturating_sub(received_ms));
         let now = Instant::now();
         let received = now.checked_sub(age).unwrap_or(now);
-        Some(Message::from_publish(&p, p.topic, payload, None, received))
+        Some(Message::from_publish(
+            &p,
+            p.topic.into(),
+            payload,
+            None,
+            received,
+        ))
     }
 }

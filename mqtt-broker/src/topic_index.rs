@@ -75,9 +75,12 @@ impl Node {
         }
     }
 
-    fn collect<'a>(&'a self, out: &mut Vec<&'a Subscriber>) {
+    /// Adds this node's subscribers to `out`; returns whether a shared
+    /// group was among them (its member is picked per message).
+    fn collect<'a>(&'a self, out: &mut Vec<&'a Subscriber>) -> bool {
         out.extend(self.subscribers.iter());
         out.extend(self.shared.iter().filter_map(SharedGroup::pick));
+        !self.shared.is_empty()
     }
 }
 
@@ -145,10 +148,13 @@ impl SubscriptionIndex {
 
     /// Collects the subscriptions that match `topic`, one member per shared
     /// group. A topic starting with `$` is not matched by a filter starting
-    /// with a wildcard [MQTT-4.7.2-1].
-    pub fn matches<'a>(&'a self, topic: &str, out: &mut Vec<&'a Subscriber>) {
+    /// with a wildcard [MQTT-4.7.2-1]. Returns whether a shared group
+    /// matched: then the answer differs from one message to the next.
+    pub fn matches<'a>(&'a self, topic: &str, out: &mut Vec<&'a Subscriber>) -> bool {
         let dollar = topic.starts_with('$');
-        walk(&self.root, topic.split('/'), dollar, out);
+        let mut shared = false;
+        walk(&self.root, topic.split('/'), dollar, out, &mut shared);
+        shared
     }
 }
 
@@ -157,25 +163,26 @@ fn walk<'a, 't>(
     mut levels: std::str::Split<'t, char>,
     skip_wildcards: bool,
     out: &mut Vec<&'a Subscriber>,
+    shared: &mut bool,
 ) {
     let Some(level) = levels.next() else {
-        node.collect(out);
+        *shared |= node.collect(out);
         // `a/#` matches `a` too.
         if let Some(hash) = &node.hash {
-            hash.collect(out);
+            *shared |= hash.collect(out);
         }
         return;
     };
     if !skip_wildcards {
         if let Some(hash) = &node.hash {
-            hash.collect(out);
+            *shared |= hash.collect(out);
         }
         if let Some(plus) = &node.plus {
-            walk(plus, levels.clone(), false, out);
+            walk(plus, levels.clone(), false, out, shared);
         }
     }
     if let Some(child) = node.children.get(level) {
-        walk(child, levels, false, out);
+        walk(child, levels, false, out, shared);
     }
 }
 
