@@ -6,7 +6,8 @@ use crate::properties::{with_length_prefix, Properties, PropertyContext};
 use crate::reason::ReasonCode;
 use crate::topic::valid_topic_name;
 use crate::types::{ProtocolVersion, QoS};
-use crate::wire::{binary_len, string_len, Reader, Writer};
+use crate::wire::Reader;
+use crate::writer::{binary_len, discard, fixed, string_len, Writer};
 
 /// A CONNECT packet. Its protocol version is read from the packet itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,9 +150,23 @@ impl<'a> Connect<'a> {
         flags
     }
 
-    /// Body length, and the property lengths to write (connect, will).
-    pub(crate) fn body_len(&self) -> Result<(usize, usize, usize), EncodeError> {
-        let v5 = self.protocol.is_v5();
+    /// Body length, and the property lengths to write (connect, will). The
+    /// strings' contents are checked only when `SCAN`; `encode` checks them
+    /// as it copies them.
+    pub(crate) fn body_len<const SCAN: bool>(&self) -> Result<(usize, usize, usize), EncodeError> {
+        if self.protocol.is_v5() {
+            self.measure::<SCAN, true>()
+        } else {
+            self.measure::<SCAN, false>()
+        }
+    }
+
+    /// [`body_len`](Connect::body_len) for one protocol family.
+    #[inline(always)]
+    fn measure<const SCAN: bool, const V5: bool>(
+        &self,
+    ) -> Result<(usize, usize, usize), EncodeError> {
+        let v5 = V5;
         if !v5 && self.password.is_some() && self.username.is_none() {
             return Err(DecodeError::InvalidConnectFlags.into());
         }
@@ -160,23 +175,27 @@ impl<'a> Connect<'a> {
         let mut props = 0;
         let mut will_props = 0;
         if v5 {
-            props = self.properties.body_len(PropertyContext::Connect)?;
+            props = self.properties.measure::<SCAN>(PropertyContext::Connect)?;
             len += with_length_prefix(props)?;
         }
-        len += string_len(self.client_id)?;
+        len += string_len::<SCAN>(self.client_id)?;
         if let Some(w) = &self.will {
-            if !valid_topic_name(w.topic) {
+            let topic_ok = if SCAN {
+                valid_topic_name(w.topic)
+            } else {
+                !w.topic.is_empty() && w.topic.len() <= usize::from(u16::MAX)
+            };
+            if !topic_ok {
                 return Err(DecodeError::InvalidTopicName.into());
             }
             if v5 {
-                will_props = w.properties.body_len(PropertyContext::Will)?;
+                will_props = w.properties.measure::<SCAN>(PropertyContext::Will)?;
                 len += with_length_prefix(will_props)?;
             }
-            // valid_topic_name refused a NUL and an over-long name.
             len += 2 + w.topic.len() + binary_len(w.payload)?;
         }
         if let Some(u) = self.username {
-            len += string_len(u)?;
+            len += string_len::<SCAN>(u)?;
         }
         if let Some(p) = self.password {
             len += binary_len(p)?;
@@ -184,34 +203,61 @@ impl<'a> Connect<'a> {
         Ok((len, props, will_props))
     }
 
-    pub(crate) fn write(
+    #[inline]
+    pub(crate) fn encode(&self, buf: &mut [u8]) -> Result<usize, EncodeError> {
+        if self.protocol.is_v5() {
+            self.encode_in::<true>(buf)
+        } else {
+            self.encode_in::<false>(buf)
+        }
+    }
+
+    /// One encoder per protocol family: the 3.1.1 one carries no property
+    /// code to keep registers for.
+    #[inline(never)]
+    fn encode_in<const V5: bool>(&self, buf: &mut [u8]) -> Result<usize, EncodeError> {
+        let (body, props, will_props) = self.measure::<false, V5>()?;
+        let w = Writer::packet(&mut *buf, PacketType::Connect.first_byte(), body)?;
+        match self.write::<V5>(w, props, will_props) {
+            Ok(w) => w.finish(body),
+            Err(e) => Err(discard(buf, body, e)),
+        }
+    }
+
+    #[inline(always)]
+    fn write<'b, const V5: bool>(
         &self,
-        w: &mut Writer<'_>,
-        props: (usize, usize),
-    ) -> Result<(), EncodeError> {
-        let v5 = self.protocol.is_v5();
-        w.string(self.protocol.protocol_name())?;
-        w.u8(self.protocol.level())?;
-        w.u8(self.flags())?;
-        w.u16(self.keep_alive)?;
+        mut w: Writer<'b>,
+        props: usize,
+        will_props: usize,
+    ) -> Result<Writer<'b>, EncodeError> {
+        let v5 = V5;
+        // Protocol name and level: constants, written as one array each.
+        match self.protocol {
+            ProtocolVersion::V3_1 => w.bytes(b"\x00\x06MQIsdp\x03"),
+            ProtocolVersion::V3_1_1 => w.bytes(b"\x00\x04MQTT\x04"),
+            ProtocolVersion::V5 => w.bytes(b"\x00\x04MQTT\x05"),
+        }
+        w.u8(self.flags());
+        w.u16(self.keep_alive);
         if v5 {
-            self.properties.write(w, props.0)?;
+            w = self.properties.write(w, props)?;
         }
         w.string(self.client_id)?;
         if let Some(will) = &self.will {
             if v5 {
-                will.properties.write(w, props.1)?;
+                w = will.properties.write(w, will_props)?;
             }
-            w.string(will.topic)?;
-            w.binary(will.payload)?;
+            w.topic_name(will.topic)?;
+            w.binary(will.payload);
         }
         if let Some(u) = self.username {
             w.string(u)?;
         }
         if let Some(p) = self.password {
-            w.binary(p)?;
+            w.binary(p);
         }
-        Ok(())
+        Ok(w)
     }
 }
 
@@ -261,7 +307,10 @@ impl<'a> ConnAck<'a> {
         })
     }
 
-    pub(crate) fn body_len(&self, version: ProtocolVersion) -> Result<(usize, usize), EncodeError> {
+    pub(crate) fn body_len<const SCAN: bool>(
+        &self,
+        version: ProtocolVersion,
+    ) -> Result<(usize, usize), EncodeError> {
         if self.session_present && self.reason.is_error() {
             return Err(DecodeError::InvalidConnectFlags.into());
         }
@@ -269,25 +318,45 @@ impl<'a> ConnAck<'a> {
             if !self.reason.allowed_in(PacketType::ConnAck) {
                 return Err(DecodeError::InvalidReasonCode(self.reason.as_u8()).into());
             }
-            let props = self.properties.body_len(PropertyContext::ConnAck)?;
+            let props = self.properties.body_len::<SCAN>(PropertyContext::ConnAck)?;
             Ok((2 + with_length_prefix(props)?, props))
         } else {
             Ok((2, 0))
         }
     }
 
-    pub(crate) fn write(
+    pub(crate) fn encode(
         &self,
-        w: &mut Writer<'_>,
+        version: ProtocolVersion,
+        buf: &mut [u8],
+    ) -> Result<usize, EncodeError> {
+        let (body, props) = self.body_len::<false>(version)?;
+        if !version.is_v5() {
+            // Four bytes, the same layout every time.
+            let flags = u8::from(self.session_present);
+            let code = self.reason.to_v3_connack_lossy();
+            return fixed(buf, [PacketType::ConnAck.first_byte(), 2, flags, code]);
+        }
+        let w = Writer::packet(&mut *buf, PacketType::ConnAck.first_byte(), body)?;
+        match self.write(w, version, props) {
+            Ok(w) => w.finish(body),
+            Err(e) => Err(discard(buf, body, e)),
+        }
+    }
+
+    fn write<'b>(
+        &self,
+        mut w: Writer<'b>,
         version: ProtocolVersion,
         props: usize,
-    ) -> Result<(), EncodeError> {
-        w.u8(u8::from(self.session_present))?;
+    ) -> Result<Writer<'b>, EncodeError> {
+        w.u8(u8::from(self.session_present));
         if version.is_v5() {
-            w.u8(self.reason.as_u8())?;
-            self.properties.write(w, props)
+            w.u8(self.reason.as_u8());
+            w = self.properties.write(w, props)?;
         } else {
-            w.u8(self.reason.to_v3_connack_lossy())
+            w.u8(self.reason.to_v3_connack_lossy());
         }
+        Ok(w)
     }
 }

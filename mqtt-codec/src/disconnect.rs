@@ -6,7 +6,8 @@ use crate::header::PacketType;
 use crate::properties::{with_length_prefix, Properties, PropertyContext};
 use crate::reason::ReasonCode;
 use crate::types::ProtocolVersion;
-use crate::wire::{Reader, Writer};
+use crate::wire::Reader;
+use crate::writer::{discard, Writer};
 
 /// A DISCONNECT packet (empty in 3.1.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +63,7 @@ fn decode_reason_props<'a>(
     Ok((reason, properties))
 }
 
-fn reason_props_len(
+fn reason_props_len<const SCAN: bool>(
     reason: ReasonCode,
     properties: &Properties<'_>,
     kind: PacketType,
@@ -75,24 +76,32 @@ fn reason_props_len(
         let len = usize::from(reason != ReasonCode::Success);
         return Ok((len, 0));
     }
-    let props = properties.body_len(ctx)?;
+    let props = properties.body_len::<SCAN>(ctx)?;
     Ok((1 + with_length_prefix(props)?, props))
 }
 
-fn write_reason_props(
-    w: &mut Writer<'_>,
+/// Writes the shared shape after `reason_props_len` chose how much of it to
+/// send.
+fn encode_reason_props(
+    buf: &mut [u8],
+    kind: PacketType,
     reason: ReasonCode,
     properties: &Properties<'_>,
-    body_len: usize,
-    props: usize,
-) -> Result<(), EncodeError> {
-    if body_len > 0 {
-        w.u8(reason.as_u8())?;
+    (body, props): (usize, usize),
+) -> Result<usize, EncodeError> {
+    let mut w = Writer::packet(&mut *buf, kind.first_byte(), body)?;
+    if body > 0 {
+        w.u8(reason.as_u8());
     }
-    if body_len > 1 {
-        properties.write(w, props)?;
+    let written = if body > 1 {
+        properties.write(w, props)
+    } else {
+        Ok(w)
+    };
+    match written {
+        Ok(w) => w.finish(body),
+        Err(e) => Err(discard(buf, body, e)),
     }
-    Ok(())
 }
 
 impl<'a> Disconnect<'a> {
@@ -107,11 +116,14 @@ impl<'a> Disconnect<'a> {
     }
 
     /// In 3.1.1 DISCONNECT has no body, so reason and properties are not sent.
-    pub(crate) fn body_len(&self, version: ProtocolVersion) -> Result<(usize, usize), EncodeError> {
+    pub(crate) fn body_len<const SCAN: bool>(
+        &self,
+        version: ProtocolVersion,
+    ) -> Result<(usize, usize), EncodeError> {
         if !version.is_v5() {
             return Ok((0, 0));
         }
-        reason_props_len(
+        reason_props_len::<SCAN>(
             self.reason,
             &self.properties,
             PacketType::Disconnect,
@@ -119,8 +131,16 @@ impl<'a> Disconnect<'a> {
         )
     }
 
-    pub(crate) fn write(&self, w: &mut Writer<'_>, len: (usize, usize)) -> Result<(), EncodeError> {
-        write_reason_props(w, self.reason, &self.properties, len.0, len.1)
+    /// Only called for 5.0: a 3.1.1 DISCONNECT has no body.
+    pub(crate) fn encode_v5(&self, buf: &mut [u8]) -> Result<usize, EncodeError> {
+        let len = self.body_len::<false>(ProtocolVersion::V5)?;
+        encode_reason_props(
+            buf,
+            PacketType::Disconnect,
+            self.reason,
+            &self.properties,
+            len,
+        )
     }
 }
 
@@ -134,11 +154,14 @@ impl<'a> Auth<'a> {
         Ok(Auth { reason, properties })
     }
 
-    pub(crate) fn body_len(&self, version: ProtocolVersion) -> Result<(usize, usize), EncodeError> {
+    pub(crate) fn body_len<const SCAN: bool>(
+        &self,
+        version: ProtocolVersion,
+    ) -> Result<(usize, usize), EncodeError> {
         if !version.is_v5() {
             return Err(EncodeError::NotInVersion);
         }
-        reason_props_len(
+        reason_props_len::<SCAN>(
             self.reason,
             &self.properties,
             PacketType::Auth,
@@ -146,7 +169,12 @@ impl<'a> Auth<'a> {
         )
     }
 
-    pub(crate) fn write(&self, w: &mut Writer<'_>, len: (usize, usize)) -> Result<(), EncodeError> {
-        write_reason_props(w, self.reason, &self.properties, len.0, len.1)
+    pub(crate) fn encode(
+        &self,
+        version: ProtocolVersion,
+        buf: &mut [u8],
+    ) -> Result<usize, EncodeError> {
+        let len = self.body_len::<false>(version)?;
+        encode_reason_props(buf, PacketType::Auth, self.reason, &self.properties, len)
     }
 }

@@ -96,6 +96,7 @@ impl PacketType {
 
     /// The fixed-header flags every packet of this type carries (PUBLISH's are
     /// variable and reported as 0).
+    #[inline]
     pub fn required_flags(self) -> u8 {
         match self {
             PacketType::PubRel | PacketType::Subscribe | PacketType::Unsubscribe => 0b0010,
@@ -104,6 +105,7 @@ impl PacketType {
     }
 
     /// The first byte of a packet of this type (PUBLISH with flags 0).
+    #[inline]
     pub fn first_byte(self) -> u8 {
         ((self as u8) << 4) | self.required_flags()
     }

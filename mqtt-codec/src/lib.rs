@@ -46,10 +46,12 @@ mod packet;
 mod properties;
 mod publish;
 mod reason;
+mod scan;
 mod subscribe;
 pub mod topic;
 mod types;
 mod wire;
+mod writer;
 
 pub use connect::{ConnAck, Connect, LastWill};
 pub use disconnect::{Auth, Disconnect};

@@ -63,8 +63,10 @@ impl<'a> ListItem<'a> for ReasonCode {
     }
 }
 
+/// Where a list's items are: wire bytes validated with the rules of a variant,
+/// or a caller's slice.
 #[derive(Clone, Copy)]
-enum Repr<'a, T> {
+pub(crate) enum Repr<'a, T> {
     Encoded(&'a [u8], u8),
     Items(&'a [T]),
 }
@@ -72,6 +74,18 @@ enum Repr<'a, T> {
 /// A list of `T` borrowed from a packet or from the caller.
 #[derive(Clone, Copy)]
 pub struct List<'a, T>(Repr<'a, T>);
+
+impl<'a, T> List<'a, T> {
+    /// What the list is made of, for an encoder that can copy bytes it
+    /// decoded without reading them item by item.
+    #[inline]
+    pub(crate) fn repr(&self) -> Repr<'a, T>
+    where
+        T: Copy,
+    {
+        self.0
+    }
+}
 
 impl<'a, T: Copy> List<'a, T> {
     /// A list to encode.
@@ -91,6 +105,25 @@ impl<'a, T: ListItem<'a>> List<'a, T> {
             T::read_item(&mut rest, variant)?;
         }
         Ok(List(Repr::Encoded(bytes, variant)))
+    }
+
+    /// Calls `f` on each item in order, stopping at the first error; a slice
+    /// is walked directly rather than through [`ListIter`]'s two-way match.
+    #[inline]
+    pub(crate) fn try_for_each<E>(&self, f: impl FnMut(T) -> Result<(), E>) -> Result<(), E> {
+        match self.0 {
+            Repr::Items(items) => items.iter().copied().try_for_each(f),
+            Repr::Encoded(..) => self.iter().try_for_each(f),
+        }
+    }
+
+    /// Calls `f` on each item in order.
+    #[inline]
+    pub(crate) fn for_each(&self, f: impl FnMut(T)) {
+        match self.0 {
+            Repr::Items(items) => items.iter().copied().for_each(f),
+            Repr::Encoded(..) => self.iter().for_each(f),
+        }
     }
 
     /// The items in order.

@@ -8,7 +8,8 @@ use crate::header::{check_header, Needed, PacketType, Status, MAX_PACKET_SIZE};
 use crate::publish::{PubResp, Publish};
 use crate::subscribe::{SubAck, Subscribe, UnsubAck, Unsubscribe};
 use crate::types::ProtocolVersion;
-use crate::wire::{varint_len, Reader, Writer, MAX_VARINT};
+use crate::wire::Reader;
+use crate::writer::{fixed, packet_len};
 
 /// Any MQTT control packet, borrowing from the buffer it was decoded from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,15 +134,6 @@ pub fn decode_body(
     })
 }
 
-/// Lengths computed once and reused by `encode`: the body and the property
-/// sections inside it.
-struct Layout {
-    first_byte: u8,
-    body: usize,
-    props: usize,
-    will_props: usize,
-}
-
 impl<'a> Packet<'a> {
     /// The packet's type.
     pub fn packet_type(&self) -> PacketType {
@@ -164,48 +156,30 @@ impl<'a> Packet<'a> {
         }
     }
 
-    fn layout(&self, version: ProtocolVersion) -> Result<Layout, EncodeError> {
-        let t = self.packet_type();
-        let mut first_byte = t.first_byte();
-        let mut will_props = 0;
-        let (body, props) = match self {
-            Packet::Connect(c) => {
-                let (body, props, will) = c.body_len()?;
-                will_props = will;
-                (body, props)
-            }
-            Packet::ConnAck(c) => c.body_len(version)?,
-            Packet::Publish(p) => {
-                first_byte = p.first_byte();
-                p.body_len(version)?
-            }
-            Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
-                r.body_len(t, version)?
-            }
-            Packet::Subscribe(s) => s.body_len(version)?,
-            Packet::SubAck(s) => s.body_len(version)?,
-            Packet::Unsubscribe(u) => u.body_len(version)?,
-            Packet::UnsubAck(u) => u.body_len(version)?,
-            Packet::PingReq | Packet::PingResp => (0, 0),
-            Packet::Disconnect(d) => d.body_len(version)?,
-            Packet::Auth(a) => a.body_len(version)?,
-        };
-        if body > MAX_VARINT as usize {
-            return Err(EncodeError::PacketTooLarge);
-        }
-        Ok(Layout {
-            first_byte,
-            body,
-            props,
-            will_props,
-        })
-    }
-
     /// The exact number of bytes [`encode`](Packet::encode) writes for this
     /// packet in `version` (CONNECT uses its own version).
     pub fn encoded_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
-        let layout = self.layout(version)?;
-        Ok(1 + varint_len(layout.body as u32) + layout.body)
+        let v5 = version.is_v5();
+        // Strings are checked here, in the length pass, since nothing is
+        // copied; `encode` checks them as it copies them.
+        const SCAN: bool = true;
+        let body = match self {
+            Packet::Connect(c) => c.body_len::<SCAN>()?.0,
+            Packet::ConnAck(c) => c.body_len::<SCAN>(version)?.0,
+            Packet::Publish(p) => p.body_len::<SCAN>(version)?.0,
+            Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
+                r.body_len::<SCAN>(self.packet_type(), version)?.0
+            }
+            Packet::Subscribe(s) => s.body_len::<SCAN>(version)?.0,
+            Packet::SubAck(s) => s.body_len::<SCAN>(version)?.0,
+            Packet::Unsubscribe(u) => u.body_len::<SCAN>(version)?.0,
+            Packet::UnsubAck(u) if v5 => u.body_len_v5::<SCAN>()?.0,
+            Packet::UnsubAck(_) => 2,
+            Packet::PingReq | Packet::PingResp => 0,
+            Packet::Disconnect(d) => d.body_len::<SCAN>(version)?.0,
+            Packet::Auth(a) => a.body_len::<SCAN>(version)?.0,
+        };
+        packet_len(body)
     }
 
     /// Encodes the packet for a connection speaking `version` into `buf` and
@@ -226,32 +200,38 @@ impl<'a> Packet<'a> {
     /// let n = packet.encode(ProtocolVersion::V3_1_1, &mut buf).unwrap();
     /// assert_eq!(&buf[..n], b"\x30\x0f\x00\x09room_temp22.5");
     /// ```
+    ///
+    /// An invalid packet is refused with the error [`encoded_len`] gives for
+    /// it (for a packet with several faults, possibly another of them), and
+    /// leaves no bytes of itself in `buf`: strings are checked as they are
+    /// copied, and a packet found invalid part-way is zeroed. A buffer too
+    /// small for the packet is reported before its strings are checked.
+    ///
+    /// [`encoded_len`]: Packet::encoded_len
     pub fn encode(&self, version: ProtocolVersion, buf: &mut [u8]) -> Result<usize, EncodeError> {
-        let layout = self.layout(version)?;
-        let total = 1 + varint_len(layout.body as u32) + layout.body;
-        if buf.len() < total {
-            return Err(EncodeError::BufferTooSmall { required: total });
-        }
-        let mut w = Writer::new(&mut buf[..total]);
-        w.u8(layout.first_byte)?;
-        w.varint(layout.body as u32)?;
-        let props = layout.props;
+        // Each type encodes in its own function, so that the short packets do
+        // not pay for the registers the long ones need.
+        let v5 = version.is_v5();
         match self {
-            Packet::Connect(c) => c.write(&mut w, (props, layout.will_props))?,
-            Packet::ConnAck(c) => c.write(&mut w, version, props)?,
-            Packet::Publish(p) => p.write(&mut w, version, props)?,
+            Packet::Connect(c) => c.encode(buf),
+            Packet::ConnAck(c) => c.encode(version, buf),
+            Packet::Publish(p) => p.encode(version, buf),
             Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
-                r.write(&mut w, layout.body, props)?
+                r.encode(self.packet_type(), version, buf)
             }
-            Packet::Subscribe(s) => s.write(&mut w, version, props)?,
-            Packet::SubAck(s) => s.write(&mut w, version, props)?,
-            Packet::Unsubscribe(u) => u.write(&mut w, version, props)?,
-            Packet::UnsubAck(u) => u.write(&mut w, version, props)?,
-            Packet::PingReq | Packet::PingResp => {}
-            Packet::Disconnect(d) => d.write(&mut w, (layout.body, props))?,
-            Packet::Auth(a) => a.write(&mut w, (layout.body, props))?,
+            Packet::Subscribe(s) => s.encode(version, buf),
+            Packet::SubAck(s) => s.encode(version, buf),
+            Packet::Unsubscribe(u) => u.encode(version, buf),
+            Packet::UnsubAck(u) if v5 => u.encode_v5(buf),
+            Packet::UnsubAck(u) => {
+                let [hi, lo] = u.pid.get().to_be_bytes();
+                fixed(buf, [PacketType::UnsubAck.first_byte(), 2, hi, lo])
+            }
+            Packet::PingReq => fixed(buf, [PacketType::PingReq.first_byte(), 0]),
+            Packet::PingResp => fixed(buf, [PacketType::PingResp.first_byte(), 0]),
+            Packet::Disconnect(d) if v5 => d.encode_v5(buf),
+            Packet::Disconnect(_) => fixed(buf, [PacketType::Disconnect.first_byte(), 0]),
+            Packet::Auth(a) => a.encode(version, buf),
         }
-        debug_assert_eq!(w.position(), total);
-        Ok(w.position())
     }
 }

@@ -8,7 +8,8 @@ use core::fmt;
 
 use crate::error::{DecodeError, EncodeError};
 use crate::types::QoS;
-use crate::wire::{binary_len, string_len, varint_len, Reader, Writer, MAX_VARINT};
+use crate::wire::{varint_len, Reader, MAX_VARINT};
+use crate::writer::{binary_len, string_len, Writer};
 
 macro_rules! property_ids {
     ($($name:ident = $value:literal, $contexts:expr;)*) => {
@@ -32,7 +33,7 @@ macro_rules! property_ids {
             /// Every identifier, in numeric order.
             pub const ALL: &'static [PropertyId] = &[$(PropertyId::$name,)*];
 
-            fn contexts(self) -> u16 {
+            const fn contexts(self) -> u16 {
                 match self {
                     $(PropertyId::$name => $contexts,)*
                 }
@@ -72,7 +73,43 @@ impl PropertyContext {
     const fn bit(self) -> u16 {
         1 << (self as u16)
     }
+
+    /// The identifiers allowed here, one bit per identifier value.
+    #[inline]
+    fn allowed_ids(self) -> u64 {
+        ALLOWED_IDS[self as usize]
+    }
+
+    /// The identifiers that may appear more than once here.
+    #[inline]
+    fn repeatable_ids(self) -> u64 {
+        let sub_id = if matches!(self, PropertyContext::Publish) {
+            1 << PropertyId::SubscriptionIdentifier as u8
+        } else {
+            0
+        };
+        1 << PropertyId::UserProperty as u8 | sub_id
+    }
 }
+
+/// Every context's allowed identifiers as a mask, so that placement is
+/// checked on encode with a shift and an AND per property.
+const ALLOWED_IDS: [u64; 11] = {
+    let mut masks = [0; 11];
+    let mut c = 0;
+    while c < masks.len() {
+        let mut i = 0;
+        while i < PropertyId::ALL.len() {
+            let id = PropertyId::ALL[i];
+            if id.contexts() & (1 << c) != 0 {
+                masks[c] |= 1 << id as u8;
+            }
+            i += 1;
+        }
+        c += 1;
+    }
+    masks
+};
 
 const CONNECT: u16 = PropertyContext::Connect.bit();
 const CONNACK: u16 = PropertyContext::ConnAck.bit();
@@ -287,41 +324,73 @@ impl<'a> Property<'a> {
 
     /// Bytes this property takes on the wire, identifier included.
     pub fn encoded_len(&self) -> Result<usize, EncodeError> {
+        self.sized::<false, true>()
+    }
+
+    /// [`encoded_len`](Property::encoded_len), with the value range checks of
+    /// [`check_value`](Property::check_value) done in the same match when
+    /// `CHECK` (the encoder's one pass over a caller's property), and strings
+    /// checked for U+0000 only when `SCAN` (`encode` checks them as it copies
+    /// them).
+    #[inline(always)]
+    fn sized<const CHECK: bool, const SCAN: bool>(&self) -> Result<usize, EncodeError> {
         use Property as P;
+        let in_range = |ok: bool| {
+            if CHECK && !ok {
+                Err(EncodeError::from(DecodeError::InvalidPropertyValue(
+                    self.id(),
+                )))
+            } else {
+                Ok(())
+            }
+        };
         let body = match *self {
             P::PayloadFormatIndicator(_)
             | P::RequestProblemInformation(_)
             | P::RequestResponseInformation(_)
-            | P::MaximumQoS(_)
             | P::RetainAvailable(_)
             | P::WildcardSubscriptionAvailable(_)
             | P::SubscriptionIdentifierAvailable(_)
             | P::SharedSubscriptionAvailable(_) => 1,
-            P::ServerKeepAlive(_)
-            | P::ReceiveMaximum(_)
-            | P::TopicAliasMaximum(_)
-            | P::TopicAlias(_) => 2,
-            P::MessageExpiryInterval(_)
-            | P::SessionExpiryInterval(_)
-            | P::WillDelayInterval(_)
-            | P::MaximumPacketSize(_) => 4,
-            P::SubscriptionIdentifier(v) => varint_len(v),
+            P::MaximumQoS(q) => {
+                in_range(q != QoS::ExactlyOnce)?;
+                1
+            }
+            P::ServerKeepAlive(_) | P::TopicAliasMaximum(_) => 2,
+            P::ReceiveMaximum(v) | P::TopicAlias(v) => {
+                in_range(v != 0)?;
+                2
+            }
+            P::MessageExpiryInterval(_) | P::SessionExpiryInterval(_) | P::WillDelayInterval(_) => {
+                4
+            }
+            P::MaximumPacketSize(v) => {
+                in_range(v != 0)?;
+                4
+            }
+            P::SubscriptionIdentifier(v) => {
+                in_range((1..=MAX_VARINT).contains(&v))?;
+                varint_len(v)
+            }
             P::ContentType(s)
             | P::ResponseTopic(s)
             | P::AssignedClientIdentifier(s)
             | P::AuthenticationMethod(s)
             | P::ResponseInformation(s)
             | P::ServerReference(s)
-            | P::ReasonString(s) => string_len(s)?,
+            | P::ReasonString(s) => string_len::<SCAN>(s)?,
             P::CorrelationData(b) | P::AuthenticationData(b) => binary_len(b)?,
-            P::UserProperty(k, v) => string_len(k)? + string_len(v)?,
+            P::UserProperty(k, v) => string_len::<SCAN>(k)? + string_len::<SCAN>(v)?,
         };
         Ok(1 + body)
     }
 
+    /// Writes the identifier and the value with one reservation each for
+    /// the fixed-size values and for a string with its header.
+    #[inline(always)]
     fn write(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
         use Property as P;
-        w.u8(self.id() as u8)?;
+        let id = self.id() as u8;
         match *self {
             P::PayloadFormatIndicator(b)
             | P::RequestProblemInformation(b)
@@ -329,30 +398,43 @@ impl<'a> Property<'a> {
             | P::RetainAvailable(b)
             | P::WildcardSubscriptionAvailable(b)
             | P::SubscriptionIdentifierAvailable(b)
-            | P::SharedSubscriptionAvailable(b) => w.u8(u8::from(b)),
-            P::MaximumQoS(q) => w.u8(q.as_u8()),
+            | P::SharedSubscriptionAvailable(b) => w.bytes(&[id, u8::from(b)]),
+            P::MaximumQoS(q) => w.bytes(&[id, q.as_u8()]),
             P::ServerKeepAlive(v)
             | P::ReceiveMaximum(v)
             | P::TopicAliasMaximum(v)
-            | P::TopicAlias(v) => w.u16(v),
+            | P::TopicAlias(v) => {
+                let [a, b] = v.to_be_bytes();
+                w.bytes(&[id, a, b]);
+            }
             P::MessageExpiryInterval(v)
             | P::SessionExpiryInterval(v)
             | P::WillDelayInterval(v)
-            | P::MaximumPacketSize(v) => w.u32(v),
-            P::SubscriptionIdentifier(v) => w.varint(v),
+            | P::MaximumPacketSize(v) => {
+                let [a, b, c, d] = v.to_be_bytes();
+                w.bytes(&[id, a, b, c, d]);
+            }
+            P::SubscriptionIdentifier(v) => {
+                w.u8(id);
+                w.varint(v);
+            }
             P::ContentType(s)
             | P::ResponseTopic(s)
             | P::AssignedClientIdentifier(s)
             | P::AuthenticationMethod(s)
             | P::ResponseInformation(s)
             | P::ServerReference(s)
-            | P::ReasonString(s) => w.string(s),
-            P::CorrelationData(b) | P::AuthenticationData(b) => w.binary(b),
+            | P::ReasonString(s) => return w.id_string(id, s),
+            P::CorrelationData(b) | P::AuthenticationData(b) => {
+                w.u8(id);
+                w.binary(b);
+            }
             P::UserProperty(k, v) => {
-                w.string(k)?;
-                w.string(v)
+                w.id_string(id, k)?;
+                return w.string(v);
             }
         }
+        Ok(())
     }
 }
 
@@ -451,17 +533,38 @@ impl<'a> Properties<'a> {
     }
 
     /// Bytes of the properties without the length prefix, validating a
-    /// caller's list for `ctx`.
-    pub(crate) fn body_len(&self, ctx: PropertyContext) -> Result<usize, EncodeError> {
+    /// caller's list for `ctx` (its strings only when `SCAN`: `write` checks
+    /// them as it copies them). A decoded list was validated when it was read
+    /// and is copied as it is.
+    #[inline(never)]
+    pub(crate) fn body_len<const SCAN: bool>(
+        &self,
+        ctx: PropertyContext,
+    ) -> Result<usize, EncodeError> {
+        self.measure::<SCAN>(ctx)
+    }
+
+    /// [`body_len`](Properties::body_len) inlined, for the 5.0 encoders of
+    /// PUBLISH and CONNECT, which carry most properties.
+    #[inline(always)]
+    pub(crate) fn measure<const SCAN: bool>(
+        &self,
+        ctx: PropertyContext,
+    ) -> Result<usize, EncodeError> {
         match self.0 {
             Repr::Encoded(b) => Ok(b.len()),
             Repr::List(list) => {
+                let allowed = ctx.allowed_ids();
+                let repeatable = ctx.repeatable_ids();
                 let mut seen = 0u64;
                 let mut len = 0usize;
                 for p in list {
-                    check_placement(p.id(), ctx, &mut seen)?;
-                    p.check_value()?;
-                    len += p.encoded_len()?;
+                    let bit = 1u64 << (p.id() as u8);
+                    if (bit & !allowed) | (bit & seen & !repeatable) != 0 {
+                        check_placement(p.id(), ctx, &mut seen)?;
+                    }
+                    seen |= bit;
+                    len += p.sized::<true, SCAN>()?;
                 }
                 Ok(len)
             }
@@ -470,12 +573,27 @@ impl<'a> Properties<'a> {
 
     /// Writes the length prefix and the properties. The caller has validated
     /// them through `body_len`.
-    pub(crate) fn write(&self, w: &mut Writer<'_>, body_len: usize) -> Result<(), EncodeError> {
-        w.varint(body_len as u32)?;
+    ///
+    /// Inlined, like every function that writes through a `Writer`: a writer
+    /// passed to a function that is not would be kept in memory by every
+    /// encoder, its position stored after each field, even in 3.1.1 where
+    /// this is never called.
+    #[inline(always)]
+    pub(crate) fn write<'b>(
+        &self,
+        mut w: Writer<'b>,
+        body_len: usize,
+    ) -> Result<Writer<'b>, EncodeError> {
+        w.varint(body_len as u32);
         match self.0 {
             Repr::Encoded(b) => w.bytes(b),
-            Repr::List(list) => list.iter().try_for_each(|p| p.write(w)),
+            Repr::List(list) => {
+                for p in list {
+                    p.write(&mut w)?;
+                }
+            }
         }
+        Ok(w)
     }
 }
 
@@ -559,6 +677,38 @@ mod tests {
         assert_eq!(PropertyId::ALL.len(), 27);
         for id in PropertyId::ALL {
             assert_eq!(PropertyId::from_u8(*id as u8), Some(*id));
+        }
+    }
+
+    #[test]
+    fn placement_masks_agree_with_the_table() {
+        use PropertyContext as C;
+        for ctx in [
+            C::Connect,
+            C::ConnAck,
+            C::Publish,
+            C::Will,
+            C::PubResp,
+            C::Subscribe,
+            C::SubAck,
+            C::Unsubscribe,
+            C::UnsubAck,
+            C::Disconnect,
+            C::Auth,
+        ] {
+            for &id in PropertyId::ALL {
+                let bit = 1u64 << id as u8;
+                assert_eq!(
+                    ctx.allowed_ids() & bit != 0,
+                    id.allowed_in(ctx),
+                    "{ctx:?} {id:?}"
+                );
+                assert_eq!(
+                    ctx.repeatable_ids() & bit != 0,
+                    id.may_repeat(ctx),
+                    "{ctx:?} {id:?}"
+                );
+            }
         }
     }
 

@@ -7,7 +7,8 @@ use crate::properties::{with_length_prefix, Properties, PropertyContext, Propert
 use crate::reason::ReasonCode;
 use crate::topic::valid_topic_name;
 use crate::types::{Pid, ProtocolVersion, QoS, QosPid};
-use crate::wire::{binary_len, Reader, Writer};
+use crate::wire::Reader;
+use crate::writer::{discard, fixed, Writer};
 
 /// A PUBLISH packet. Topic and payload borrow from the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +88,7 @@ impl<'a> Publish<'a> {
         }
     }
 
+    #[inline]
     pub(crate) fn first_byte(&self) -> u8 {
         let mut b = 0x30 | (self.qos_pid.qos().as_u8() << 1);
         if self.dup {
@@ -98,44 +100,101 @@ impl<'a> Publish<'a> {
         b
     }
 
-    pub(crate) fn body_len(&self, version: ProtocolVersion) -> Result<(usize, usize), EncodeError> {
+    /// The topic's contents are checked only when `SCAN`; `encode` checks
+    /// them as it copies them.
+    #[inline]
+    pub(crate) fn body_len<const SCAN: bool>(
+        &self,
+        version: ProtocolVersion,
+    ) -> Result<(usize, usize), EncodeError> {
+        if version.is_v5() {
+            self.measure::<SCAN, true>()
+        } else {
+            self.measure::<SCAN, false>()
+        }
+    }
+
+    /// [`body_len`](Publish::body_len) for one protocol family.
+    #[inline(always)]
+    fn measure<const SCAN: bool, const V5: bool>(&self) -> Result<(usize, usize), EncodeError> {
         if self.dup && self.qos_pid == QosPid::AtMostOnce {
             return Err(DecodeError::DupWithQoS0.into());
         }
         // A 3.1.1 subscriber cannot receive a topic alias: the topic is needed.
-        let version_ok = if version.is_v5() {
-            version
+        let v5 = V5;
+        let topic_ok = if self.topic.is_empty() {
+            v5 && self.properties.get(PropertyId::TopicAlias).is_some()
+        } else if SCAN {
+            valid_topic_name(self.topic)
         } else {
-            ProtocolVersion::V3_1_1
+            self.topic.len() <= usize::from(u16::MAX)
         };
-        self.check_topic(version_ok)?;
-        // check_topic refused a NUL, so only the length is left to check.
-        let mut len = binary_len(self.topic.as_bytes())? + self.payload.len();
-        if self.qos_pid.pid().is_some() {
+        if !topic_ok {
+            return Err(DecodeError::InvalidTopicName.into());
+        }
+        let mut len = 2 + self.topic.len() + self.payload.len();
+        if self.qos_pid != QosPid::AtMostOnce {
             len += 2;
         }
         let mut props = 0;
-        if version.is_v5() {
-            props = self.properties.body_len(PropertyContext::Publish)?;
+        if v5 {
+            props = self.properties.measure::<SCAN>(PropertyContext::Publish)?;
             len += with_length_prefix(props)?;
         }
         Ok((len, props))
     }
 
-    pub(crate) fn write(
+    #[inline]
+    pub(crate) fn encode(
         &self,
-        w: &mut Writer<'_>,
+        version: ProtocolVersion,
+        buf: &mut [u8],
+    ) -> Result<usize, EncodeError> {
+        if version.is_v5() {
+            self.encode_in::<true>(buf)
+        } else {
+            self.encode_in::<false>(buf)
+        }
+    }
+
+    /// One encoder per protocol family: the 3.1.1 one carries no property
+    /// code to keep registers for.
+    #[inline(never)]
+    fn encode_in<const V5: bool>(&self, buf: &mut [u8]) -> Result<usize, EncodeError> {
+        let version = if V5 {
+            ProtocolVersion::V5
+        } else {
+            ProtocolVersion::V3_1_1
+        };
+        let (body, props) = self.measure::<false, V5>()?;
+        let w = Writer::packet(&mut *buf, self.first_byte(), body)?;
+        match self.write(w, version, props) {
+            Ok(w) => w.finish(body),
+            Err(e) => Err(discard(buf, body, e)),
+        }
+    }
+
+    #[inline(always)]
+    fn write<'b>(
+        &self,
+        mut w: Writer<'b>,
         version: ProtocolVersion,
         props: usize,
-    ) -> Result<(), EncodeError> {
-        w.string(self.topic)?;
+    ) -> Result<Writer<'b>, EncodeError> {
+        if self.topic.is_empty() {
+            // Allowed by body_len: a 5.0 topic alias stands in for it.
+            w.u16(0);
+        } else {
+            w.topic_name(self.topic)?;
+        }
         if let Some(pid) = self.qos_pid.pid() {
-            w.u16(pid.get())?;
+            w.u16(pid.get());
         }
         if version.is_v5() {
-            self.properties.write(w, props)?;
+            w = self.properties.write(w, props)?;
         }
-        w.bytes(self.payload)
+        w.bytes(self.payload);
+        Ok(w)
     }
 }
 
@@ -185,7 +244,7 @@ impl<'a> PubResp<'a> {
 
     /// In 3.1.1 only the identifier is sent: a 3.1.1 peer has no field for a
     /// reason code or properties.
-    pub(crate) fn body_len(
+    pub(crate) fn body_len<const SCAN: bool>(
         &self,
         kind: PacketType,
         version: ProtocolVersion,
@@ -204,23 +263,46 @@ impl<'a> PubResp<'a> {
             };
             return Ok((len, 0));
         }
-        let props = self.properties.body_len(PropertyContext::PubResp)?;
+        let props = self.properties.body_len::<SCAN>(PropertyContext::PubResp)?;
         Ok((3 + with_length_prefix(props)?, props))
     }
 
-    pub(crate) fn write(
+    #[inline]
+    pub(crate) fn encode(
         &self,
-        w: &mut Writer<'_>,
-        body_len: usize,
+        kind: PacketType,
+        version: ProtocolVersion,
+        buf: &mut [u8],
+    ) -> Result<usize, EncodeError> {
+        if !version.is_v5() {
+            let [hi, lo] = self.pid.get().to_be_bytes();
+            return fixed(buf, [kind.first_byte(), 2, hi, lo]);
+        }
+        self.encode_v5(kind, buf)
+    }
+
+    fn encode_v5(&self, kind: PacketType, buf: &mut [u8]) -> Result<usize, EncodeError> {
+        let (body, props) = self.body_len::<false>(kind, ProtocolVersion::V5)?;
+        let w = Writer::packet(&mut *buf, kind.first_byte(), body)?;
+        match self.write_v5(w, body, props) {
+            Ok(w) => w.finish(body),
+            Err(e) => Err(discard(buf, body, e)),
+        }
+    }
+
+    fn write_v5<'b>(
+        &self,
+        mut w: Writer<'b>,
+        body: usize,
         props: usize,
-    ) -> Result<(), EncodeError> {
-        w.u16(self.pid.get())?;
-        if body_len > 2 {
-            w.u8(self.reason.as_u8())?;
+    ) -> Result<Writer<'b>, EncodeError> {
+        w.u16(self.pid.get());
+        if body > 2 {
+            w.u8(self.reason.as_u8());
         }
-        if body_len > 3 {
-            self.properties.write(w, props)?;
+        if body > 3 {
+            w = self.properties.write(w, props)?;
         }
-        Ok(())
+        Ok(w)
     }
 }

@@ -174,30 +174,57 @@ const DISCONNECT: &[ReasonCode] = &[
 
 const AUTH: &[ReasonCode] = &[R::Success, R::ContinueAuthentication, R::ReAuthenticate];
 
+/// A list of codes as a 256-bit set, one bit per byte value, so that checking
+/// a code on encode is a shift instead of a search of the list.
+type CodeSet = [u64; 4];
+
+const fn code_set(list: &[ReasonCode]) -> CodeSet {
+    let mut set = [0; 4];
+    let mut i = 0;
+    while i < list.len() {
+        let code = list[i] as u8;
+        set[(code >> 6) as usize] |= 1 << (code & 63);
+        i += 1;
+    }
+    set
+}
+
+const CONNACK_SET: CodeSet = code_set(CONNACK);
+const PUBACK_PUBREC_SET: CodeSet = code_set(PUBACK_PUBREC);
+const PUBREL_PUBCOMP_SET: CodeSet = code_set(PUBREL_PUBCOMP);
+const SUBACK_SET: CodeSet = code_set(SUBACK);
+const UNSUBACK_SET: CodeSet = code_set(UNSUBACK);
+const DISCONNECT_SET: CodeSet = code_set(DISCONNECT);
+const AUTH_SET: CodeSet = code_set(AUTH);
+
 impl ReasonCode {
     /// The code as a byte.
+    #[inline]
     pub fn as_u8(self) -> u8 {
         self as u8
     }
 
     /// True for codes 0x80 and above, which report a failure.
+    #[inline]
     pub fn is_error(self) -> bool {
         self.as_u8() >= 0x80
     }
 
     /// Whether MQTT 5 allows this code in a packet of type `packet`.
+    #[inline]
     pub fn allowed_in(self, packet: PacketType) -> bool {
-        let list = match packet {
-            PacketType::ConnAck => CONNACK,
-            PacketType::PubAck | PacketType::PubRec => PUBACK_PUBREC,
-            PacketType::PubRel | PacketType::PubComp => PUBREL_PUBCOMP,
-            PacketType::SubAck => SUBACK,
-            PacketType::UnsubAck => UNSUBACK,
-            PacketType::Disconnect => DISCONNECT,
-            PacketType::Auth => AUTH,
+        let set = match packet {
+            PacketType::ConnAck => &CONNACK_SET,
+            PacketType::PubAck | PacketType::PubRec => &PUBACK_PUBREC_SET,
+            PacketType::PubRel | PacketType::PubComp => &PUBREL_PUBCOMP_SET,
+            PacketType::SubAck => &SUBACK_SET,
+            PacketType::UnsubAck => &UNSUBACK_SET,
+            PacketType::Disconnect => &DISCONNECT_SET,
+            PacketType::Auth => &AUTH_SET,
             _ => return false,
         };
-        list.contains(&self)
+        let code = self.as_u8();
+        set[usize::from(code >> 6)] >> (code & 63) & 1 != 0
     }
 
     /// Parses a byte as a reason code for a packet of type `packet`.
@@ -244,5 +271,43 @@ impl ReasonCode {
             R::ClientIdentifierNotValid => 2,
             _ => 3,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_sets_hold_exactly_their_lists() {
+        let lists: [(&[PacketType], &[ReasonCode]); 7] = [
+            (&[PacketType::ConnAck], CONNACK),
+            (&[PacketType::PubAck, PacketType::PubRec], PUBACK_PUBREC),
+            (&[PacketType::PubRel, PacketType::PubComp], PUBREL_PUBCOMP),
+            (&[PacketType::SubAck], SUBACK),
+            (&[PacketType::UnsubAck], UNSUBACK),
+            (&[PacketType::Disconnect], DISCONNECT),
+            (&[PacketType::Auth], AUTH),
+        ];
+        for byte in 0..=255 {
+            let Some(code) = ReasonCode::from_u8(byte) else {
+                continue;
+            };
+            for (types, list) in lists {
+                for &t in types {
+                    assert_eq!(code.allowed_in(t), list.contains(&code), "{code:?} {t:?}");
+                }
+            }
+            for t in [
+                PacketType::Connect,
+                PacketType::Publish,
+                PacketType::Subscribe,
+                PacketType::Unsubscribe,
+                PacketType::PingReq,
+                PacketType::PingResp,
+            ] {
+                assert!(!code.allowed_in(t));
+            }
+        }
     }
 }

@@ -3,12 +3,13 @@
 
 use crate::error::{DecodeError, EncodeError};
 use crate::header::PacketType;
-use crate::list::{List, VARIANT_UNSUBACK, VARIANT_V3, VARIANT_V5};
+use crate::list::{List, Repr, VARIANT_UNSUBACK, VARIANT_V3, VARIANT_V5};
 use crate::properties::{with_length_prefix, Properties, PropertyContext};
 use crate::reason::ReasonCode;
-use crate::topic::{parse_shared, valid_topic_filter};
+use crate::topic::{filter_ok, parse_shared, valid_topic_filter};
 use crate::types::{Pid, ProtocolVersion, QoS};
-use crate::wire::{binary_len, Reader, Writer};
+use crate::wire::Reader;
+use crate::writer::{discard, Writer};
 
 /// What to do with retained messages when a subscription is made (5.0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -91,8 +92,43 @@ impl<'a> SubscribeFilter<'a> {
         Ok(entry)
     }
 
+    /// Bytes of this entry on the wire, after the checks a decoder would make
+    /// and, before 5.0, that the options fit the 3.1.1 byte.
+    #[inline(always)]
+    fn checked_len(&self, v5: bool) -> Result<usize, EncodeError> {
+        self.check()?;
+        self.options_byte(v5)?;
+        // check() refused a NUL and a filter over 65,535 bytes.
+        Ok(2 + self.filter.len() + 1)
+    }
+
+    /// The options byte, if `version` has room for the options.
+    #[inline(always)]
+    fn options_byte(&self, v5: bool) -> Result<u8, EncodeError> {
+        let byte = self.options.to_byte();
+        if !v5 && byte & 0xfc != 0 {
+            return Err(EncodeError::NotInVersion);
+        }
+        Ok(byte)
+    }
+
+    /// Writes the entry, checking the filter as it is copied: the checks of
+    /// `checked_len`, the options (which need no scan) first.
+    #[inline(always)]
+    fn write(&self, w: &mut Writer<'_>, v5: bool) -> Result<(), EncodeError> {
+        let byte = self.options_byte(v5)?;
+        // The options byte goes in with the filter: one reservation for the
+        // entry.
+        w.topic_filter(self.filter, [byte])?;
+        if self.options.no_local && parse_shared(self.filter).is_some() {
+            return Err(DecodeError::NoLocalOnSharedSubscription.into());
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
     fn check(&self) -> Result<(), DecodeError> {
-        if !valid_topic_filter(self.filter) {
+        if !filter_ok(self.filter) {
             return Err(DecodeError::InvalidTopicFilter);
         }
         // [MQTT-3.8.3-4] No Local on a shared subscription is a Protocol Error.
@@ -132,43 +168,99 @@ impl<'a> Subscribe<'a> {
         })
     }
 
-    pub(crate) fn body_len(&self, version: ProtocolVersion) -> Result<(usize, usize), EncodeError> {
+    /// A caller's filters are checked only when `SCAN`; `encode` checks each
+    /// as it copies it.
+    #[inline]
+    pub(crate) fn body_len<const SCAN: bool>(
+        &self,
+        version: ProtocolVersion,
+    ) -> Result<(usize, usize), EncodeError> {
         let v5 = version.is_v5();
         let mut len = 2;
         let mut props = 0;
         if v5 {
-            props = self.properties.body_len(PropertyContext::Subscribe)?;
+            props = self
+                .properties
+                .body_len::<SCAN>(PropertyContext::Subscribe)?;
             len += with_length_prefix(props)?;
         }
-        if self.filters.is_empty() {
-            return Err(DecodeError::NoTopicFilters.into());
-        }
-        for f in self.filters.iter() {
-            f.check()?;
-            if !v5 && f.options.to_byte() & 0xfc != 0 {
-                return Err(EncodeError::NotInVersion);
+        match self.filters.repr() {
+            Repr::Items([]) => return Err(DecodeError::NoTopicFilters.into()),
+            Repr::Items(filters) => {
+                for f in filters {
+                    len += if SCAN {
+                        f.checked_len(v5)?
+                    } else {
+                        2 + f.filter.len() + 1
+                    };
+                }
             }
-            // check() refused a NUL; only the length is left to check.
-            len += binary_len(f.filter.as_bytes())? + 1;
+            // Decoded filters were checked then; only 5.0 options sent to a
+            // 3.1.1 peer can be new errors.
+            Repr::Encoded(bytes, variant) => {
+                if !v5 && variant != VARIANT_V3 {
+                    self.filters
+                        .try_for_each(|f| f.options_byte(false).map(drop))?;
+                }
+                len += bytes.len();
+            }
         }
         Ok((len, props))
     }
 
-    pub(crate) fn write(
+    #[inline]
+    pub(crate) fn encode(
         &self,
-        w: &mut Writer<'_>,
+        version: ProtocolVersion,
+        buf: &mut [u8],
+    ) -> Result<usize, EncodeError> {
+        if version.is_v5() {
+            self.encode_in::<true>(buf)
+        } else {
+            self.encode_in::<false>(buf)
+        }
+    }
+
+    /// One encoder per protocol family: the 3.1.1 one carries no property
+    /// code to keep registers for.
+    #[inline(never)]
+    fn encode_in<const V5: bool>(&self, buf: &mut [u8]) -> Result<usize, EncodeError> {
+        let version = if V5 {
+            ProtocolVersion::V5
+        } else {
+            ProtocolVersion::V3_1_1
+        };
+        let (body, props) = self.body_len::<false>(version)?;
+        let w = Writer::packet(&mut *buf, PacketType::Subscribe.first_byte(), body)?;
+        match self.write(w, version, props) {
+            Ok(w) => w.finish(body),
+            Err(e) => Err(discard(buf, body, e)),
+        }
+    }
+
+    #[inline(always)]
+    fn write<'b>(
+        &self,
+        mut w: Writer<'b>,
         version: ProtocolVersion,
         props: usize,
-    ) -> Result<(), EncodeError> {
-        w.u16(self.pid.get())?;
-        if version.is_v5() {
-            self.properties.write(w, props)?;
+    ) -> Result<Writer<'b>, EncodeError> {
+        let v5 = version.is_v5();
+        w.u16(self.pid.get());
+        if v5 {
+            w = self.properties.write(w, props)?;
         }
-        for f in self.filters.iter() {
-            w.string(f.filter)?;
-            w.u8(f.options.to_byte())?;
+        match self.filters.repr() {
+            Repr::Items(filters) => {
+                for f in filters {
+                    f.write(&mut w, v5)?;
+                }
+            }
+            // 3.1.1 and 5.0 entries have the same layout, and body_len saw
+            // that the options fit.
+            Repr::Encoded(bytes, _) => w.bytes(bytes),
         }
-        Ok(())
+        Ok(w)
     }
 }
 
@@ -216,46 +308,80 @@ impl<'a> SubAck<'a> {
         })
     }
 
-    pub(crate) fn body_len(&self, version: ProtocolVersion) -> Result<(usize, usize), EncodeError> {
-        let mut len = 2 + codes_len(self.codes, PacketType::SubAck)?;
+    /// Decoded codes are copied as they are when read with SUBACK's 3.1.1
+    /// rules (which 5.0 accepts) or its 5.0 rules for a 5.0 peer; codes read
+    /// from an UNSUBACK are checked again.
+    #[inline]
+    fn encoded_codes(&self, v5: bool) -> Option<&'a [u8]> {
+        match self.codes.repr() {
+            Repr::Encoded(bytes, VARIANT_V3) => Some(bytes),
+            Repr::Encoded(bytes, VARIANT_V5) if v5 => Some(bytes),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn body_len<const SCAN: bool>(
+        &self,
+        version: ProtocolVersion,
+    ) -> Result<(usize, usize), EncodeError> {
+        let v5 = version.is_v5();
+        let codes = match self.encoded_codes(v5) {
+            Some(bytes) => bytes.len(),
+            None => codes_len(self.codes, PacketType::SubAck)?,
+        };
+        let mut len = 2 + codes;
         let mut props = 0;
-        if version.is_v5() {
-            props = self.properties.body_len(PropertyContext::SubAck)?;
+        if v5 {
+            props = self.properties.body_len::<SCAN>(PropertyContext::SubAck)?;
             len += with_length_prefix(props)?;
         }
         Ok((len, props))
     }
 
-    pub(crate) fn write(
+    pub(crate) fn encode(
         &self,
-        w: &mut Writer<'_>,
+        version: ProtocolVersion,
+        buf: &mut [u8],
+    ) -> Result<usize, EncodeError> {
+        let (body, props) = self.body_len::<false>(version)?;
+        let w = Writer::packet(&mut *buf, PacketType::SubAck.first_byte(), body)?;
+        match self.write(w, version, props) {
+            Ok(w) => w.finish(body),
+            Err(e) => Err(discard(buf, body, e)),
+        }
+    }
+
+    fn write<'b>(
+        &self,
+        mut w: Writer<'b>,
         version: ProtocolVersion,
         props: usize,
-    ) -> Result<(), EncodeError> {
-        w.u16(self.pid.get())?;
-        if version.is_v5() {
-            self.properties.write(w, props)?;
+    ) -> Result<Writer<'b>, EncodeError> {
+        let v5 = version.is_v5();
+        w.u16(self.pid.get());
+        if v5 {
+            w = self.properties.write(w, props)?;
         }
-        for c in self.codes.iter() {
-            let b = if !version.is_v5() && c.is_error() {
-                0x80
-            } else {
-                c.as_u8()
-            };
-            w.u8(b)?;
+        match self.encoded_codes(v5) {
+            Some(bytes) => w.bytes(bytes),
+            None => self.codes.for_each(|c| {
+                // A 3.1.1 SUBACK has one failure code.
+                w.u8(if !v5 && c.is_error() { 0x80 } else { c.as_u8() });
+            }),
         }
-        Ok(())
+        Ok(w)
     }
 }
 
 fn codes_len(codes: List<'_, ReasonCode>, kind: PacketType) -> Result<usize, EncodeError> {
     let mut n = 0;
-    for c in codes.iter() {
+    codes.try_for_each(|c| {
         if !c.allowed_in(kind) {
-            return Err(DecodeError::InvalidReasonCode(c.as_u8()).into());
+            return Err(DecodeError::InvalidReasonCode(c.as_u8()));
         }
         n += 1;
-    }
+        Ok(())
+    })?;
     if n == 0 {
         return Err(DecodeError::NoTopicFilters.into());
     }
@@ -298,36 +424,88 @@ impl<'a> Unsubscribe<'a> {
         })
     }
 
-    pub(crate) fn body_len(&self, version: ProtocolVersion) -> Result<(usize, usize), EncodeError> {
+    /// A caller's filters are checked only when `SCAN`; `encode` checks each
+    /// as it copies it.
+    #[inline]
+    pub(crate) fn body_len<const SCAN: bool>(
+        &self,
+        version: ProtocolVersion,
+    ) -> Result<(usize, usize), EncodeError> {
         let mut len = 2;
         let mut props = 0;
         if version.is_v5() {
-            props = self.properties.body_len(PropertyContext::Unsubscribe)?;
+            props = self
+                .properties
+                .body_len::<SCAN>(PropertyContext::Unsubscribe)?;
             len += with_length_prefix(props)?;
         }
-        if self.filters.is_empty() {
-            return Err(DecodeError::NoTopicFilters.into());
-        }
-        for f in self.filters.iter() {
-            if !valid_topic_filter(f) {
-                return Err(DecodeError::InvalidTopicFilter.into());
+        match self.filters.repr() {
+            Repr::Items([]) => return Err(DecodeError::NoTopicFilters.into()),
+            Repr::Items(filters) => {
+                for f in filters {
+                    if SCAN && !filter_ok(f) {
+                        return Err(DecodeError::InvalidTopicFilter.into());
+                    }
+                    len += 2 + f.len();
+                }
             }
-            len += binary_len(f.as_bytes())?;
+            // Decoded filters were checked with the same rules in every
+            // version.
+            Repr::Encoded(bytes, _) => len += bytes.len(),
         }
         Ok((len, props))
     }
 
-    pub(crate) fn write(
+    #[inline]
+    pub(crate) fn encode(
         &self,
-        w: &mut Writer<'_>,
+        version: ProtocolVersion,
+        buf: &mut [u8],
+    ) -> Result<usize, EncodeError> {
+        if version.is_v5() {
+            self.encode_in::<true>(buf)
+        } else {
+            self.encode_in::<false>(buf)
+        }
+    }
+
+    /// One encoder per protocol family: the 3.1.1 one carries no property
+    /// code to keep registers for.
+    #[inline(never)]
+    fn encode_in<const V5: bool>(&self, buf: &mut [u8]) -> Result<usize, EncodeError> {
+        let version = if V5 {
+            ProtocolVersion::V5
+        } else {
+            ProtocolVersion::V3_1_1
+        };
+        let (body, props) = self.body_len::<false>(version)?;
+        let w = Writer::packet(&mut *buf, PacketType::Unsubscribe.first_byte(), body)?;
+        match self.write(w, version, props) {
+            Ok(w) => w.finish(body),
+            Err(e) => Err(discard(buf, body, e)),
+        }
+    }
+
+    #[inline(always)]
+    fn write<'b>(
+        &self,
+        mut w: Writer<'b>,
         version: ProtocolVersion,
         props: usize,
-    ) -> Result<(), EncodeError> {
-        w.u16(self.pid.get())?;
+    ) -> Result<Writer<'b>, EncodeError> {
+        w.u16(self.pid.get());
         if version.is_v5() {
-            self.properties.write(w, props)?;
+            w = self.properties.write(w, props)?;
         }
-        self.filters.iter().try_for_each(|f| w.string(f))
+        match self.filters.repr() {
+            Repr::Items(filters) => {
+                for f in filters {
+                    w.topic_filter(f, [])?;
+                }
+            }
+            Repr::Encoded(bytes, _) => w.bytes(bytes),
+        }
+        Ok(w)
     }
 }
 
@@ -364,26 +542,37 @@ impl<'a> UnsubAck<'a> {
         })
     }
 
-    pub(crate) fn body_len(&self, version: ProtocolVersion) -> Result<(usize, usize), EncodeError> {
-        if !version.is_v5() {
-            return Ok((2, 0));
-        }
-        let props = self.properties.body_len(PropertyContext::UnsubAck)?;
-        let len = 2 + with_length_prefix(props)? + codes_len(self.codes, PacketType::UnsubAck)?;
-        Ok((len, props))
+    /// Only called for 5.0: a 3.1.1 UNSUBACK is the identifier alone.
+    pub(crate) fn body_len_v5<const SCAN: bool>(&self) -> Result<(usize, usize), EncodeError> {
+        let props = self
+            .properties
+            .body_len::<SCAN>(PropertyContext::UnsubAck)?;
+        // Codes decoded from an UNSUBACK were checked with its (5.0) rules;
+        // codes taken from a SUBACK are checked again.
+        let codes = match self.codes.repr() {
+            Repr::Encoded(bytes, VARIANT_UNSUBACK) => bytes.len(),
+            _ => codes_len(self.codes, PacketType::UnsubAck)?,
+        };
+        Ok((2 + with_length_prefix(props)? + codes, props))
     }
 
-    pub(crate) fn write(
-        &self,
-        w: &mut Writer<'_>,
-        version: ProtocolVersion,
-        props: usize,
-    ) -> Result<(), EncodeError> {
-        w.u16(self.pid.get())?;
-        if version.is_v5() {
-            self.properties.write(w, props)?;
-            self.codes.iter().try_for_each(|c| w.u8(c.as_u8()))?;
+    /// Only called for 5.0: a 3.1.1 UNSUBACK is the identifier alone.
+    pub(crate) fn encode_v5(&self, buf: &mut [u8]) -> Result<usize, EncodeError> {
+        let (body, props) = self.body_len_v5::<false>()?;
+        let w = Writer::packet(&mut *buf, PacketType::UnsubAck.first_byte(), body)?;
+        match self.write_v5(w, props) {
+            Ok(w) => w.finish(body),
+            Err(e) => Err(discard(buf, body, e)),
         }
-        Ok(())
+    }
+
+    fn write_v5<'b>(&self, mut w: Writer<'b>, props: usize) -> Result<Writer<'b>, EncodeError> {
+        w.u16(self.pid.get());
+        w = self.properties.write(w, props)?;
+        match self.codes.repr() {
+            Repr::Encoded(bytes, VARIANT_UNSUBACK) => w.bytes(bytes),
+            _ => self.codes.for_each(|c| w.u8(c.as_u8())),
+        }
+        Ok(w)
     }
 }

@@ -2,55 +2,77 @@
 //! rule, and shared subscriptions `$share/{group}/{filter}` (4.8.2). Used by
 //! the decoder and by brokers and clients alike.
 
-use crate::wire::contains_any;
+use crate::scan::{
+    copy_plain_filter, copy_plain_name, has_nul, has_wildcard_or_nul, plain_filter_ok,
+};
+use crate::writer::copy;
 
 /// A topic name is valid: at least one character, no `+` or `#`, no U+0000,
 /// and at most 65,535 bytes [MQTT-4.7.1-1, MQTT-4.7.3-1].
+#[inline]
 pub fn valid_topic_name(topic: &str) -> bool {
     !topic.is_empty()
         && topic.len() <= usize::from(u16::MAX)
-        && !contains_any(topic.as_bytes(), [b'+', b'#', 0])
+        && !has_wildcard_or_nul(topic.as_bytes())
 }
 
 /// A topic filter is valid: at least one character; `+` fills a whole level;
 /// `#` fills the last level alone [MQTT-4.7.1-2/3]. A `$share/` filter needs a
 /// non-empty group without wildcards and a valid filter after it.
 pub fn valid_topic_filter(filter: &str) -> bool {
-    if filter.is_empty()
-        || filter.len() > usize::from(u16::MAX)
-        || contains_any(filter.as_bytes(), [0])
-    {
-        return false;
-    }
-    if let Some(rest) = filter.strip_prefix(SHARE_PREFIX) {
-        return match rest.split_once('/') {
-            Some((group, inner)) => valid_share_group(group) && valid_plain_filter(inner),
-            None => false,
-        };
-    }
-    valid_plain_filter(filter)
+    filter_ok(filter)
 }
 
-/// One pass over the bytes: each `+` or `#` must fill its level (start of the
-/// filter or after `/`, end of the filter or before `/`), and `#` must also
-/// end the filter.
-fn valid_plain_filter(filter: &str) -> bool {
-    let bytes = filter.as_bytes();
-    if bytes.is_empty() {
+/// [`valid_topic_filter`], inlined into the loops over a packet's filters so
+/// that a filter costs its scan and not a call as well.
+#[inline(always)]
+pub(crate) fn filter_ok(filter: &str) -> bool {
+    if filter.is_empty() || filter.len() > usize::from(u16::MAX) {
         return false;
     }
-    let mut prev = b'/';
-    for (i, &b) in bytes.iter().enumerate() {
-        if b == b'+' || b == b'#' {
-            let next = bytes.get(i + 1).copied();
-            let fills_level = prev == b'/' && matches!(next, None | Some(b'/'));
-            if !fills_level || (b == b'#' && next.is_some()) {
-                return false;
-            }
-        }
-        prev = b;
+    match filter.strip_prefix(SHARE_PREFIX) {
+        // One scan for U+0000 and the wildcards together.
+        None => plain_filter_ok::<true>(filter.as_bytes()),
+        Some(rest) => valid_shared_filter(filter, rest),
     }
-    true
+}
+
+/// Copies a topic name the caller found non-empty and at most 65,535 bytes
+/// long, saying whether it is valid.
+#[inline(always)]
+pub(crate) fn copy_name(dst: &mut [u8], topic: &str) -> bool {
+    copy_plain_name(dst, topic.as_bytes())
+}
+
+/// Copies a topic filter the caller found non-empty and at most 65,535 bytes
+/// long, saying whether it is valid: [`filter_ok`] with the copy done by the
+/// same loads.
+#[inline(always)]
+pub(crate) fn copy_filter(dst: &mut [u8], filter: &str) -> bool {
+    // A first byte other than `$`, the common case, settles it in one test.
+    let shared = filter.as_bytes().first() == Some(&b'$');
+    match filter.strip_prefix(SHARE_PREFIX).filter(|_| shared) {
+        None => copy_plain_filter(dst, filter.as_bytes()),
+        Some(rest) => {
+            copy(dst, filter.as_bytes());
+            valid_shared_filter(filter, rest)
+        }
+    }
+}
+
+/// `rest` is `filter` after `$share/`.
+fn valid_shared_filter(filter: &str, rest: &str) -> bool {
+    !has_nul(filter.as_bytes())
+        && match rest.split_once('/') {
+            Some((group, inner)) => valid_share_group(group) && valid_plain_filter(inner),
+            None => false,
+        }
+}
+
+/// Each `+` or `#` must fill its level (start of the filter or after `/`, end
+/// of the filter or before `/`), and `#` must also end the filter.
+fn valid_plain_filter(filter: &str) -> bool {
+    !filter.is_empty() && plain_filter_ok::<false>(filter.as_bytes())
 }
 
 fn valid_share_group(group: &str) -> bool {
@@ -179,6 +201,67 @@ mod tests {
                 let s = core::str::from_utf8(&buf[..len]).unwrap();
                 assert_eq!(valid_plain_filter(s), plain_filter_by_levels(s), "{s:?}");
             }
+        }
+    }
+
+    #[test]
+    fn word_at_a_time_filter_check_matches_the_level_definition() {
+        // Longer strings, so that whole words and the overlapping last word
+        // are scanned: a fixed pseudo-random walk over the same characters.
+        let alphabet = [b'a', b'/', b'+', b'#', b'/', b'a', b'a', b'a'];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut buf = [0u8; 40];
+        for _ in 0..200_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 41) as usize;
+            let mut bits = state;
+            for (i, b) in buf[..len].iter_mut().enumerate() {
+                if i % 21 == 0 {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    bits = state;
+                }
+                *b = alphabet[(bits & 7) as usize];
+                bits >>= 3;
+            }
+            let s = core::str::from_utf8(&buf[..len]).unwrap();
+            assert_eq!(valid_plain_filter(s), plain_filter_by_levels(s), "{s:?}");
+            assert_eq!(
+                valid_topic_filter(s),
+                !s.is_empty() && plain_filter_by_levels(s),
+                "{s:?}"
+            );
+            let mut out = [0u8; 40];
+            if !s.is_empty() {
+                assert_eq!(
+                    copy_filter(&mut out[..len], s),
+                    valid_topic_filter(s),
+                    "{s:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn copying_a_filter_checks_shared_subscriptions_too() {
+        for f in [
+            "$share/g/a/#",
+            "$share/g/+",
+            "$share/g",
+            "$share//a",
+            "$share/g+/a",
+            "$share/g/a#",
+            "$share/g/a\0",
+            "$share/g\0/a",
+            "$SYS/#",
+            "$shar/g/a",
+        ] {
+            let mut out = [0u8; 16];
+            let dst = &mut out[..f.len()];
+            assert_eq!(copy_filter(dst, f), valid_topic_filter(f), "{f:?}");
         }
     }
 

@@ -502,3 +502,126 @@ fn mqtt5_only_fields_are_left_out_of_3_1_1() {
         hex("20 02 00 05")
     );
 }
+
+/// `encode` checks strings as it copies them, where `encoded_len` checks them
+/// in its length pass: for every string in every place it can be, both give
+/// the same answer, and an `encode` that fails leaves none of the packet in
+/// the buffer (only what was there before, or zeros).
+#[test]
+fn strings_checked_while_copying_agree_with_encoded_len_and_leave_nothing() {
+    let strings = [
+        "a",
+        "a/b",
+        "a\0",
+        "\0",
+        "+",
+        "a/+",
+        "a/+/b",
+        "#",
+        "a/#",
+        "a#",
+        "a/#/b",
+        "+a",
+        "sport/tennis/player1/#",
+        "sport/tennis\0/player1",
+        "a/b/c/d/e/f/g/h/+/#",
+        "a/b/c/d/e/f/g/h/i/j/k/l/m+",
+        "$share/g/a/+",
+        "$share/g+/a",
+        "$share/g",
+        "0123456789abcdef0123456789abcdef\0",
+    ];
+    let user_props: Vec<[Property<'_>; 1]> = strings
+        .iter()
+        .map(|s| [Property::UserProperty("k", s)])
+        .collect();
+    for (i, &s) in strings.iter().enumerate() {
+        let props = Properties::from_slice(&user_props[i]);
+        // One bad string per packet: with two, the two passes may find
+        // them in different orders.
+        let will = LastWill {
+            topic: s,
+            payload: b"x",
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Properties::EMPTY,
+        };
+        let will_props = LastWill {
+            topic: "t",
+            properties: props,
+            ..will
+        };
+        let filters = [
+            SubscribeFilter {
+                filter: "ok/+",
+                options: SubscriptionOptions::default(),
+            },
+            SubscribeFilter {
+                filter: s,
+                options: SubscriptionOptions::default(),
+            },
+        ];
+        let unsub = ["ok/#", s];
+        let mut packets = vec![
+            Packet::Connect(Connect {
+                client_id: s,
+                ..connect(V3_1_1)
+            }),
+            Packet::Connect(Connect {
+                username: Some(s),
+                password: Some(b"pw"),
+                ..connect(V3_1_1)
+            }),
+            Packet::Connect(Connect {
+                will: Some(will),
+                ..connect(V5)
+            }),
+            Packet::Connect(Connect {
+                will: Some(will_props),
+                ..connect(V5)
+            }),
+            Packet::Connect(Connect {
+                properties: props,
+                ..connect(V5)
+            }),
+            Packet::Publish(Publish::new(s, b"payload")),
+            Packet::Publish(Publish {
+                properties: props,
+                ..Publish::new("t", b"payload")
+            }),
+            Packet::Subscribe(Subscribe {
+                pid: pid(1),
+                properties: Properties::EMPTY,
+                filters: List::from_slice(&filters),
+            }),
+            Packet::Unsubscribe(Unsubscribe {
+                pid: pid(1),
+                properties: Properties::EMPTY,
+                filters: List::from_slice(&unsub),
+            }),
+            Packet::Disconnect(Disconnect {
+                reason: ReasonCode::Success,
+                properties: props,
+            }),
+        ];
+        packets.push(Packet::SubAck(SubAck {
+            pid: pid(1),
+            properties: props,
+            codes: List::from_slice(&[ReasonCode::Success]),
+        }));
+        for packet in packets {
+            for version in VERSIONS {
+                let expected = packet.encoded_len(version);
+                let mut buf = [0xaa_u8; 512];
+                let got = packet.encode(version, &mut buf);
+                assert_eq!(got, expected, "{s:?} {version:?} {packet:?}");
+                if got.is_err() {
+                    assert!(
+                        buf.iter().all(|&b| b == 0xaa || b == 0),
+                        "{s:?} {version:?} left bytes behind"
+                    );
+                }
+            }
+        }
+    }
+}
