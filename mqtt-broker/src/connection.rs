@@ -302,7 +302,13 @@ async fn open<S: Transport>(incoming: Box<Incoming<S>>) -> Option<Open<S>> {
     tracing::debug!(target: "mqtt_broker::packets", "{peer} -> {}", describe(&Packet::Connect(connect)));
 
     let accepted = match authenticate(&broker, &listener, &connect, tls_identity, peer).await {
-        Ok(username) => Conn::accept(&broker, &connect, &frame, peer, username),
+        Ok(username) => Conn::accept(
+            &broker,
+            &connect,
+            &frame,
+            peer,
+            username.map(String::into_boxed_str),
+        ),
         Err(reason) => Err((reason, connect.protocol)),
     };
     drop(pending);
@@ -449,6 +455,18 @@ async fn authenticate(
     }
 }
 
+/// The client's Keep Alive in seconds (not 0). Kept in two bytes rather
+/// than as a `Duration`: `Conn` lives as long as the connection.
+#[derive(Clone, Copy)]
+struct KeepAlive(u16);
+
+impl KeepAlive {
+    /// One and a half times the keep alive [MQTT-3.1.2-24].
+    fn timeout(self) -> Duration {
+        Duration::from_millis(u64::from(self.0) * 1500)
+    }
+}
+
 /// Topic aliases of one connection (MQTT 5).
 #[derive(Default)]
 struct TopicAliases {
@@ -467,9 +485,9 @@ struct Conn {
     peer: SocketAddr,
     version: ProtocolVersion,
     /// 1.5 times the keep alive, or `None` when keep alive is off.
-    keep_alive_timeout: Option<Duration>,
+    keep_alive_timeout: Option<KeepAlive>,
     /// Most outgoing QoS 1/2 messages in flight.
-    send_window: usize,
+    send_window: u16,
     /// The client's Maximum Packet Size.
     client_max_packet: u32,
     /// The client's Topic Alias Maximum.
@@ -487,7 +505,7 @@ struct Conn {
     /// The ACL rules for this client.
     acl: AclView,
     /// The authenticated user name, if any.
-    username: Option<String>,
+    username: Option<Box<str>>,
     /// Start of the current one-second window and PUBLISH packets in it,
     /// for `max_publish_rate`.
     rate_window: (Instant, u32),
@@ -511,7 +529,7 @@ impl Conn {
         c: &Connect<'_>,
         frame: &Frame,
         peer: SocketAddr,
-        username: Option<String>,
+        username: Option<Box<str>>,
     ) -> Result<(Conn, BytesMut), (ReasonCode, ProtocolVersion)> {
         let config = &broker.config;
         let v = c.protocol;
@@ -697,9 +715,8 @@ impl Conn {
             client_id,
             peer,
             version: v,
-            keep_alive_timeout: (keep_alive > 0)
-                .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
-            send_window: usize::from(receive_max.min(config.max_inflight)),
+            keep_alive_timeout: (keep_alive > 0).then_some(KeepAlive(keep_alive)),
+            send_window: receive_max.min(config.max_inflight),
             client_max_packet,
             client_alias_max,
             aliases: None,
@@ -747,7 +764,7 @@ impl Conn {
         // One timer serves keep alive and the publish-rate pause. Keep alive
         // is checked lazily: the timer is not moved on every packet read,
         // only when it fires and finds that the client has been heard since.
-        let mut keep_alive_check = self.keep_alive_timeout.map(|t| self.last_rx + t);
+        let mut keep_alive_check = self.keep_alive_timeout.map(|t| self.last_rx + t.timeout());
         let timer = tokio::time::sleep_until(tokio::time::Instant::now());
         tokio::pin!(timer);
         loop {
@@ -795,7 +812,7 @@ impl Conn {
                             return close;
                         }
                         self.fill(out);
-                    } else if let Some(t) = self.keep_alive_timeout {
+                    } else if let Some(t) = self.keep_alive_timeout.map(KeepAlive::timeout) {
                         if keep_alive_check.is_some_and(|c| c <= now) {
                             if self.last_rx + t <= now {
                                 tracing::info!(client = %self.client_id, "keep alive timeout");
@@ -1381,7 +1398,7 @@ impl Conn {
             let Some(front) = st.pending.front() else {
                 break;
             };
-            if front.qos != QoS::AtMostOnce && st.inflight.len() >= self.send_window {
+            if front.qos != QoS::AtMostOnce && st.inflight.len() >= usize::from(self.send_window) {
                 break;
             }
             let Some(d) = st.pending.pop_front() else {
@@ -1458,7 +1475,7 @@ impl Conn {
         let mut i = 0;
         while st.unsent > 0
             && i < st.inflight.len()
-            && st.inflight.len() - st.unsent < self.send_window
+            && st.inflight.len() - st.unsent < usize::from(self.send_window)
         {
             if st.inflight[i].unsent {
                 let o = &st.inflight[i];
