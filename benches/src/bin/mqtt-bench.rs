@@ -131,6 +131,10 @@ struct Args {
     /// Keep alive of every connection, seconds.
     #[arg(long, default_value_t = 60)]
     keep_alive: u16,
+    /// Connect with Clean Session 0 (persistent sessions), so that a
+    /// durable broker stores the subscribers' queues and QoS state.
+    #[arg(long)]
+    persistent: bool,
     /// Generator worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -210,6 +214,7 @@ async fn open_all(
     clients: Vec<(String, Option<String>)>,
     qos: QoS,
     keep_alive: u16,
+    clean_start: bool,
     concurrency: usize,
 ) -> Vec<io::Result<Conn>> {
     let limit = Arc::new(Semaphore::new(concurrency.max(1)));
@@ -221,7 +226,7 @@ async fn open_all(
             let _permit = limit.acquire_owned().await;
             let timeout = Duration::from_secs(10);
             let result = async {
-                let mut conn = Conn::connect(addr, &id, keep_alive, timeout).await?;
+                let mut conn = Conn::connect(addr, &id, keep_alive, clean_start, timeout).await?;
                 if let Some(f) = filter {
                     conn.subscribe(&f, qos, timeout).await?;
                 }
@@ -704,6 +709,7 @@ async fn run_load(args: &Args, addr: SocketAddr) -> io::Result<Report> {
             .collect(),
         qos,
         args.keep_alive,
+        !args.persistent,
         args.connect_concurrency,
     )
     .await;
@@ -715,6 +721,7 @@ async fn run_load(args: &Args, addr: SocketAddr) -> io::Result<Report> {
             .collect(),
         qos,
         args.keep_alive,
+        !args.persistent,
         args.connect_concurrency,
     )
     .await;
@@ -945,7 +952,7 @@ async fn run_load(args: &Args, addr: SocketAddr) -> io::Result<Report> {
 async fn sys_dropped(addr: SocketAddr, id: &str) -> Option<u64> {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let timeout = Duration::from_secs(3);
-    let mut conn = Conn::connect(addr, &format!("mb-{id}-sys"), 60, timeout)
+    let mut conn = Conn::connect(addr, &format!("mb-{id}-sys"), 60, true, timeout)
         .await
         .ok()?;
     conn.subscribe(
@@ -969,6 +976,7 @@ async fn run_idle(args: &Args, addr: SocketAddr) -> io::Result<Report> {
         (0..n).map(|i| (format!("mb-{id}-i{i}"), None)).collect(),
         QoS::AtMostOnce,
         args.keep_alive,
+        !args.persistent,
         args.connect_concurrency,
     )
     .await;

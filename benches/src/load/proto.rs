@@ -72,12 +72,13 @@ fn proto_err(msg: impl Into<String>) -> io::Error {
 }
 
 impl Conn {
-    /// Opens a TCP connection, sends CONNECT (clean session) and waits for a
-    /// successful CONNACK.
+    /// Opens a TCP connection, sends CONNECT and waits for a successful
+    /// CONNACK.
     pub async fn connect(
         addr: SocketAddr,
         client_id: &str,
         keep_alive: u16,
+        clean_start: bool,
         timeout: Duration,
     ) -> io::Result<Conn> {
         let fut = async {
@@ -94,7 +95,7 @@ impl Conn {
                 &mut out,
                 &Packet::Connect(Connect {
                     protocol: VERSION,
-                    clean_start: true,
+                    clean_start,
                     keep_alive,
                     properties: Properties::EMPTY,
                     client_id,
