@@ -105,11 +105,16 @@ impl<'a> SubscribeFilter<'a> {
     /// The options byte, if `version` has room for the options.
     #[inline(always)]
     fn options_byte(&self, v5: bool) -> Result<u8, EncodeError> {
-        let byte = self.options.to_byte();
-        if !v5 && byte & 0xfc != 0 {
+        let o = self.options;
+        if v5 {
+            return Ok(o.to_byte());
+        }
+        // 3.1.1 has room for the QoS alone: the other options must be off
+        // (tested as they are stored, without assembling the 5.0 byte).
+        if o.no_local | o.retain_as_published | (o.retain_handling != RetainHandling::default()) {
             return Err(EncodeError::NotInVersion);
         }
-        Ok(byte)
+        Ok(o.qos.as_u8())
     }
 
     /// Writes the entry, checking the filter as it is copied: the checks of

@@ -49,9 +49,21 @@ pub(crate) fn copy_name(dst: &mut [u8], topic: &str) -> bool {
 /// same loads.
 #[inline(always)]
 pub(crate) fn copy_filter(dst: &mut [u8], filter: &str) -> bool {
-    // A first byte other than `$`, the common case, settles it in one test.
-    let shared = filter.as_bytes().first() == Some(&b'$');
-    match filter.strip_prefix(SHARE_PREFIX).filter(|_| shared) {
+    // A first byte other than `$`, the common case, settles it in one test,
+    // before anything is compared with the `$share/` prefix.
+    if filter.as_bytes().first() == Some(&b'$') {
+        copy_dollar_filter(dst, filter)
+    } else {
+        copy_plain_filter(dst, filter.as_bytes())
+    }
+}
+
+/// [`copy_filter`] for a filter starting with `$`: a shared subscription or
+/// a plain filter such as `$SYS/#`. Out of line, so that the loops over a
+/// packet's filters carry only the plain case.
+#[inline(never)]
+fn copy_dollar_filter(dst: &mut [u8], filter: &str) -> bool {
+    match filter.strip_prefix(SHARE_PREFIX) {
         None => copy_plain_filter(dst, filter.as_bytes()),
         Some(rest) => {
             copy(dst, filter.as_bytes());
