@@ -241,12 +241,12 @@ impl<'a> Connect<'a> {
         w.u8(self.flags());
         w.u16(self.keep_alive);
         if v5 {
-            w = self.properties.write(w, props)?;
+            self.properties.write(&mut w, props)?;
         }
         w.string(self.client_id)?;
         if let Some(will) = &self.will {
             if v5 {
-                w = will.properties.write(w, will_props)?;
+                will.properties.write(&mut w, will_props)?;
             }
             w.topic_name(will.topic)?;
             w.binary(will.payload);
@@ -353,7 +353,7 @@ impl<'a> ConnAck<'a> {
         w.u8(u8::from(self.session_present));
         if version.is_v5() {
             w.u8(self.reason.as_u8());
-            w = self.properties.write(w, props)?;
+            self.properties.write(&mut w, props)?;
         } else {
             w.u8(self.reason.to_v3_connack_lossy());
         }

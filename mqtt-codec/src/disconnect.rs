@@ -94,12 +94,12 @@ fn encode_reason_props(
         w.u8(reason.as_u8());
     }
     let written = if body > 1 {
-        properties.write(w, props)
+        properties.write(&mut w, props)
     } else {
-        Ok(w)
+        Ok(())
     };
     match written {
-        Ok(w) => w.finish(body),
+        Ok(()) => w.finish(body),
         Err(e) => Err(discard(buf, body, e)),
     }
 }

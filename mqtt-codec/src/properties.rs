@@ -398,21 +398,21 @@ impl<'a> Property<'a> {
             | P::RetainAvailable(b)
             | P::WildcardSubscriptionAvailable(b)
             | P::SubscriptionIdentifierAvailable(b)
-            | P::SharedSubscriptionAvailable(b) => w.bytes(&[id, u8::from(b)]),
-            P::MaximumQoS(q) => w.bytes(&[id, q.as_u8()]),
+            | P::SharedSubscriptionAvailable(b) => w.array([id, u8::from(b)]),
+            P::MaximumQoS(q) => w.array([id, q.as_u8()]),
             P::ServerKeepAlive(v)
             | P::ReceiveMaximum(v)
             | P::TopicAliasMaximum(v)
             | P::TopicAlias(v) => {
                 let [a, b] = v.to_be_bytes();
-                w.bytes(&[id, a, b]);
+                w.array([id, a, b]);
             }
             P::MessageExpiryInterval(v)
             | P::SessionExpiryInterval(v)
             | P::WillDelayInterval(v)
             | P::MaximumPacketSize(v) => {
                 let [a, b, c, d] = v.to_be_bytes();
-                w.bytes(&[id, a, b, c, d]);
+                w.array([id, a, b, c, d]);
             }
             P::SubscriptionIdentifier(v) => {
                 w.u8(id);
@@ -579,21 +579,17 @@ impl<'a> Properties<'a> {
     /// encoder, its position stored after each field, even in 3.1.1 where
     /// this is never called.
     #[inline(always)]
-    pub(crate) fn write<'b>(
-        &self,
-        mut w: Writer<'b>,
-        body_len: usize,
-    ) -> Result<Writer<'b>, EncodeError> {
+    pub(crate) fn write(&self, w: &mut Writer<'_>, body_len: usize) -> Result<(), EncodeError> {
         w.varint(body_len as u32);
         match self.0 {
             Repr::Encoded(b) => w.bytes(b),
             Repr::List(list) => {
                 for p in list {
-                    p.write(&mut w)?;
+                    p.write(w)?;
                 }
             }
         }
-        Ok(w)
+        Ok(())
     }
 }
 

@@ -191,7 +191,7 @@ impl<'a> Publish<'a> {
             w.u16(pid.get());
         }
         if version.is_v5() {
-            w = self.properties.write(w, props)?;
+            self.properties.write(&mut w, props)?;
         }
         w.bytes(self.payload);
         Ok(w)
@@ -301,7 +301,7 @@ impl<'a> PubResp<'a> {
             w.u8(self.reason.as_u8());
         }
         if body > 3 {
-            w = self.properties.write(w, props)?;
+            self.properties.write(&mut w, props)?;
         }
         Ok(w)
     }

@@ -253,7 +253,7 @@ impl<'a> Subscribe<'a> {
         let v5 = version.is_v5();
         w.u16(self.pid.get());
         if v5 {
-            w = self.properties.write(w, props)?;
+            self.properties.write(&mut w, props)?;
         }
         match self.filters.repr() {
             Repr::Items(filters) => {
@@ -365,7 +365,7 @@ impl<'a> SubAck<'a> {
         let v5 = version.is_v5();
         w.u16(self.pid.get());
         if v5 {
-            w = self.properties.write(w, props)?;
+            self.properties.write(&mut w, props)?;
         }
         match self.encoded_codes(v5) {
             Some(bytes) => w.bytes(bytes),
@@ -500,7 +500,7 @@ impl<'a> Unsubscribe<'a> {
     ) -> Result<Writer<'b>, EncodeError> {
         w.u16(self.pid.get());
         if version.is_v5() {
-            w = self.properties.write(w, props)?;
+            self.properties.write(&mut w, props)?;
         }
         match self.filters.repr() {
             Repr::Items(filters) => {
@@ -573,7 +573,7 @@ impl<'a> UnsubAck<'a> {
 
     fn write_v5<'b>(&self, mut w: Writer<'b>, props: usize) -> Result<Writer<'b>, EncodeError> {
         w.u16(self.pid.get());
-        w = self.properties.write(w, props)?;
+        self.properties.write(&mut w, props)?;
         match self.codes.repr() {
             Repr::Encoded(bytes, VARIANT_UNSUBACK) => w.bytes(bytes),
             _ => self.codes.for_each(|c| w.u8(c.as_u8())),

@@ -195,14 +195,26 @@ impl<'b> Writer<'b> {
         }
     }
 
+    /// A field of a size known at compile time, stored straight into the
+    /// packet. Through [`bytes`](Writer::bytes) LLVM would first assemble
+    /// it on the stack and copy it with overlapping loads, which the CPU
+    /// cannot forward from the smaller stores that built it (a stall of a
+    /// dozen cycles per property in a 5.0 CONNECT).
+    #[inline(always)]
+    pub fn array<const N: usize>(&mut self, a: [u8; N]) {
+        if let Some(dst) = self.room(N).and_then(|r| r.first_chunk_mut::<N>()) {
+            *dst = a;
+        }
+    }
+
     #[inline(always)]
     pub fn u8(&mut self, v: u8) {
-        self.bytes(&[v]);
+        self.array([v]);
     }
 
     #[inline(always)]
     pub fn u16(&mut self, v: u16) {
-        self.bytes(&v.to_be_bytes());
+        self.array(v.to_be_bytes());
     }
 
     /// A Variable Byte Integer; `v` was checked against [`MAX_VARINT`] when
