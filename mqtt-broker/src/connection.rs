@@ -208,6 +208,9 @@ pub(crate) struct Incoming<S> {
     pub listener: Arc<ListenerConfig>,
     /// The client certificate's name, when the listener uses it.
     pub tls_identity: Option<String>,
+    /// This socket's place among those waiting for CONNECT, taken when it
+    /// was accepted.
+    pub pending: PendingConnect,
 }
 
 /// Serves one accepted socket until it closes.
@@ -254,8 +257,8 @@ async fn open<S: Transport>(incoming: Box<Incoming<S>>) -> Option<Open<S>> {
         broker,
         listener,
         tls_identity,
+        pending,
     } = *incoming;
-    let pending = PendingConnect::new(&broker);
     let (rd, mut wr) = stream.split();
     let mut reader = Reader {
         read_size: MIN_READ,
@@ -375,19 +378,28 @@ fn sniff_level(body: &[u8]) -> Option<u8> {
     body.get(2 + len).copied()
 }
 
-/// Counts a socket as waiting for CONNECT until dropped.
-struct PendingConnect<'a>(&'a BrokerState);
+/// A socket's place among those waiting for CONNECT (or in their TLS
+/// handshake), held until its CONNECT is answered.
+///
+/// Taken in the accept loop, before the connection's task is spawned: a
+/// count raised by the task itself would let a burst of accepts run ahead
+/// of `max_pending_connects` until their tasks first ran.
+pub(crate) struct PendingConnect(Arc<BrokerState>);
 
-impl<'a> PendingConnect<'a> {
-    fn new(broker: &'a BrokerState) -> Self {
-        broker
-            .pending_connects
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        PendingConnect(broker)
+impl PendingConnect {
+    /// A place, unless `max_pending_connects` sockets hold one already.
+    pub fn try_take(broker: &Arc<BrokerState>) -> Option<Self> {
+        let count = &broker.pending_connects;
+        let before = count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if before >= broker.config.max_pending_connects {
+            count.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            return None;
+        }
+        Some(PendingConnect(broker.clone()))
     }
 }
 
-impl Drop for PendingConnect<'_> {
+impl Drop for PendingConnect {
     fn drop(&mut self) {
         self.0
             .pending_connects

@@ -143,14 +143,10 @@ async fn accept_loop(
             tracing::warn!(%peer, "connection limit reached: closing");
             continue;
         };
-        if state
-            .pending_connects
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= state.config.max_pending_connects
-        {
+        let Some(pending) = connection::PendingConnect::try_take(&state) else {
             tracing::warn!(%peer, "too many sockets waiting to CONNECT: closing");
             continue;
-        }
+        };
         let _ = stream.set_nodelay(true);
         let done = done.clone();
         // One task type per transport: a plain connection's task is not
@@ -163,6 +159,7 @@ async fn accept_loop(
                     broker: state.clone(),
                     listener: cfg.clone(),
                     tls_identity: None,
+                    pending,
                 });
                 tokio::spawn(async move {
                     connection::serve(incoming).await;
@@ -174,7 +171,7 @@ async fn accept_loop(
                 let (state, cfg, shutdown, tls) =
                     (state.clone(), cfg.clone(), shutdown.clone(), tls.clone());
                 tokio::spawn(async move {
-                    serve_tls(stream, peer, state, cfg, &tls, shutdown).await;
+                    serve_tls(stream, peer, pending, state, cfg, &tls, shutdown).await;
                     drop(permit);
                     drop(done);
                 })
@@ -183,23 +180,22 @@ async fn accept_loop(
     }
 }
 
-/// Runs the TLS handshake (bounded by the connect timeout, counted among the
-/// sockets waiting for CONNECT), then serves the connection over it.
+/// Runs the TLS handshake (bounded by the connect timeout, holding the
+/// socket's place among those waiting for CONNECT), then serves the
+/// connection over it.
 async fn serve_tls(
     stream: TcpStream,
     peer: SocketAddr,
+    pending: connection::PendingConnect,
     state: Arc<BrokerState>,
     cfg: Arc<ListenerConfig>,
     tls: &TlsListener,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = tls.acceptor();
-    let handshake = {
-        let _waiting = Handshaking::new(&state);
-        tokio::select! {
-            r = tokio::time::timeout(state.config.connect_timeout(), acceptor.accept(stream)) => r,
-            _ = shutdown.changed() => return,
-        }
+    let handshake = tokio::select! {
+        r = tokio::time::timeout(state.config.connect_timeout(), acceptor.accept(stream)) => r,
+        _ = shutdown.changed() => return,
     };
     let stream = match handshake {
         Ok(Ok(s)) => s,
@@ -235,29 +231,9 @@ async fn serve_tls(
         broker: state,
         listener: cfg,
         tls_identity: identity,
+        pending,
     }))
     .await;
-}
-
-/// Counts a socket in its TLS handshake among those waiting for CONNECT, so
-/// `max_pending_connects` bounds handshakes too.
-struct Handshaking<'a>(&'a BrokerState);
-
-impl<'a> Handshaking<'a> {
-    fn new(state: &'a BrokerState) -> Self {
-        state
-            .pending_connects
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Handshaking(state)
-    }
-}
-
-impl Drop for Handshaking<'_> {
-    fn drop(&mut self) {
-        self.0
-            .pending_connects
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 impl BrokerHandle {
