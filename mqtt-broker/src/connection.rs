@@ -182,22 +182,13 @@ fn push_packet(
     version: ProtocolVersion,
     packet: &Packet<'_>,
 ) -> Result<usize, mqtt_codec::EncodeError> {
-    let len = packet.encoded_len(version)?;
-    let start = out.len();
     if out.capacity() == 0 {
         // The write buffer is dropped whenever it empties (idle connections
         // keep none); start the next one at a size that takes a burst
         // without a chain of reallocations.
-        out.reserve(len.max(WRITE_START));
+        out.reserve(WRITE_START);
     }
-    out.resize(start + len, 0);
-    match packet.encode(version, &mut out[start..]) {
-        Ok(n) => Ok(n),
-        Err(e) => {
-            out.truncate(start);
-            Err(e)
-        }
-    }
+    packet.encode_to(version, out)
 }
 
 /// An accepted socket, before its CONNECT.

@@ -242,7 +242,8 @@ impl EventLoop {
             password: o.password.as_deref(),
         };
         let mut out = BytesMut::new();
-        push_packet(&mut out, o.version, &Packet::Connect(connect))
+        Packet::Connect(connect)
+            .encode_to(o.version, &mut out)
             .map_err(|e| ClientError::Invalid(e.to_string()))?;
         stream
             .write_all(&out)
@@ -562,7 +563,7 @@ impl EventLoop {
     }
 
     fn send(&self, out: &mut BytesMut, packet: &Packet<'_>) {
-        if let Err(e) = push_packet(out, self.version(), packet) {
+        if let Err(e) = packet.encode_to(self.version(), out) {
             tracing::warn!(error = %e, "packet not encodable");
         }
     }
@@ -701,7 +702,8 @@ impl EventLoop {
         if len > self.server.max_packet_size as usize {
             return Err(ClientError::Rejected(ReasonCode::PacketTooLarge));
         }
-        push_packet(out, self.version(), &packet)
+        packet
+            .encode_to(self.version(), out)
             .map_err(|e| ClientError::Invalid(e.to_string()))?;
         Ok(())
     }
@@ -941,21 +943,6 @@ impl EventLoop {
             }
         }
     }
-}
-
-fn push_packet(
-    out: &mut BytesMut,
-    version: ProtocolVersion,
-    packet: &Packet<'_>,
-) -> Result<(), mqtt_codec::EncodeError> {
-    let len = packet.encoded_len(version)?;
-    let start = out.len();
-    out.resize(start + len, 0);
-    if let Err(e) = packet.encode(version, &mut out[start..]) {
-        out.truncate(start);
-        return Err(e);
-    }
-    Ok(())
 }
 
 /// A delay between half and all of `d`, chosen at random, so that many

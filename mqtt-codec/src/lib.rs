@@ -30,6 +30,9 @@
 //! # Features
 //! - `std`: implements `std::error::Error` for [`DecodeError`] and
 //!   [`EncodeError`]. Off by default.
+//! - `bytes`: `Packet::encode_to`, which appends a packet to a growable
+//!   `bytes::BytesMut` (a socket's write buffer), for the broker and client
+//!   built on this crate. Needs an allocator; off by default.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -234,4 +234,26 @@ impl<'a> Packet<'a> {
             Packet::Auth(a) => a.encode(version, buf),
         }
     }
+
+    /// Appends the packet to `out`, growing it to fit, and returns the
+    /// bytes written; on an error `out` is left as it was.
+    #[cfg(feature = "bytes")]
+    #[inline]
+    pub fn encode_to(
+        &self,
+        version: ProtocolVersion,
+        out: &mut bytes::BytesMut,
+    ) -> Result<usize, EncodeError> {
+        let len = self.encoded_len(version)?;
+        let start = out.len();
+        out.resize(start + len, 0);
+        let written = out
+            .get_mut(start..)
+            .ok_or(EncodeError::BufferTooSmall { required: len })
+            .and_then(|buf| self.encode(version, buf));
+        if written.is_err() {
+            out.truncate(start);
+        }
+        written
+    }
 }
