@@ -3,17 +3,10 @@
 #![cfg(feature = "bytes")]
 
 use bytes::BytesMut;
-use mqtt_codec::{DecodeError, EncodeError, Packet, Properties, ProtocolVersion, Publish, QosPid};
+use mqtt_codec::{DecodeError, EncodeError, Packet, ProtocolVersion, Publish};
 
 fn publish<'a>(topic: &'a str, payload: &'a [u8]) -> Packet<'a> {
-    Packet::Publish(Publish {
-        dup: false,
-        qos_pid: QosPid::AtMostOnce,
-        retain: false,
-        topic,
-        properties: Properties::EMPTY,
-        payload,
-    })
+    Packet::Publish(Publish::new(topic, payload))
 }
 
 #[test]
