@@ -176,11 +176,13 @@ impl From<DecodeError> for ConnError {
     }
 }
 
-/// Encodes a packet onto the end of `out`.
+/// Encodes a packet onto the end of `out`, if it takes at most `limit`
+/// bytes.
 fn push_packet(
     out: &mut BytesMut,
     version: ProtocolVersion,
     packet: &Packet<'_>,
+    limit: usize,
 ) -> Result<usize, mqtt_codec::EncodeError> {
     if out.capacity() == 0 {
         // The write buffer is dropped whenever it empties (idle connections
@@ -188,7 +190,7 @@ fn push_packet(
         // without a chain of reallocations.
         out.reserve(WRITE_START);
     }
-    packet.encode_to(version, out)
+    packet.encode_to(version, out, limit)
 }
 
 /// An accepted socket, before its CONNECT.
@@ -320,7 +322,7 @@ async fn open<S: Transport>(incoming: Box<Incoming<S>>) -> Option<Open<S>> {
                 properties: mqtt_codec::Properties::EMPTY,
             };
             let mut out = BytesMut::new();
-            let _ = push_packet(&mut out, version, &Packet::ConnAck(ack));
+            let _ = push_packet(&mut out, version, &Packet::ConnAck(ack), usize::MAX);
             tracing::info!(%peer, client = connect.client_id, ?reason, "connection refused");
             let _ = tokio::time::timeout(CLOSE_FLUSH, wr.write_all(&out)).await;
             None
@@ -358,7 +360,7 @@ async fn refuse_bad_connect<W: AsyncWrite + Unpin>(
         properties: mqtt_codec::Properties::EMPTY,
     });
     let mut out = BytesMut::new();
-    if push_packet(&mut out, version, &ack).is_ok() {
+    if push_packet(&mut out, version, &ack, usize::MAX).is_ok() {
         let _ = tokio::time::timeout(CLOSE_FLUSH, wr.write_all(&out)).await;
     }
 }
@@ -699,7 +701,7 @@ impl Conn {
         });
         let mut out = BytesMut::new();
         // The CONNACK is built from valid parts; encoding cannot fail.
-        let _ = push_packet(&mut out, v, &ack);
+        let _ = push_packet(&mut out, v, &ack, usize::MAX);
         tracing::debug!(target: "mqtt_broker::packets", "{client_id} <- {}", describe(&ack));
         tracing::info!(
             %peer,
@@ -949,11 +951,19 @@ impl Conn {
     }
 
     fn send(&self, out: &mut BytesMut, packet: &Packet<'_>) {
-        tracing::debug!(target: "mqtt_broker::packets", "{} <- {}", self.client_id, describe(packet));
         // Packets the broker builds itself are valid by construction.
-        if push_packet(out, self.version, packet).is_ok() {
-            self.broker.stats.messages_sent.inc();
+        self.send_within(out, packet, usize::MAX);
+    }
+
+    /// [`send`](Conn::send) if the packet takes at most `limit` bytes (the
+    /// client's Maximum Packet Size); says whether it was sent.
+    fn send_within(&self, out: &mut BytesMut, packet: &Packet<'_>, limit: usize) -> bool {
+        if push_packet(out, self.version, packet, limit).is_err() {
+            return false;
         }
+        tracing::debug!(target: "mqtt_broker::packets", "{} <- {}", self.client_id, describe(packet));
+        self.broker.stats.messages_sent.inc();
+        true
     }
 
     fn handle(&mut self, frame: Frame, out: &mut BytesMut) -> Step {
@@ -1552,13 +1562,10 @@ impl Conn {
             payload: &d.msg.payload,
         };
         let packet = Packet::Publish(publish);
-        match packet.encoded_len(self.version) {
-            Ok(len) if len <= self.client_max_packet as usize => {}
-            _ => {
-                self.broker.stats.dropped_too_large.inc();
-                tracing::debug!(client = %self.client_id, "message larger than the client's maximum packet size dropped");
-                return false;
-            }
+        if !self.send_within(out, &packet, self.client_max_packet as usize) {
+            self.broker.stats.dropped_too_large.inc();
+            tracing::debug!(client = %self.client_id, "message larger than the client's maximum packet size dropped");
+            return false;
         }
         if let Some(a) = new_alias {
             self.aliases
@@ -1566,7 +1573,6 @@ impl Conn {
                 .outgoing
                 .insert(d.msg.topic.clone(), a);
         }
-        self.send(out, &packet);
         self.broker.stats.publish_sent.inc();
         true
     }
@@ -1600,10 +1606,9 @@ impl Conn {
                 properties: mqtt_codec::Properties::from_slice(&props),
             };
             let packet = Packet::Disconnect(disconnect);
-            match packet.encoded_len(self.version) {
-                Ok(len) if len <= self.client_max_packet as usize => self.send(out, &packet),
+            if !self.send_within(out, &packet, self.client_max_packet as usize) {
                 // Too large for the client with the text: send the code alone.
-                _ => self.send(out, &Packet::Disconnect(Disconnect::new(reason))),
+                self.send(out, &Packet::Disconnect(Disconnect::new(reason)));
             }
         }
         if !out.is_empty() {

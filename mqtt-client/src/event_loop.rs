@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use mqtt_codec::{
-    check_header, decode_body, ConnAck, Connect, Disconnect, LastWill, List, Packet, Pid,
-    Properties, Property, ProtocolVersion, PubResp, Publish, QoS, QosPid, ReasonCode, Status,
+    check_header, decode_body, ConnAck, Connect, Disconnect, EncodeError, LastWill, List, Packet,
+    Pid, Properties, Property, ProtocolVersion, PubResp, Publish, QoS, QosPid, ReasonCode, Status,
     Subscribe, SubscribeFilter, SubscriptionOptions, Unsubscribe, MAX_PACKET_SIZE,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -243,7 +243,7 @@ impl EventLoop {
         };
         let mut out = BytesMut::new();
         Packet::Connect(connect)
-            .encode_to(o.version, &mut out)
+            .encode_to(o.version, &mut out, usize::MAX)
             .map_err(|e| ClientError::Invalid(e.to_string()))?;
         stream
             .write_all(&out)
@@ -563,7 +563,7 @@ impl EventLoop {
     }
 
     fn send(&self, out: &mut BytesMut, packet: &Packet<'_>) {
-        if let Err(e) = packet.encode_to(self.version(), out) {
+        if let Err(e) = packet.encode_to(self.version(), out, usize::MAX) {
             tracing::warn!(error = %e, "packet not encodable");
         }
     }
@@ -696,16 +696,14 @@ impl EventLoop {
             properties: Properties::from_slice(&props),
             payload: &msg.payload,
         });
-        let len = packet
-            .encoded_len(self.version())
-            .map_err(|e| ClientError::Invalid(e.to_string()))?;
-        if len > self.server.max_packet_size as usize {
-            return Err(ClientError::Rejected(ReasonCode::PacketTooLarge));
+        match packet.encode_to(self.version(), out, self.server.max_packet_size as usize) {
+            Ok(_) => Ok(()),
+            // Over the server's Maximum Packet Size.
+            Err(EncodeError::BufferTooSmall { .. }) => {
+                Err(ClientError::Rejected(ReasonCode::PacketTooLarge))
+            }
+            Err(e) => Err(ClientError::Invalid(e.to_string())),
         }
-        packet
-            .encode_to(self.version(), out)
-            .map_err(|e| ClientError::Invalid(e.to_string()))?;
-        Ok(())
     }
 
     fn drain_frames(&mut self, rbuf: &mut BytesMut, out: &mut BytesMut) -> Result<(), ClientError> {

@@ -425,3 +425,35 @@ async fn client_receive_maximum_announced_and_honoured() {
     sub.disconnect().await.unwrap();
     broker.shutdown().await;
 }
+
+/// A PUBLISH over the server's Maximum Packet Size (from its 5.0 CONNACK)
+/// is refused by the client with `PacketTooLarge` and never sent; the
+/// connection carries on.
+#[tokio::test]
+async fn publish_over_the_server_maximum_packet_size_is_refused() {
+    let mut config = Config::ephemeral();
+    config.max_packet_size = 64;
+    let broker = broker_with(config).await;
+    let (c, mut messages) = connect(opts(broker.local_addr(), ProtocolVersion::V5, "big")).await;
+    c.subscribe("size/#", QoS::AtLeastOnce).await.unwrap();
+    let big = vec![b'x'; 100];
+    for q in QOS {
+        assert_eq!(
+            c.publish("size/big", big.clone(), q, false).await,
+            Err(ClientError::Rejected(ReasonCode::PacketTooLarge)),
+            "{q:?}"
+        );
+    }
+    assert_eq!(
+        c.publish("size/small", "fits", QoS::AtLeastOnce, false)
+            .await,
+        Ok(ReasonCode::Success)
+    );
+    // The first message to arrive is the small one: the big ones were not sent.
+    let m = next(&mut messages).await;
+    assert_eq!(
+        (m.topic.as_str(), &m.payload[..]),
+        ("size/small", &b"fits"[..])
+    );
+    c.disconnect().await.unwrap();
+}

@@ -235,22 +235,29 @@ impl<'a> Packet<'a> {
         }
     }
 
-    /// Appends the packet to `out`, growing it to fit, and returns the
-    /// bytes written; on an error `out` is left as it was.
+    /// Appends the packet to `out`, growing it to fit, if the packet takes
+    /// at most `limit` bytes (a peer's Maximum Packet Size, or `usize::MAX`),
+    /// and returns the bytes written. A larger packet gets
+    /// `BufferTooSmall` with the size it needs, as [`encode`] into a buffer
+    /// of `limit` bytes would; the packet is measured once either way. On
+    /// an error `out` is left as it was.
+    ///
+    /// [`encode`]: Packet::encode
     #[cfg(feature = "bytes")]
     #[inline]
     pub fn encode_to(
         &self,
         version: ProtocolVersion,
         out: &mut bytes::BytesMut,
+        limit: usize,
     ) -> Result<usize, EncodeError> {
         let len = self.encoded_len(version)?;
+        if len > limit {
+            return Err(EncodeError::BufferTooSmall { required: len });
+        }
         let start = out.len();
         out.resize(start + len, 0);
-        let written = out
-            .get_mut(start..)
-            .ok_or(EncodeError::BufferTooSmall { required: len })
-            .and_then(|buf| self.encode(version, buf));
+        let written = self.encode(version, &mut out[start..]);
         if written.is_err() {
             out.truncate(start);
         }

@@ -1,5 +1,6 @@
 //! `Packet::encode_to` (feature `bytes`): appends to a socket's write buffer,
-//! and leaves it as it was when the packet cannot be encoded.
+//! and leaves it as it was when the packet cannot be encoded or is over the
+//! limit.
 #![cfg(feature = "bytes")]
 
 use bytes::BytesMut;
@@ -14,7 +15,7 @@ fn appends_after_what_the_buffer_holds() {
     let v = ProtocolVersion::V3_1_1;
     let mut out = BytesMut::from(&b"queued"[..]);
     let n = publish("room_temp", b"22.5")
-        .encode_to(v, &mut out)
+        .encode_to(v, &mut out, usize::MAX)
         .unwrap();
     assert_eq!(n, 17);
     let mut expected = b"queued".to_vec();
@@ -36,15 +37,29 @@ fn an_invalid_packet_leaves_the_buffer_unchanged() {
         "a\0b",
         "a-long-topic/with/a/NUL\0/in/the/middle",
     ] {
-        let got = publish(topic, b"x").encode_to(v, &mut out);
+        let got = publish(topic, b"x").encode_to(v, &mut out, usize::MAX);
         assert!(got.is_err(), "{topic:?}");
         assert_eq!(&out[..], b"queued", "{topic:?}");
     }
     // Refused by the length pass, before anything is written.
     let too_long = "t".repeat(70_000);
     assert_eq!(
-        publish(&too_long, b"").encode_to(v, &mut out),
+        publish(&too_long, b"").encode_to(v, &mut out, usize::MAX),
         Err(EncodeError::Invalid(DecodeError::InvalidTopicName))
     );
     assert_eq!(&out[..], b"queued");
+}
+
+#[test]
+fn a_packet_over_the_limit_is_refused_with_its_size() {
+    let v = ProtocolVersion::V3_1_1;
+    let mut out = BytesMut::from(&b"queued"[..]);
+    let packet = publish("room_temp", b"22.5");
+    assert_eq!(
+        packet.encode_to(v, &mut out, 16),
+        Err(EncodeError::BufferTooSmall { required: 17 })
+    );
+    assert_eq!(&out[..], b"queued");
+    assert_eq!(packet.encode_to(v, &mut out, 17), Ok(17));
+    assert_eq!(out.len(), 6 + 17);
 }
