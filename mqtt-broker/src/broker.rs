@@ -59,6 +59,10 @@ pub struct BrokerState {
     shutting_down: std::sync::atomic::AtomicBool,
     /// The durable store, unless `durability = "none"`.
     pub store: Option<Store>,
+    /// Run by `expire` before it takes its locks: lets a test reconnect
+    /// a client at the instant a session expires.
+    #[cfg(test)]
+    before_expiry: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 /// What `attach` found.
@@ -92,6 +96,8 @@ impl BrokerState {
             retained: RwLock::new(RetainedStore::default()),
             started: Instant::now(),
             next_assigned_id: AtomicU64::new(1),
+            #[cfg(test)]
+            before_expiry: Mutex::new(None),
         })
     }
 
@@ -228,7 +234,10 @@ impl BrokerState {
                 (session, false)
             }
         };
-        drop(sessions);
+        // The new generation is set before the `sessions` lock is released:
+        // an expiry timer decides under that lock (see `expire`), so it
+        // either ends the session before this found it, or sees that a
+        // connection took it.
         let generation = {
             let mut st = session.lock();
             st.generation += 1;
@@ -246,6 +255,7 @@ impl BrokerState {
             st.generation
         };
         session.set_online(true);
+        drop(sessions);
         Attached {
             session,
             session_present,
@@ -292,9 +302,15 @@ impl BrokerState {
         session.set_online(false);
         if expiry_secs == 0 {
             drop(st);
-            self.end_session(session);
-            if let Some((msg, _)) = will {
-                self.publish_will(msg);
+            // Ended under the `sessions` lock, unless a new connection took
+            // the session since the check above (then, as on a takeover, a
+            // will without a delay is due and one with a delay is
+            // cancelled).
+            let ended = self.expire(session, generation);
+            if let Some((msg, delay)) = will {
+                if ended || delay == 0 {
+                    self.publish_will(msg);
+                }
             }
             return;
         }
@@ -334,9 +350,13 @@ impl BrokerState {
     }
 
     /// Removes a session and its subscriptions, if it is still the one
-    /// registered under its client id.
-    fn end_session(&self, session: &Arc<Session>) {
-        let mut sessions = self.sessions.lock();
+    /// registered under its client id: the part done under the `sessions`
+    /// lock.
+    fn end_session_locked(
+        &self,
+        sessions: &mut HashMap<Arc<str>, Arc<Session>>,
+        session: &Arc<Session>,
+    ) {
         if sessions
             .get(&session.id)
             .is_some_and(|s| Arc::ptr_eq(s, session))
@@ -345,7 +365,10 @@ impl BrokerState {
         }
         let subs = std::mem::take(&mut session.lock().subscriptions);
         self.unindex(session, subs.keys());
-        drop(sessions);
+    }
+
+    /// The part of ending a session done after the `sessions` lock.
+    fn session_ended(&self, session: &Session) {
         if let Some(store) = &self.store {
             store.del_session(&session.id);
         }
@@ -570,16 +593,38 @@ impl BrokerState {
         let s = session.clone();
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
-            let expired = s.lock().generation == generation && !s.is_online();
-            if expired {
-                let will = s.lock().will.take();
-                broker.end_session(&s);
-                // The session ended before the will delay did.
-                if let Some(w) = will {
-                    broker.publish_will(w.msg);
-                }
-            }
+            broker.expire(&s, generation);
         });
+    }
+
+    /// Ends the session if it is still the one of `generation`, offline.
+    /// The check and the removal happen under the `sessions` lock, which
+    /// `attach` holds while it takes a session and starts a new generation:
+    /// a client that reconnects as the expiry runs out either keeps its
+    /// session (and this leaves it) or gets a new one with Session Present
+    /// 0, never a session that is removed after it was told it is present.
+    /// Returns whether it ended the session.
+    fn expire(&self, session: &Arc<Session>, generation: u64) -> bool {
+        #[cfg(test)]
+        if let Some(hook) = self.before_expiry.lock().take() {
+            hook();
+        }
+        let mut sessions = self.sessions.lock();
+        let will = {
+            let mut st = session.lock();
+            if st.generation != generation || session.is_online() {
+                return false;
+            }
+            st.will.take()
+        };
+        self.end_session_locked(&mut sessions, session);
+        drop(sessions);
+        self.session_ended(session);
+        // The session ended before the will delay did.
+        if let Some(w) = will {
+            self.publish_will(w.msg);
+        }
+        true
     }
 
     fn publish_will(&self, msg: Arc<Message>) {
@@ -593,5 +638,94 @@ pub fn split_filter(filter: &str) -> (Option<&str>, &str) {
     match parse_shared(filter) {
         Some(s) => (Some(s.group), s.filter),
         None => (None, filter),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mqtt_codec::SubscriptionOptions;
+    use std::sync::Weak;
+
+    fn record() -> SubRecord {
+        SubRecord {
+            options: SubscriptionOptions::default(),
+            sub_id: None,
+        }
+    }
+
+    /// A client that reconnects (Clean Start 0) at the instant its session
+    /// expires keeps the session it is told is present, with its
+    /// subscriptions (MQTT 5.0 section 4.1, Session State). The test's hook runs when
+    /// the expiry timer fires, before the expiry looks at the session: the
+    /// gap where the reconnection used to be lost. Time is paused, so the
+    /// timer fires when the test says.
+    #[tokio::test(start_paused = true)]
+    async fn a_session_resumed_as_its_expiry_fires_is_kept() {
+        let state = Arc::new(BrokerState::with_store(Config::ephemeral(), None).unwrap());
+        let id: Arc<str> = "c".into();
+        let (kick, _kicked) = oneshot::channel();
+        let first = state.attach(&id, true, 10, kick);
+        state.subscribe(&first.session, "t", record());
+        state.detach(&first.session, first.generation, None, 10);
+
+        let resumed = Arc::new(Mutex::new(None));
+        {
+            let weak: Weak<BrokerState> = Arc::downgrade(&state);
+            let (id, resumed) = (id.clone(), resumed.clone());
+            *state.before_expiry.lock() = Some(Box::new(move || {
+                let state = weak.upgrade().unwrap();
+                let (kick, kicked) = oneshot::channel();
+                let a = state.attach(&id, false, 10, kick);
+                *resumed.lock() = Some((a.session, a.session_present, kicked));
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(11)).await;
+
+        let (session, present, _kicked) = resumed.lock().take().expect("the hook ran");
+        assert!(present, "the reconnection was told the session is present");
+        let registered = state.sessions.lock().get(&id).cloned();
+        assert!(
+            registered.is_some_and(|s| Arc::ptr_eq(&s, &session)),
+            "the resumed session is still registered"
+        );
+        assert_eq!(session.lock().subscriptions.len(), 1, "subscription kept");
+        let routed = state.publish(Arc::new(Message::new(
+            "t",
+            bytes::Bytes::from_static(b"x"),
+            QoS::AtMostOnce,
+            false,
+        )));
+        assert_eq!(routed, 1, "the subscription still routes");
+    }
+
+    /// The same gap for a session that ends with its connection (expiry
+    /// 0): a client that resumes it between the close's check and its end
+    /// keeps what it was told is present.
+    #[tokio::test(start_paused = true)]
+    async fn a_session_resumed_as_its_connection_closes_is_kept() {
+        let state = Arc::new(BrokerState::with_store(Config::ephemeral(), None).unwrap());
+        let id: Arc<str> = "c0".into();
+        let (kick, _kicked) = oneshot::channel();
+        let first = state.attach(&id, true, 0, kick);
+        state.subscribe(&first.session, "t", record());
+        let resumed = Arc::new(Mutex::new(None));
+        {
+            let weak: Weak<BrokerState> = Arc::downgrade(&state);
+            let (id, resumed) = (id.clone(), resumed.clone());
+            *state.before_expiry.lock() = Some(Box::new(move || {
+                let state = weak.upgrade().unwrap();
+                let (kick, kicked) = oneshot::channel();
+                let a = state.attach(&id, false, 0, kick);
+                *resumed.lock() = Some((a.session, a.session_present, kicked));
+            }));
+        }
+        state.detach(&first.session, first.generation, None, 0);
+
+        let (session, present, _kicked) = resumed.lock().take().expect("the hook ran");
+        assert!(present);
+        let registered = state.sessions.lock().get(&id).cloned();
+        assert!(registered.is_some_and(|s| Arc::ptr_eq(&s, &session)));
+        assert_eq!(session.lock().subscriptions.len(), 1, "subscription kept");
     }
 }

@@ -82,8 +82,8 @@ async fn a_listener_named_in_a_file_refuses_anonymous_clients_by_default() {
 /// anonymous clients allowed (Mosquitto 2 without a `listener` line).
 #[tokio::test]
 async fn a_file_without_listeners_keeps_the_local_only_anonymous_listener() {
-    let mut config = Config::from_toml("sys_interval_secs = 0\ndurability = \"none\"\n")
-        .expect("config parses");
+    let mut config =
+        Config::from_toml("sys_interval_secs = 0\ndurability = \"none\"\n").expect("config parses");
     assert_eq!(config.listeners.len(), 1);
     assert_eq!(
         config.listeners[0].bind,
@@ -93,8 +93,8 @@ async fn a_file_without_listeners_keeps_the_local_only_anonymous_listener() {
     config.listeners[0].bind.set_port(0);
     let broker = broker_with(config).await;
     for v in VERSIONS {
-        let c = RawClient::connect_with(broker.local_addr(), login_packet(v, "anon", None, None))
-            .await;
+        let c =
+            RawClient::connect_with(broker.local_addr(), login_packet(v, "anon", None, None)).await;
         c.disconnect_and_wait().await;
     }
     broker.shutdown().await;
