@@ -47,6 +47,8 @@ pub struct BrokerState {
     /// When the broker started.
     pub started: Instant,
     next_assigned_id: AtomicU64,
+    /// The number the next stored will gets (see `Store::put_will`).
+    next_will_seq: AtomicU64,
     /// Password file and ACL in force; swapped whole on reload.
     pub security: RwLock<Arc<Security>>,
     /// Password checks running at once: a hash costs CPU (and Argon2 costs
@@ -96,6 +98,7 @@ impl BrokerState {
             retained: RwLock::new(RetainedStore::default()),
             started: Instant::now(),
             next_assigned_id: AtomicU64::new(1),
+            next_will_seq: AtomicU64::new(1),
             #[cfg(test)]
             before_expiry: Mutex::new(None),
         })
@@ -207,8 +210,16 @@ impl BrokerState {
                         let _ = old.send(Kick::TakenOver);
                     }
                     // A reconnection before the will delay passes cancels
-                    // the will [MQTT-3.1.3-9].
-                    st.will = None;
+                    // the will [MQTT-3.1.3-9]; the stored wills (the
+                    // pending one, and the one of a connection taken over,
+                    // which that connection publishes itself if it is due
+                    // now) give way to the new connection's.
+                    if let Some(stored) = st.will.take().and_then(|w| w.stored) {
+                        self.drop_stored_will(client_id, stored);
+                    }
+                    if let Some(stored) = st.will_stored.take() {
+                        self.drop_stored_will(client_id, stored);
+                    }
                     if clean_start {
                         let subs = std::mem::take(&mut st.subscriptions);
                         st.reset();
@@ -287,8 +298,9 @@ impl BrokerState {
     ) {
         let mut st = session.lock();
         if st.generation != generation {
-            // Taken over: the new connection owns the session. A will with a
-            // delay is cancelled by the reconnection; one without is due now.
+            // Taken over: the new connection owns the session (and the
+            // stored will is its own). A will with a delay is cancelled by
+            // the reconnection; one without is due now.
             drop(st);
             if let Some((msg, 0)) = will {
                 self.publish_will(msg);
@@ -301,44 +313,44 @@ impl BrokerState {
         self.save_session(session, &st, Some(crate::store::unix_ms() / 1000));
         session.set_online(false);
         if expiry_secs == 0 {
-            drop(st);
             // Ended under the `sessions` lock, unless a new connection took
             // the session since the check above (then, as on a takeover, a
             // will without a delay is due and one with a delay is
             // cancelled).
+            let stored = st.will_stored.take();
+            drop(st);
             let ended = self.expire(session, generation);
             if let Some((msg, delay)) = will {
                 if ended || delay == 0 {
                     self.publish_will(msg);
                 }
             }
+            if let Some(stored) = stored {
+                self.drop_stored_will(&session.id, stored);
+            }
             return;
         }
+        let stored = st.will_stored.take();
         match will {
             Some((msg, delay)) if delay > 0 => {
-                st.will = Some(PendingWill { msg });
-                let broker = self.clone();
-                let s = session.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
-                    let due = {
-                        let mut st = s.lock();
-                        if st.generation == generation {
-                            st.will.take()
-                        } else {
-                            None
-                        }
-                    };
-                    if let Some(w) = due {
-                        broker.publish_will(w.msg);
-                    }
-                });
+                // Stays in the store until published or cancelled.
+                st.will = Some(PendingWill { msg, stored });
+                drop(st);
+                self.will_later(session, generation, Duration::from_secs(u64::from(delay)));
             }
             Some((msg, _)) => {
                 drop(st);
                 self.publish_will(msg);
+                if let Some(stored) = stored {
+                    self.drop_stored_will(&session.id, stored);
+                }
             }
-            None => {}
+            None => {
+                drop(st);
+                if let Some(stored) = stored {
+                    self.drop_stored_will(&session.id, stored);
+                }
+            }
         }
         if expiry_secs != u32::MAX {
             self.expire_later(
@@ -346,6 +358,63 @@ impl BrokerState {
                 generation,
                 Duration::from_secs(u64::from(expiry_secs)),
             );
+        }
+    }
+
+    /// Publishes the session's pending will after `after`, unless a
+    /// connection took the session (or the session ended) meanwhile.
+    fn will_later(self: &Arc<Self>, session: &Arc<Session>, generation: u64, after: Duration) {
+        let broker = self.clone();
+        let s = session.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let due = {
+                let mut st = s.lock();
+                if st.generation == generation {
+                    st.will.take()
+                } else {
+                    None
+                }
+            };
+            if let Some(w) = due {
+                broker.publish_pending_will(&s.id, w);
+            }
+        });
+    }
+
+    /// Keeps the will of the connection of `generation` in the store, so
+    /// that a crash does not lose it (see `restore`). A connection taken
+    /// over meanwhile stores nothing: the new one owns the session.
+    pub fn keep_will(
+        &self,
+        session: &Session,
+        generation: u64,
+        will: Option<&(Arc<Message>, u32)>,
+    ) {
+        let (Some(store), Some((msg, delay))) = (&self.store, will) else {
+            return;
+        };
+        let mut st = session.lock();
+        if st.generation != generation {
+            return;
+        }
+        let seq = self.next_will_seq.fetch_add(1, Ordering::Relaxed);
+        store.put_will(&session.id, seq, msg.encode_for_store(), *delay);
+        st.will_stored = Some(seq);
+    }
+
+    /// Deletes will number `seq` of `client_id` from the store.
+    fn drop_stored_will(&self, client_id: &str, seq: u64) {
+        if let Some(store) = &self.store {
+            store.del_will(client_id, seq);
+        }
+    }
+
+    /// Publishes a will whose delay (or session) ended, then forgets it.
+    fn publish_pending_will(&self, client_id: &str, w: PendingWill) {
+        self.publish_will(w.msg);
+        if let Some(stored) = w.stored {
+            self.drop_stored_will(client_id, stored);
         }
     }
 
@@ -487,6 +556,9 @@ impl BrokerState {
             }
         }
         let mut sessions_restored = 0;
+        // Restored sessions by client id, with how long their client has
+        // been gone (0 if it was connected when the broker stopped).
+        let mut back: HashMap<String, (Arc<Session>, u64)> = HashMap::new();
         for stored in restored.sessions {
             let gone_for = stored
                 .disconnected_at
@@ -570,6 +642,7 @@ impl BrokerState {
                 }
             }
             self.sessions.lock().insert(id, session.clone());
+            back.insert(stored.client_id.clone(), (session.clone(), gone_for));
             sessions_restored += 1;
             // The restart counts as a disconnection: the expiry runs from
             // when the client left, or from now if it was connected.
@@ -578,13 +651,62 @@ impl BrokerState {
                 self.expire_later(&session, 1, Duration::from_secs(left));
             }
         }
-        if sessions_restored > 0 || !restored.retained.is_empty() {
+        let wills = self.restore_wills(restored.wills, &back, now_ms);
+        if sessions_restored > 0 || !restored.retained.is_empty() || wills > 0 {
             tracing::info!(
                 sessions = sessions_restored,
                 retained = self.retained.read().len(),
+                wills,
                 "state restored from the store"
             );
         }
+    }
+
+    /// The wills of clients that were connected when the broker stopped
+    /// (or whose will waited for its delay): the broker's stop closed their
+    /// network connections without a DISCONNECT, so each is due as after a
+    /// live close (the Will Flag, section 3.1.2.5 in 3.1.1 and 5.0). A will of a
+    /// session that lives on waits out what is left of its delay (counted
+    /// from the restart for a client that was connected, from its leaving
+    /// otherwise) and is cancelled if the client comes back first; the end
+    /// of the session cuts it short. A will whose session is gone (expiry
+    /// 0, or it expired while the broker was down) is published now.
+    /// Returns how many wills were restored.
+    fn restore_wills(
+        self: &Arc<Self>,
+        wills: Vec<crate::store::StoredWill>,
+        back: &HashMap<String, (Arc<Session>, u64)>,
+        now_ms: u64,
+    ) -> usize {
+        let count = wills.len();
+        let mut due = Vec::new();
+        for w in wills {
+            self.next_will_seq.fetch_max(w.seq + 1, Ordering::Relaxed);
+            // Its Message Expiry Interval starts when it is published.
+            let Some(msg) = Message::from_stored(&w.publish, now_ms) else {
+                tracing::warn!(client = %w.client_id, "unreadable stored will dropped");
+                self.drop_stored_will(&w.client_id, w.seq);
+                continue;
+            };
+            let pending = PendingWill {
+                msg: Arc::new(msg),
+                stored: Some(w.seq),
+            };
+            match back.get(&w.client_id) {
+                Some((session, gone_for)) if u64::from(w.delay_secs) > *gone_for => {
+                    let left = u64::from(w.delay_secs) - gone_for;
+                    session.lock().will = Some(pending);
+                    // Generation 1 is the restored session's (see above).
+                    self.will_later(session, 1, Duration::from_secs(left));
+                }
+                _ => due.push((w.client_id, pending)),
+            }
+        }
+        for (client_id, pending) in due {
+            tracing::info!(client = %client_id, topic = %pending.msg.topic, "publishing the will of a client connected before the restart");
+            self.publish_pending_will(&client_id, pending);
+        }
+        count
     }
 
     /// Ends the session after `after` unless a connection took it meanwhile.
@@ -622,7 +744,7 @@ impl BrokerState {
         self.session_ended(session);
         // The session ended before the will delay did.
         if let Some(w) = will {
-            self.publish_will(w.msg);
+            self.publish_pending_will(&session.id, w);
         }
         true
     }

@@ -660,6 +660,9 @@ impl Conn {
 
         let (kick_tx, kick_rx) = oneshot::channel();
         let attached = broker.attach(&client_id, c.clean_start, expiry_secs, kick_tx);
+        // Stored with the session, so that a crash of the broker (which
+        // closes this connection without DISCONNECT) does not lose it.
+        broker.keep_will(&attached.session, attached.generation, will.as_ref());
 
         // CONNACK, with what a 5.0 client needs to know about this server.
         let mut props = Vec::new();
