@@ -170,7 +170,9 @@ impl BrokerState {
 
     fn keep_if_retained(&self, msg: &Arc<Message>) {
         if msg.retain && self.config.retain_available {
-            if let Some(store) = &self.store {
+            // `$SYS` values describe this run: never stored, so a restart
+            // starts from fresh figures.
+            if let (Some(store), false) = (&self.store, is_sys(&msg.topic)) {
                 if msg.payload.is_empty() {
                     store.del_retained(&msg.topic);
                 } else {
@@ -549,7 +551,13 @@ impl BrokerState {
             let mut retained = self.retained.write();
             for (bytes, received_ms) in &restored.retained {
                 if let Some(msg) = Message::from_stored(bytes, *received_ms) {
-                    if !msg.is_expired(now) {
+                    if is_sys(&msg.topic) {
+                        // Stored by an older version: a previous run's
+                        // figures, not served and not kept.
+                        if let Some(store) = &self.store {
+                            store.del_retained(&msg.topic);
+                        }
+                    } else if !msg.is_expired(now) {
                         retained.set(Arc::new(msg));
                     }
                 }
@@ -652,10 +660,11 @@ impl BrokerState {
             }
         }
         let wills = self.restore_wills(restored.wills, &back, now_ms);
-        if sessions_restored > 0 || !restored.retained.is_empty() || wills > 0 {
+        let retained = self.retained.read().len();
+        if sessions_restored > 0 || retained > 0 || wills > 0 {
             tracing::info!(
                 sessions = sessions_restored,
-                retained = self.retained.read().len(),
+                retained,
                 wills,
                 "state restored from the store"
             );
@@ -753,6 +762,11 @@ impl BrokerState {
         tracing::debug!(topic = %msg.topic, "publishing will");
         self.publish(msg);
     }
+}
+
+/// Whether `topic` is one of the broker's own `$SYS` topics.
+fn is_sys(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
 }
 
 /// Splits `$share/{group}/{filter}` into its group and filter.

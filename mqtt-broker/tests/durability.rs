@@ -98,12 +98,6 @@ impl BrokerProcess {
         let dir = ScratchDir::new(tag);
         let port = free_port();
         let config = dir.file("broker.toml");
-        let text = format!(
-            "data_dir = '{}'\nsys_interval_secs = 0\nmax_queued_messages = 100000\n{settings}\n\n\
-             [[listeners]]\nbind = \"127.0.0.1:{port}\"\nallow_anonymous = true\n",
-            dir.file("data").display()
-        );
-        std::fs::write(&config, text).expect("write the configuration");
         let mut broker = BrokerProcess {
             dir,
             config,
@@ -111,8 +105,26 @@ impl BrokerProcess {
             child: None,
             log: Arc::default(),
         };
+        broker.configure(settings);
         broker.launch().await;
         broker
+    }
+
+    /// Writes the configuration the next start reads: the `settings` lines
+    /// (`$SYS` off unless they say otherwise) before the listener table.
+    fn configure(&self, settings: &str) {
+        let sys = if settings.contains("sys_interval_secs") {
+            ""
+        } else {
+            "sys_interval_secs = 0\n"
+        };
+        let text = format!(
+            "data_dir = '{}'\n{sys}max_queued_messages = 100000\n{settings}\n\n\
+             [[listeners]]\nbind = \"127.0.0.1:{}\"\nallow_anonymous = true\n",
+            self.dir.file("data").display(),
+            self.port,
+        );
+        std::fs::write(&self.config, text).expect("write the configuration");
     }
 
     fn addr(&self) -> SocketAddr {
@@ -1416,4 +1428,47 @@ async fn a_reconnection_within_the_will_delay_after_a_sigkill_cancels_the_will()
     );
     w.disconnect_and_wait().await;
     back.disconnect_and_wait().await;
+}
+
+// ---------------------------------------------------------------------------
+// `$SYS` values.
+
+/// `$SYS/broker/...` values are retained for subscribers but never stored:
+/// after a restart (here with `$SYS` turned off) no value of the previous
+/// run is served, and the store holds no retained message.
+#[tokio::test]
+async fn sys_values_are_not_persisted() {
+    let mut broker = BrokerProcess::start(
+        "sys-not-stored",
+        "durability = \"always\"\nsys_interval_secs = 1",
+    )
+    .await;
+    let addr = broker.addr();
+    // A value of this run is published (live or retained), then a new
+    // subscriber gets it retained.
+    let mut c = RawClient::connect(addr, V3, "sys-reader").await;
+    c.subscribe(1, "$SYS/broker/version", QoS::AtMostOnce).await;
+    c.recv_publish().await;
+    c.disconnect_and_wait().await;
+    let mut c = RawClient::connect(addr, V3, "sys-reader").await;
+    c.subscribe(1, "$SYS/broker/version", QoS::AtMostOnce).await;
+    let got = c.recv_publish().await;
+    assert!(got.publish().retain, "{got:?}");
+    c.disconnect_and_wait().await;
+
+    broker.stop(Stop::Term).await;
+    broker.configure("durability = \"always\"\nsys_interval_secs = 0");
+    broker.launch().await;
+    let mut c = RawClient::connect(addr, V3, "sys-reader").await;
+    c.subscribe(1, "$SYS/#", QoS::AtMostOnce).await;
+    assert!(
+        collect_until_pingresp(&mut c).await.is_empty(),
+        "a $SYS value of the previous run"
+    );
+    c.disconnect_and_wait().await;
+    assert!(
+        !broker.log().contains("state restored from the store"),
+        "something was restored:\n{}",
+        broker.log()
+    );
 }
