@@ -305,8 +305,13 @@ async fn open<S: Transport>(incoming: Box<Incoming<S>>) -> Option<Open<S>> {
             peer,
             username.map(String::into_boxed_str),
         ),
-        Err(reason) => Err((reason, connect.protocol)),
-    };
+        Err(e) => Err(e),
+    }
+    .map_err(|(reason, why)| Refusal {
+        reason,
+        version: connect.protocol,
+        why,
+    });
     drop(pending);
     match accepted {
         Ok((conn, out)) => Some(Open {
@@ -315,18 +320,60 @@ async fn open<S: Transport>(incoming: Box<Incoming<S>>) -> Option<Open<S>> {
             wr,
             out,
         }),
-        Err((reason, version)) => {
-            let ack = ConnAck {
-                session_present: false,
-                reason,
-                properties: mqtt_codec::Properties::EMPTY,
-            };
-            let mut out = BytesMut::new();
-            let _ = push_packet(&mut out, version, &Packet::ConnAck(ack), usize::MAX);
-            tracing::info!(%peer, client = connect.client_id, ?reason, "connection refused");
+        Err(refusal) => {
+            let out = refusal.connack(&connect);
+            tracing::info!(%peer, client = connect.client_id, reason = ?refusal.reason, why = refusal.why, "connection refused");
             let _ = tokio::time::timeout(CLOSE_FLUSH, wr.write_all(&out)).await;
             None
         }
+    }
+}
+
+/// Why a CONNECT is refused: the CONNACK reason code, the version to answer
+/// in, and the text of the MQTT 5 Reason String.
+struct Refusal {
+    reason: ReasonCode,
+    version: ProtocolVersion,
+    why: &'static str,
+}
+
+impl Refusal {
+    /// The refusing CONNACK. An MQTT 5 client gets a Reason String saying
+    /// why, as with the server's DISCONNECTs, unless it set Request Problem
+    /// Information to 0 (the specification allows the string on CONNACK
+    /// either way [MQTT-5: 3.1.2-29]; the client asked for less) or the
+    /// string would take the CONNACK over the client's Maximum Packet Size
+    /// [MQTT-5: 3.2.2-19].
+    fn connack(&self, c: &Connect<'_>) -> BytesMut {
+        let mut wants_text = true;
+        let mut max_packet = MAX_PACKET_SIZE;
+        for p in c.properties.iter() {
+            match p {
+                Property::RequestProblemInformation(b) => wants_text = b,
+                Property::MaximumPacketSize(n) => max_packet = n,
+                _ => {}
+            }
+        }
+        let mut out = BytesMut::new();
+        if self.version.is_v5() && wants_text {
+            let props = [Property::ReasonString(self.why)];
+            let ack = Packet::ConnAck(ConnAck {
+                session_present: false,
+                reason: self.reason,
+                properties: mqtt_codec::Properties::from_slice(&props),
+            });
+            if push_packet(&mut out, self.version, &ack, max_packet as usize).is_ok() {
+                return out;
+            }
+            out.clear();
+        }
+        let ack = Packet::ConnAck(ConnAck {
+            session_present: false,
+            reason: self.reason,
+            properties: mqtt_codec::Properties::EMPTY,
+        });
+        let _ = push_packet(&mut out, self.version, &ack, usize::MAX);
+        out
     }
 }
 
@@ -409,10 +456,13 @@ async fn authenticate(
     c: &Connect<'_>,
     tls_identity: Option<String>,
     peer: SocketAddr,
-) -> Result<Option<String>, ReasonCode> {
+) -> Result<Option<String>, (ReasonCode, &'static str)> {
     if c.properties.get(PropertyId::AuthenticationMethod).is_some() {
         // No enhanced authentication method is supported.
-        return Err(ReasonCode::BadAuthenticationMethod);
+        return Err((
+            ReasonCode::BadAuthenticationMethod,
+            "no enhanced authentication method is supported",
+        ));
     }
     let use_identity = listener
         .tls
@@ -429,7 +479,10 @@ async fn authenticate(
         }
         broker.stats.auth_failures.inc();
         tracing::warn!(%peer, client = c.client_id, "anonymous client refused");
-        return Err(ReasonCode::NotAuthorized);
+        return Err((
+            ReasonCode::NotAuthorized,
+            "this listener does not allow anonymous clients",
+        ));
     };
     let security = broker.security.read().clone();
     let Some(passwords) = &security.passwords else {
@@ -456,7 +509,10 @@ async fn authenticate(
     } else {
         broker.stats.auth_failures.inc();
         tracing::warn!(%peer, client = c.client_id, user = %name, "bad user name or password");
-        Err(ReasonCode::BadUserNameOrPassword)
+        Err((
+            ReasonCode::BadUserNameOrPassword,
+            "bad user name or password",
+        ))
     }
 }
 
@@ -528,17 +584,17 @@ struct Conn {
 
 impl Conn {
     /// Checks a CONNECT and takes over or creates the session. On refusal,
-    /// returns the reason and the version to answer in.
+    /// returns the reason and why.
     fn accept(
         broker: &Arc<BrokerState>,
         c: &Connect<'_>,
         frame: &Frame,
         peer: SocketAddr,
         username: Option<Box<str>>,
-    ) -> Result<(Conn, BytesMut), (ReasonCode, ProtocolVersion)> {
+    ) -> Result<(Conn, BytesMut), (ReasonCode, &'static str)> {
         let config = &broker.config;
         let v = c.protocol;
-        let refuse = |r: ReasonCode| (r, v);
+        let refuse = |r: ReasonCode, why: &'static str| (r, why);
 
         // Client identifier [MQTT-3.1.3-6..8].
         let mut assigned = None;
@@ -549,7 +605,10 @@ impl Conn {
                 ProtocolVersion::V5 => true,
             };
             if !allowed {
-                return Err(refuse(ReasonCode::ClientIdentifierNotValid));
+                return Err(refuse(
+                    ReasonCode::ClientIdentifierNotValid,
+                    "an empty client identifier needs a clean session",
+                ));
             }
             let id = broker.assign_client_id();
             assigned = Some(id.clone());
@@ -562,10 +621,16 @@ impl Conn {
             None => None,
             Some(w) => {
                 if w.qos.as_u8() > config.max_qos {
-                    return Err(refuse(ReasonCode::QoSNotSupported));
+                    return Err(refuse(
+                        ReasonCode::QoSNotSupported,
+                        "will QoS above the server's maximum QoS",
+                    ));
                 }
                 if w.retain && !config.retain_available {
-                    return Err(refuse(ReasonCode::RetainNotSupported));
+                    return Err(refuse(
+                        ReasonCode::RetainNotSupported,
+                        "retained wills are not supported",
+                    ));
                 }
                 let mut delay = 0;
                 let mut utf8 = false;
@@ -577,7 +642,10 @@ impl Conn {
                     }
                 }
                 if utf8 && std::str::from_utf8(w.payload).is_err() {
-                    return Err(refuse(ReasonCode::PayloadFormatInvalid));
+                    return Err(refuse(
+                        ReasonCode::PayloadFormatInvalid,
+                        "will payload is not the UTF-8 its format indicator says",
+                    ));
                 }
                 let publish = Publish {
                     dup: false,
@@ -640,7 +708,10 @@ impl Conn {
                 // and closing it sooner than 1.5 times its own would break
                 // [MQTT-3.1.2-24]: refuse it, as Mosquitto does.
                 tracing::info!(%peer, keep_alive, "keep alive above max_keepalive refused");
-                return Err(refuse(ReasonCode::ClientIdentifierNotValid));
+                return Err(refuse(
+                    ReasonCode::ClientIdentifierNotValid,
+                    "keep alive above the server's max_keepalive",
+                ));
             }
             keep_alive = config.max_keepalive;
             server_keep_alive = Some(keep_alive);
@@ -654,7 +725,10 @@ impl Conn {
             // Like a PUBLISH, a will may not go to a `$` topic.
             if w.0.topic.starts_with('$') || !acl.can_publish(&w.0.topic) {
                 tracing::warn!(%peer, client = %client_id, topic = %w.0.topic, "will topic not allowed");
-                return Err(refuse(ReasonCode::NotAuthorized));
+                return Err(refuse(
+                    ReasonCode::NotAuthorized,
+                    "the will topic is not allowed",
+                ));
             }
         }
 

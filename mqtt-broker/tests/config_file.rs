@@ -32,12 +32,6 @@ fn unknown_keys_are_rejected() {
     assert!(Config::from_toml("max_inflihgt = 3").is_err());
 }
 
-/// The return code / reason code of a refused CONNACK (3.1.1: 0x05 Not
-/// authorized; 5.0: 0x87 Not authorized), read from its bytes.
-fn refusal_code(connack: &[u8]) -> u8 {
-    connack[3]
-}
-
 /// The case: a file with a password file and a `[[listeners]]`
 /// entry on loopback that does not mention `allow_anonymous`. Mosquitto 2
 /// refuses anonymous clients there ("not authorised"), so does this broker;
@@ -65,8 +59,7 @@ async fn a_listener_named_in_a_file_refuses_anonymous_clients_by_default() {
     let addr = broker.local_addr();
     for v in VERSIONS {
         let got = RawClient::connect_refused(addr, login_packet(v, "anon", None, None)).await;
-        let want = if v.is_v5() { 0x87 } else { 0x05 };
-        assert_eq!(refusal_code(&got), want, "{v:?}: {got:02x?}");
+        assert_refusal(&got, v, 0x05, 0x87);
         let c = RawClient::connect_with(
             addr,
             login_packet(v, "alice", Some("alice"), Some(b"secret")),
@@ -184,8 +177,7 @@ async fn the_startup_log_names_each_listener_that_allows_anonymous_clients() {
         c.disconnect_and_wait().await;
         let got =
             RawClient::connect_refused(listening[1], login_packet(v, "anon", None, None)).await;
-        let want = if v.is_v5() { 0x87 } else { 0x05 };
-        assert_eq!(refusal_code(&got), want, "{v:?}: {got:02x?}");
+        assert_refusal(&got, v, 0x05, 0x87);
     }
     drop(running);
 }
