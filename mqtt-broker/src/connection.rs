@@ -1226,7 +1226,7 @@ impl Conn {
             }
             QosPid::ExactlyOnce(pid) => {
                 if reason.is_error() {
-                    // A failed PUBREC ends the exchange [MQTT-4.3.3-?]:
+                    // A failed PUBREC ends the exchange (MQTT 5.0 section 4.3.3):
                     // forget the identifier.
                     self.forget_incoming(pid.get());
                 }
@@ -1329,7 +1329,7 @@ impl Conn {
                 QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
                 QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
             });
-            // Retained messages, except for shared subscriptions [MQTT-3.8.4-?]
+            // Retained messages, except for shared subscriptions (MQTT 5.0 section 4.8.2)
             // and as Retain Handling says.
             let (group, plain) = split_filter(f.filter);
             let send_retained = group.is_none()

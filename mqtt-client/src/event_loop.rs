@@ -494,8 +494,8 @@ impl EventLoop {
     }
 
     /// Ends the connection on what the server sent: an MQTT 5 server that
-    /// broke the protocol is told why in a DISCONNECT first [MQTT-5:
-    /// 4.13.1]; then the connection is lost (and reconnected as usual).
+    /// broke the protocol is told why in a DISCONNECT first (MQTT 5.0
+    /// section 4.13.1); then the connection is lost (and reconnected as usual).
     async fn end_on<W: tokio::io::AsyncWrite + Unpin>(
         &mut self,
         e: ReadError,
@@ -785,7 +785,7 @@ impl EventLoop {
                     // No QoS 2 message awaits a PUBREC under this id (a QoS 1
                     // message may hold it, and still awaits its PUBACK): as
                     // the broker does, answer "not found" and change
-                    // nothing [MQTT-5: 4.3.3].
+                    // nothing (MQTT 5.0 section 4.3.3).
                     _ => {
                         let rel = PubResp {
                             reason: ReasonCode::PacketIdentifierNotFound,

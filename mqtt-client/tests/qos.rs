@@ -475,7 +475,7 @@ async fn scripted(id: &str) -> (FakeServer, RawConn, Client) {
 /// A PUBREC for the packet identifier of a QoS 1 message (which awaits
 /// PUBACK, not PUBREC) is not taken for the PUBREC of a QoS 2 flow: the
 /// client answers PUBREL 0x92 (Packet Identifier not found), as the broker
-/// does [MQTT-5: 4.3.3], and the QoS 1 message still completes on its
+/// does (MQTT 5.0 section 4.3.3), and the QoS 1 message still completes on its
 /// PUBACK.
 #[tokio::test]
 async fn a_pubrec_for_a_qos1_packet_id_leaves_the_qos1_message_awaiting_puback() {
