@@ -1329,7 +1329,8 @@ impl Conn {
                 QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
                 QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
             });
-            // Retained messages, except for shared subscriptions (MQTT 5.0 section 4.8.2)
+            // Retained messages, except for shared subscriptions (MQTT 5.0, Shared
+            // Subscriptions)
             // and as Retain Handling says.
             let (group, plain) = split_filter(f.filter);
             let send_retained = group.is_none()
