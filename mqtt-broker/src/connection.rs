@@ -1329,9 +1329,8 @@ impl Conn {
                 QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
                 QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
             });
-            // Retained messages, except for shared subscriptions (MQTT 5.0, Shared
-            // Subscriptions)
-            // and as Retain Handling says.
+            // Retained messages, except for shared subscriptions (MQTT 5.0,
+            // Shared Subscriptions) and as Retain Handling says.
             let (group, plain) = split_filter(f.filter);
             let send_retained = group.is_none()
                 && match options.retain_handling {
