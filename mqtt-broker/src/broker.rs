@@ -212,7 +212,7 @@ impl BrokerState {
                         let _ = old.send(Kick::TakenOver);
                     }
                     // A reconnection before the will delay passes cancels
-                    // the will [MQTT-3.1.3-9]; the stored wills (the
+                    // the will [MQTT-5: 3.1.3-9]; the stored wills (the
                     // pending one, and the one of a connection taken over,
                     // which that connection publishes itself if it is due
                     // now) give way to the new connection's.

@@ -124,7 +124,7 @@ impl<R: ReadSide> Reader<R> {
     }
 
     /// Waits for the first packet, refusing anything but CONNECT from its
-    /// first byte [MQTT-3.1.0-1], so a client that has not connected cannot
+    /// first byte [MQTT-3.1.1/5: 3.1.0-1], so a client that has not connected cannot
     /// make the broker wait for (and buffer) a large body.
     async fn connect_frame(&mut self) -> Result<Option<Frame>, ConnError> {
         loop {
@@ -276,7 +276,7 @@ async fn open<S: Transport>(incoming: Box<Incoming<S>>) -> Option<Open<S>> {
     broker.stats.messages_received.inc();
     broker.stats.bytes_received.add(frame.bytes.len() as u64);
     if frame.header.packet_type != mqtt_codec::PacketType::Connect {
-        // [MQTT-3.1.0-1] the first packet must be CONNECT.
+        // [MQTT-3.1.1/5: 3.1.0-1] the first packet must be CONNECT.
         tracing::debug!(%peer, "first packet is not CONNECT: closing");
         broker.stats.protocol_errors.inc();
         return None;
@@ -378,7 +378,7 @@ impl Refusal {
 }
 
 /// Answers an undecodable CONNECT: CONNACK 0x01 (3.1.1) or 0x84 (5.0) for an
-/// unknown protocol level [MQTT-3.1.2-2]; a 5.0 client gets the reason code
+/// unknown protocol level [MQTT-3.1.1/5: 3.1.2-2]; a 5.0 client gets the reason code
 /// of a malformed CONNECT too. Then the connection closes.
 async fn refuse_bad_connect<W: AsyncWrite + Unpin>(
     wr: &mut W,
@@ -522,7 +522,7 @@ async fn authenticate(
 struct KeepAlive(u16);
 
 impl KeepAlive {
-    /// One and a half times the keep alive [MQTT-3.1.2-24].
+    /// One and a half times the keep alive [MQTT-3.1.1: 3.1.2-24].
     fn timeout(self) -> Duration {
         Duration::from_millis(u64::from(self.0) * 1500)
     }
@@ -596,7 +596,7 @@ impl Conn {
         let v = c.protocol;
         let refuse = |r: ReasonCode, why: &'static str| (r, why);
 
-        // Client identifier [MQTT-3.1.3-6..8].
+        // Client identifier [MQTT-3.1.1/5: 3.1.3-6..8].
         let mut assigned = None;
         let client_id: Arc<str> = if c.client_id.is_empty() {
             let allowed = match v {
@@ -706,7 +706,7 @@ impl Conn {
             if !v.is_v5() {
                 // A 3.1 / 3.1.1 client cannot be told a shorter keep alive,
                 // and closing it sooner than 1.5 times its own would break
-                // [MQTT-3.1.2-24]: refuse it, as Mosquitto does.
+                // [MQTT-3.1.1: 3.1.2-24]: refuse it, as Mosquitto does.
                 tracing::info!(%peer, keep_alive, "keep alive above max_keepalive refused");
                 return Err(refuse(
                     ReasonCode::ClientIdentifierNotValid,
@@ -1115,7 +1115,7 @@ impl Conn {
         if p.retain && !config.retain_available {
             return Err(self.protocol_error(ReasonCode::RetainNotSupported, "retain not available"));
         }
-        // Topic alias [MQTT-3.3.2-7..12].
+        // Topic alias [MQTT-5: 3.3.2-7..12].
         let mut alias = None;
         let mut utf8 = false;
         for prop in p.properties.iter() {
@@ -1166,7 +1166,7 @@ impl Conn {
         if let QosPid::ExactlyOnce(pid) = p.qos_pid {
             let mut st = self.session.lock();
             if st.incoming_qos2.contains(&pid.get()) {
-                // [MQTT-4.3.3-10] a duplicate before PUBREL: acknowledge
+                // [MQTT-5: 4.3.3-10] a duplicate before PUBREL: acknowledge
                 // again, do not deliver again.
                 drop(st);
                 self.send_ack(out, &Packet::PubRec(PubResp::new(pid)));
@@ -1447,7 +1447,7 @@ impl Conn {
     fn on_disconnect(&mut self, d: &Disconnect<'_>) -> Step {
         for p in d.properties.iter() {
             if let Property::SessionExpiryInterval(s) = p {
-                // [MQTT-3.14.2-2] a session that was to end with the
+                // [MQTT-5: 3.14.2-2] a session that was to end with the
                 // connection cannot be given an expiry now.
                 if self.expiry_secs == 0 && s != 0 {
                     return Err(self.protocol_error(
@@ -1541,7 +1541,7 @@ impl Conn {
     }
 
     /// On session resume: every unacknowledged PUBLISH again with DUP, and
-    /// every PUBREL again [MQTT-4.4.0-1].
+    /// every PUBREL again [MQTT-3.1.1/5: 4.4.0-1].
     fn resend_inflight(&mut self, out: &mut BytesMut) {
         let mark = crate::store::ops_sent_on_this_thread();
         {
@@ -1594,7 +1594,7 @@ impl Conn {
 
     /// Encodes one PUBLISH to this client. Returns false when the message is
     /// larger than the client accepts; it is dropped and counted
-    /// [MQTT-3.1.2-25].
+    /// [MQTT-5: 3.1.2-25].
     fn write_publish(
         &mut self,
         d: &Delivery,
@@ -1676,7 +1676,7 @@ impl Conn {
                 ReasonCode::UnspecifiedError
             };
             let props = [Property::ReasonString(text)];
-            // [MQTT-3.1.2-29] Request Problem Information 0 allows the
+            // [MQTT-5: 3.1.2-29] Request Problem Information 0 allows the
             // Reason String only on CONNACK and DISCONNECT, which this is.
             let disconnect = Disconnect {
                 reason,

@@ -57,7 +57,7 @@ pub struct Outgoing {
     /// Its state.
     pub state: OutState,
     /// Owed to the client again after a reconnection, but held back by the
-    /// client's Receive Maximum [MQTT-3.3.4-9].
+    /// client's Receive Maximum [MQTT-5: 3.3.4-9].
     pub unsent: bool,
 }
 
