@@ -106,7 +106,7 @@ start_broker_once() {
     case $name in
         ours | ours-1t | ours-2t)
             cat >"$WORK/ours.toml" <<EOF
-listeners = [{ bind = "127.0.0.1:$PORT" }]
+listeners = [{ bind = "127.0.0.1:$PORT", allow_anonymous = true }]
 max_queued_messages = 1000000
 max_queued_bytes = 1073741824
 sys_interval_secs = 1

@@ -13,12 +13,13 @@
 //! The access word is optional (`topic home/#` is readwrite). A deny rule that
 //! matches wins over any grant; what no rule grants is denied. Rules are
 //! resolved once per connection into an [`AclView`], so a check on the
-//! message path allocates nothing.
+//! message path allocates nothing. A shared subscription is checked on the
+//! filter inside `$share/{group}/`.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use mqtt_codec::topic::matches;
+use mqtt_codec::topic::{matches, parse_shared};
 
 /// What a rule allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,13 +189,19 @@ impl AclView {
     }
 
     /// May this client subscribe to `filter`? A grant must cover everything
-    /// the filter can match; a deny rule that overlaps it refuses it.
-    /// Messages are checked again on delivery, so what slips through an
-    /// overlap is still not delivered.
+    /// the filter can match; a deny rule that covers it refuses it.
+    /// Messages are checked again on delivery (on their topic), so what
+    /// slips through an overlap is still not delivered.
+    ///
+    /// For a shared subscription `$share/{group}/{filter}` the rules are
+    /// matched against the filter inside it, as in Mosquitto: the prefix
+    /// names a group, not topics, and `#` could never match it (a filter
+    /// starting with a wildcard does not reach `$` names [MQTT-5: 4.7.2-1]).
     pub fn can_subscribe(&self, filter: &str) -> bool {
         let Some(rules) = &self.rules else {
             return true;
         };
+        let filter = parse_shared(filter).map_or(filter, |s| s.filter);
         let mut granted = false;
         for r in rules {
             match r.access {
@@ -291,6 +298,20 @@ pattern read users/%u/inbox
         assert!(bob.can_subscribe("home/+/temp"));
         assert!(bob.can_subscribe("home/kitchen/temp"));
         assert!(!bob.can_subscribe("home/#"));
+    }
+
+    #[test]
+    fn shared_subscriptions_are_checked_on_their_inner_filter() {
+        let acl = Acl::parse(
+            "topic readwrite #\ntopic deny a/secret\ntopic read $SYS/#\n",
+            "t",
+        );
+        let anon = acl.view(None, "c");
+        assert!(anon.can_subscribe("$share/g/a/b"));
+        assert!(anon.can_subscribe("$share/g/#"));
+        assert!(!anon.can_subscribe("$share/g/a/secret"));
+        assert!(anon.can_subscribe("$share/g/$SYS/broker/#"));
+        assert!(!anon.can_subscribe("$share/g/$other/x"));
     }
 
     #[test]

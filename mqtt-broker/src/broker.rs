@@ -47,6 +47,8 @@ pub struct BrokerState {
     /// When the broker started.
     pub started: Instant,
     next_assigned_id: AtomicU64,
+    /// The number the next stored will gets (see `Store::put_will`).
+    next_will_seq: AtomicU64,
     /// Password file and ACL in force; swapped whole on reload.
     pub security: RwLock<Arc<Security>>,
     /// Password checks running at once: a hash costs CPU (and Argon2 costs
@@ -59,6 +61,10 @@ pub struct BrokerState {
     shutting_down: std::sync::atomic::AtomicBool,
     /// The durable store, unless `durability = "none"`.
     pub store: Option<Store>,
+    /// Run by `expire` before it takes its locks: lets a test reconnect
+    /// a client at the instant a session expires.
+    #[cfg(test)]
+    before_expiry: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 /// What `attach` found.
@@ -92,6 +98,9 @@ impl BrokerState {
             retained: RwLock::new(RetainedStore::default()),
             started: Instant::now(),
             next_assigned_id: AtomicU64::new(1),
+            next_will_seq: AtomicU64::new(1),
+            #[cfg(test)]
+            before_expiry: Mutex::new(None),
         })
     }
 
@@ -161,7 +170,9 @@ impl BrokerState {
 
     fn keep_if_retained(&self, msg: &Arc<Message>) {
         if msg.retain && self.config.retain_available {
-            if let Some(store) = &self.store {
+            // `$SYS` values describe this run: never stored, so a restart
+            // starts from fresh figures.
+            if let (Some(store), false) = (&self.store, is_sys(&msg.topic)) {
                 if msg.payload.is_empty() {
                     store.del_retained(&msg.topic);
                 } else {
@@ -201,8 +212,16 @@ impl BrokerState {
                         let _ = old.send(Kick::TakenOver);
                     }
                     // A reconnection before the will delay passes cancels
-                    // the will [MQTT-3.1.3-9].
-                    st.will = None;
+                    // the will [MQTT-5: 3.1.3-9]; the stored wills (the
+                    // pending one, and the one of a connection taken over,
+                    // which that connection publishes itself if it is due
+                    // now) give way to the new connection's.
+                    if let Some(stored) = st.will.take().and_then(|w| w.stored) {
+                        self.drop_stored_will(client_id, stored);
+                    }
+                    if let Some(stored) = st.will_stored.take() {
+                        self.drop_stored_will(client_id, stored);
+                    }
                     if clean_start {
                         let subs = std::mem::take(&mut st.subscriptions);
                         st.reset();
@@ -228,7 +247,10 @@ impl BrokerState {
                 (session, false)
             }
         };
-        drop(sessions);
+        // The new generation is set before the `sessions` lock is released:
+        // an expiry timer decides under that lock (see `expire`), so it
+        // either ends the session before this found it, or sees that a
+        // connection took it.
         let generation = {
             let mut st = session.lock();
             st.generation += 1;
@@ -246,6 +268,7 @@ impl BrokerState {
             st.generation
         };
         session.set_online(true);
+        drop(sessions);
         Attached {
             session,
             session_present,
@@ -277,8 +300,9 @@ impl BrokerState {
     ) {
         let mut st = session.lock();
         if st.generation != generation {
-            // Taken over: the new connection owns the session. A will with a
-            // delay is cancelled by the reconnection; one without is due now.
+            // Taken over: the new connection owns the session (and the
+            // stored will is its own). A will with a delay is cancelled by
+            // the reconnection; one without is due now.
             drop(st);
             if let Some((msg, 0)) = will {
                 self.publish_will(msg);
@@ -291,38 +315,44 @@ impl BrokerState {
         self.save_session(session, &st, Some(crate::store::unix_ms() / 1000));
         session.set_online(false);
         if expiry_secs == 0 {
+            // Ended under the `sessions` lock, unless a new connection took
+            // the session since the check above (then, as on a takeover, a
+            // will without a delay is due and one with a delay is
+            // cancelled).
+            let stored = st.will_stored.take();
             drop(st);
-            self.end_session(session);
-            if let Some((msg, _)) = will {
-                self.publish_will(msg);
+            let ended = self.expire(session, generation);
+            if let Some((msg, delay)) = will {
+                if ended || delay == 0 {
+                    self.publish_will(msg);
+                }
+            }
+            if let Some(stored) = stored {
+                self.drop_stored_will(&session.id, stored);
             }
             return;
         }
+        let stored = st.will_stored.take();
         match will {
             Some((msg, delay)) if delay > 0 => {
-                st.will = Some(PendingWill { msg });
-                let broker = self.clone();
-                let s = session.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
-                    let due = {
-                        let mut st = s.lock();
-                        if st.generation == generation {
-                            st.will.take()
-                        } else {
-                            None
-                        }
-                    };
-                    if let Some(w) = due {
-                        broker.publish_will(w.msg);
-                    }
-                });
+                // Stays in the store until published or cancelled.
+                st.will = Some(PendingWill { msg, stored });
+                drop(st);
+                self.will_later(session, generation, Duration::from_secs(u64::from(delay)));
             }
             Some((msg, _)) => {
                 drop(st);
                 self.publish_will(msg);
+                if let Some(stored) = stored {
+                    self.drop_stored_will(&session.id, stored);
+                }
             }
-            None => {}
+            None => {
+                drop(st);
+                if let Some(stored) = stored {
+                    self.drop_stored_will(&session.id, stored);
+                }
+            }
         }
         if expiry_secs != u32::MAX {
             self.expire_later(
@@ -333,10 +363,71 @@ impl BrokerState {
         }
     }
 
+    /// Publishes the session's pending will after `after`, unless a
+    /// connection took the session (or the session ended) meanwhile.
+    fn will_later(self: &Arc<Self>, session: &Arc<Session>, generation: u64, after: Duration) {
+        let broker = self.clone();
+        let s = session.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let due = {
+                let mut st = s.lock();
+                if st.generation == generation {
+                    st.will.take()
+                } else {
+                    None
+                }
+            };
+            if let Some(w) = due {
+                broker.publish_pending_will(&s.id, w);
+            }
+        });
+    }
+
+    /// Keeps the will of the connection of `generation` in the store, so
+    /// that a crash does not lose it (see `restore`). A connection taken
+    /// over meanwhile stores nothing: the new one owns the session.
+    pub fn keep_will(
+        &self,
+        session: &Session,
+        generation: u64,
+        will: Option<&(Arc<Message>, u32)>,
+    ) {
+        let (Some(store), Some((msg, delay))) = (&self.store, will) else {
+            return;
+        };
+        let mut st = session.lock();
+        if st.generation != generation {
+            return;
+        }
+        let seq = self.next_will_seq.fetch_add(1, Ordering::Relaxed);
+        store.put_will(&session.id, seq, msg.encode_for_store(), *delay);
+        st.will_stored = Some(seq);
+    }
+
+    /// Deletes will number `seq` of `client_id` from the store.
+    fn drop_stored_will(&self, client_id: &str, seq: u64) {
+        if let Some(store) = &self.store {
+            store.del_will(client_id, seq);
+        }
+    }
+
+    /// Publishes a will whose delay (or session) ended, then forgets it.
+    fn publish_pending_will(&self, client_id: &str, w: PendingWill) {
+        self.publish_will(w.msg);
+        if let Some(stored) = w.stored {
+            self.drop_stored_will(client_id, stored);
+        }
+    }
+
     /// Removes a session and its subscriptions, if it is still the one
-    /// registered under its client id.
-    fn end_session(&self, session: &Arc<Session>) {
-        let mut sessions = self.sessions.lock();
+    /// registered under its client id: the part done under the `sessions`
+    /// lock.
+    fn end_session_locked(
+        &self,
+        sessions: &mut HashMap<Arc<str>, Arc<Session>>,
+        session: &Arc<Session>,
+    ) {
         if sessions
             .get(&session.id)
             .is_some_and(|s| Arc::ptr_eq(s, session))
@@ -345,7 +436,10 @@ impl BrokerState {
         }
         let subs = std::mem::take(&mut session.lock().subscriptions);
         self.unindex(session, subs.keys());
-        drop(sessions);
+    }
+
+    /// The part of ending a session done after the `sessions` lock.
+    fn session_ended(&self, session: &Session) {
         if let Some(store) = &self.store {
             store.del_session(&session.id);
         }
@@ -457,13 +551,22 @@ impl BrokerState {
             let mut retained = self.retained.write();
             for (bytes, received_ms) in &restored.retained {
                 if let Some(msg) = Message::from_stored(bytes, *received_ms) {
-                    if !msg.is_expired(now) {
+                    if is_sys(&msg.topic) {
+                        // Stored by an older version: a previous run's
+                        // figures, not served and not kept.
+                        if let Some(store) = &self.store {
+                            store.del_retained(&msg.topic);
+                        }
+                    } else if !msg.is_expired(now) {
                         retained.set(Arc::new(msg));
                     }
                 }
             }
         }
         let mut sessions_restored = 0;
+        // Restored sessions by client id, with how long their client has
+        // been gone (0 if it was connected when the broker stopped).
+        let mut back: HashMap<String, (Arc<Session>, u64)> = HashMap::new();
         for stored in restored.sessions {
             let gone_for = stored
                 .disconnected_at
@@ -547,6 +650,7 @@ impl BrokerState {
                 }
             }
             self.sessions.lock().insert(id, session.clone());
+            back.insert(stored.client_id.clone(), (session.clone(), gone_for));
             sessions_restored += 1;
             // The restart counts as a disconnection: the expiry runs from
             // when the client left, or from now if it was connected.
@@ -555,13 +659,63 @@ impl BrokerState {
                 self.expire_later(&session, 1, Duration::from_secs(left));
             }
         }
-        if sessions_restored > 0 || !restored.retained.is_empty() {
+        let wills = self.restore_wills(restored.wills, &back, now_ms);
+        let retained = self.retained.read().len();
+        if sessions_restored > 0 || retained > 0 || wills > 0 {
             tracing::info!(
                 sessions = sessions_restored,
-                retained = self.retained.read().len(),
+                retained,
+                wills,
                 "state restored from the store"
             );
         }
+    }
+
+    /// The wills of clients that were connected when the broker stopped
+    /// (or whose will waited for its delay): the broker's stop closed their
+    /// network connections without a DISCONNECT, so each is due as after a
+    /// live close (the Will Flag, section 3.1.2.5 in 3.1.1 and 5.0). A will of a
+    /// session that lives on waits out what is left of its delay (counted
+    /// from the restart for a client that was connected, from its leaving
+    /// otherwise) and is cancelled if the client comes back first; the end
+    /// of the session cuts it short. A will whose session is gone (expiry
+    /// 0, or it expired while the broker was down) is published now.
+    /// Returns how many wills were restored.
+    fn restore_wills(
+        self: &Arc<Self>,
+        wills: Vec<crate::store::StoredWill>,
+        back: &HashMap<String, (Arc<Session>, u64)>,
+        now_ms: u64,
+    ) -> usize {
+        let count = wills.len();
+        let mut due = Vec::new();
+        for w in wills {
+            self.next_will_seq.fetch_max(w.seq + 1, Ordering::Relaxed);
+            // Its Message Expiry Interval starts when it is published.
+            let Some(msg) = Message::from_stored(&w.publish, now_ms) else {
+                tracing::warn!(client = %w.client_id, "unreadable stored will dropped");
+                self.drop_stored_will(&w.client_id, w.seq);
+                continue;
+            };
+            let pending = PendingWill {
+                msg: Arc::new(msg),
+                stored: Some(w.seq),
+            };
+            match back.get(&w.client_id) {
+                Some((session, gone_for)) if u64::from(w.delay_secs) > *gone_for => {
+                    let left = u64::from(w.delay_secs) - gone_for;
+                    session.lock().will = Some(pending);
+                    // Generation 1 is the restored session's (see above).
+                    self.will_later(session, 1, Duration::from_secs(left));
+                }
+                _ => due.push((w.client_id, pending)),
+            }
+        }
+        for (client_id, pending) in due {
+            tracing::info!(client = %client_id, topic = %pending.msg.topic, "publishing the will of a client connected before the restart");
+            self.publish_pending_will(&client_id, pending);
+        }
+        count
     }
 
     /// Ends the session after `after` unless a connection took it meanwhile.
@@ -570,16 +724,38 @@ impl BrokerState {
         let s = session.clone();
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
-            let expired = s.lock().generation == generation && !s.is_online();
-            if expired {
-                let will = s.lock().will.take();
-                broker.end_session(&s);
-                // The session ended before the will delay did.
-                if let Some(w) = will {
-                    broker.publish_will(w.msg);
-                }
-            }
+            broker.expire(&s, generation);
         });
+    }
+
+    /// Ends the session if it is still the one of `generation`, offline.
+    /// The check and the removal happen under the `sessions` lock, which
+    /// `attach` holds while it takes a session and starts a new generation:
+    /// a client that reconnects as the expiry runs out either keeps its
+    /// session (and this leaves it) or gets a new one with Session Present
+    /// 0, never a session that is removed after it was told it is present.
+    /// Returns whether it ended the session.
+    fn expire(&self, session: &Arc<Session>, generation: u64) -> bool {
+        #[cfg(test)]
+        if let Some(hook) = self.before_expiry.lock().take() {
+            hook();
+        }
+        let mut sessions = self.sessions.lock();
+        let will = {
+            let mut st = session.lock();
+            if st.generation != generation || session.is_online() {
+                return false;
+            }
+            st.will.take()
+        };
+        self.end_session_locked(&mut sessions, session);
+        drop(sessions);
+        self.session_ended(session);
+        // The session ended before the will delay did.
+        if let Some(w) = will {
+            self.publish_pending_will(&session.id, w);
+        }
+        true
     }
 
     fn publish_will(&self, msg: Arc<Message>) {
@@ -588,10 +764,104 @@ impl BrokerState {
     }
 }
 
+/// Whether `topic` is one of the broker's own `$SYS` topics.
+fn is_sys(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
+}
+
 /// Splits `$share/{group}/{filter}` into its group and filter.
 pub fn split_filter(filter: &str) -> (Option<&str>, &str) {
     match parse_shared(filter) {
         Some(s) => (Some(s.group), s.filter),
         None => (None, filter),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mqtt_codec::SubscriptionOptions;
+    use std::sync::Weak;
+
+    fn record() -> SubRecord {
+        SubRecord {
+            options: SubscriptionOptions::default(),
+            sub_id: None,
+        }
+    }
+
+    /// A client that reconnects (Clean Start 0) at the instant its session
+    /// expires keeps the session it is told is present, with its
+    /// subscriptions (MQTT 5.0 section 4.1, Session State). The test's hook runs when
+    /// the expiry timer fires, before the expiry looks at the session: the
+    /// gap where the reconnection used to be lost. Time is paused, so the
+    /// timer fires when the test says.
+    #[tokio::test(start_paused = true)]
+    async fn a_session_resumed_as_its_expiry_fires_is_kept() {
+        let state = Arc::new(BrokerState::with_store(Config::ephemeral(), None).unwrap());
+        let id: Arc<str> = "c".into();
+        let (kick, _kicked) = oneshot::channel();
+        let first = state.attach(&id, true, 10, kick);
+        state.subscribe(&first.session, "t", record());
+        state.detach(&first.session, first.generation, None, 10);
+
+        let resumed = Arc::new(Mutex::new(None));
+        {
+            let weak: Weak<BrokerState> = Arc::downgrade(&state);
+            let (id, resumed) = (id.clone(), resumed.clone());
+            *state.before_expiry.lock() = Some(Box::new(move || {
+                let state = weak.upgrade().unwrap();
+                let (kick, kicked) = oneshot::channel();
+                let a = state.attach(&id, false, 10, kick);
+                *resumed.lock() = Some((a.session, a.session_present, kicked));
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(11)).await;
+
+        let (session, present, _kicked) = resumed.lock().take().expect("the hook ran");
+        assert!(present, "the reconnection was told the session is present");
+        let registered = state.sessions.lock().get(&id).cloned();
+        assert!(
+            registered.is_some_and(|s| Arc::ptr_eq(&s, &session)),
+            "the resumed session is still registered"
+        );
+        assert_eq!(session.lock().subscriptions.len(), 1, "subscription kept");
+        let routed = state.publish(Arc::new(Message::new(
+            "t",
+            bytes::Bytes::from_static(b"x"),
+            QoS::AtMostOnce,
+            false,
+        )));
+        assert_eq!(routed, 1, "the subscription still routes");
+    }
+
+    /// The same gap for a session that ends with its connection (expiry
+    /// 0): a client that resumes it between the close's check and its end
+    /// keeps what it was told is present.
+    #[tokio::test(start_paused = true)]
+    async fn a_session_resumed_as_its_connection_closes_is_kept() {
+        let state = Arc::new(BrokerState::with_store(Config::ephemeral(), None).unwrap());
+        let id: Arc<str> = "c0".into();
+        let (kick, _kicked) = oneshot::channel();
+        let first = state.attach(&id, true, 0, kick);
+        state.subscribe(&first.session, "t", record());
+        let resumed = Arc::new(Mutex::new(None));
+        {
+            let weak: Weak<BrokerState> = Arc::downgrade(&state);
+            let (id, resumed) = (id.clone(), resumed.clone());
+            *state.before_expiry.lock() = Some(Box::new(move || {
+                let state = weak.upgrade().unwrap();
+                let (kick, kicked) = oneshot::channel();
+                let a = state.attach(&id, false, 0, kick);
+                *resumed.lock() = Some((a.session, a.session_present, kicked));
+            }));
+        }
+        state.detach(&first.session, first.generation, None, 0);
+
+        let (session, present, _kicked) = resumed.lock().take().expect("the hook ran");
+        assert!(present);
+        let registered = state.sessions.lock().get(&id).cloned();
+        assert!(registered.is_some_and(|s| Arc::ptr_eq(&s, &session)));
+        assert_eq!(session.lock().subscriptions.len(), 1, "subscription kept");
     }
 }

@@ -1,9 +1,11 @@
 //! Broker configuration: every limit the broker enforces, with its default.
 //!
 //! The TOML file (`-c FILE`) uses the same names; `mqtt-broker.example.toml`
-//! at the crate root documents every key. With no file the broker listens on
-//! 127.0.0.1:1883 and lets anonymous clients in, like Mosquitto 2's local-only
-//! mode.
+//! at the crate root documents every key. With no file, or a file that names
+//! no listener, the broker listens on 127.0.0.1:1883 and lets anonymous
+//! clients in, like Mosquitto 2's local-only mode; a listener named in a file
+//! refuses anonymous clients unless it says `allow_anonymous = true`, like
+//! Mosquitto 2's `listener` (whatever its address).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,8 +30,9 @@ pub enum QueuePolicy {
 pub struct ListenerConfig {
     /// Address and port, e.g. `0.0.0.0:1883`.
     pub bind: SocketAddr,
-    /// Let clients in without a user name. Defaults to true only on a loopback
-    /// address, like Mosquitto 2.
+    /// Let clients in without a user name. Absent means no, whatever the
+    /// address, like a Mosquitto 2 `listener`; only the built-in local-only
+    /// listener (no configuration file, or one without listeners) sets it.
     pub allow_anonymous: Option<bool>,
     /// TLS for this listener.
     #[serde(default)]
@@ -57,9 +60,21 @@ pub struct TlsListenerConfig {
 }
 
 impl ListenerConfig {
-    /// Whether anonymous clients may connect on this listener.
+    /// Whether anonymous clients may connect on this listener: only when
+    /// it says so.
     pub fn allows_anonymous(&self) -> bool {
-        self.allow_anonymous.unwrap_or(self.bind.ip().is_loopback())
+        self.allow_anonymous.unwrap_or(false)
+    }
+
+    /// The local-only listener used without a configuration (or with one
+    /// that names no listener): loopback, anonymous clients allowed, as
+    /// Mosquitto 2 does without a `listener` line.
+    pub fn local_only(port: u16) -> ListenerConfig {
+        ListenerConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], port)),
+            allow_anonymous: Some(true),
+            tls: None,
+        }
     }
 }
 
@@ -67,7 +82,8 @@ impl ListenerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Listening sockets. Default: one on 127.0.0.1:1883.
+    /// Listening sockets. Default: one on 127.0.0.1:1883 that lets
+    /// anonymous clients in ([`ListenerConfig::local_only`]).
     pub listeners: Vec<ListenerConfig>,
     /// Largest packet accepted from a client, fixed header included; larger
     /// ones are refused from their header (MQTT 5: DISCONNECT 0x95).
@@ -142,11 +158,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listeners: vec![ListenerConfig {
-                bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
-                allow_anonymous: None,
-                tls: None,
-            }],
+            listeners: vec![ListenerConfig::local_only(1883)],
             max_packet_size: mqtt_codec::MAX_PACKET_SIZE,
             max_connections: 100_000,
             connect_timeout_secs: 10,
@@ -231,11 +243,7 @@ impl Config {
     /// 127.0.0.1 with an ephemeral port, `$SYS` off, no store.
     pub fn ephemeral() -> Config {
         Config {
-            listeners: vec![ListenerConfig {
-                bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-                allow_anonymous: Some(true),
-                tls: None,
-            }],
+            listeners: vec![ListenerConfig::local_only(0)],
             sys_interval_secs: 0,
             durability: crate::store::Durability::None,
             ..Config::default()

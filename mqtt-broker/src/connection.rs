@@ -124,7 +124,7 @@ impl<R: ReadSide> Reader<R> {
     }
 
     /// Waits for the first packet, refusing anything but CONNECT from its
-    /// first byte [MQTT-3.1.0-1], so a client that has not connected cannot
+    /// first byte [MQTT-3.1.1/5: 3.1.0-1], so a client that has not connected cannot
     /// make the broker wait for (and buffer) a large body.
     async fn connect_frame(&mut self) -> Result<Option<Frame>, ConnError> {
         loop {
@@ -276,7 +276,7 @@ async fn open<S: Transport>(incoming: Box<Incoming<S>>) -> Option<Open<S>> {
     broker.stats.messages_received.inc();
     broker.stats.bytes_received.add(frame.bytes.len() as u64);
     if frame.header.packet_type != mqtt_codec::PacketType::Connect {
-        // [MQTT-3.1.0-1] the first packet must be CONNECT.
+        // [MQTT-3.1.1/5: 3.1.0-1] the first packet must be CONNECT.
         tracing::debug!(%peer, "first packet is not CONNECT: closing");
         broker.stats.protocol_errors.inc();
         return None;
@@ -305,8 +305,13 @@ async fn open<S: Transport>(incoming: Box<Incoming<S>>) -> Option<Open<S>> {
             peer,
             username.map(String::into_boxed_str),
         ),
-        Err(reason) => Err((reason, connect.protocol)),
-    };
+        Err(e) => Err(e),
+    }
+    .map_err(|(reason, why)| Refusal {
+        reason,
+        version: connect.protocol,
+        why,
+    });
     drop(pending);
     match accepted {
         Ok((conn, out)) => Some(Open {
@@ -315,23 +320,65 @@ async fn open<S: Transport>(incoming: Box<Incoming<S>>) -> Option<Open<S>> {
             wr,
             out,
         }),
-        Err((reason, version)) => {
-            let ack = ConnAck {
-                session_present: false,
-                reason,
-                properties: mqtt_codec::Properties::EMPTY,
-            };
-            let mut out = BytesMut::new();
-            let _ = push_packet(&mut out, version, &Packet::ConnAck(ack), usize::MAX);
-            tracing::info!(%peer, client = connect.client_id, ?reason, "connection refused");
+        Err(refusal) => {
+            let out = refusal.connack(&connect);
+            tracing::info!(%peer, client = connect.client_id, reason = ?refusal.reason, why = refusal.why, "connection refused");
             let _ = tokio::time::timeout(CLOSE_FLUSH, wr.write_all(&out)).await;
             None
         }
     }
 }
 
+/// Why a CONNECT is refused: the CONNACK reason code, the version to answer
+/// in, and the text of the MQTT 5 Reason String.
+struct Refusal {
+    reason: ReasonCode,
+    version: ProtocolVersion,
+    why: &'static str,
+}
+
+impl Refusal {
+    /// The refusing CONNACK. An MQTT 5 client gets a Reason String saying
+    /// why, as with the server's DISCONNECTs, unless it set Request Problem
+    /// Information to 0 (the specification allows the string on CONNACK
+    /// either way [MQTT-5: 3.1.2-29]; the client asked for less) or the
+    /// string would take the CONNACK over the client's Maximum Packet Size
+    /// [MQTT-5: 3.2.2-19].
+    fn connack(&self, c: &Connect<'_>) -> BytesMut {
+        let mut wants_text = true;
+        let mut max_packet = MAX_PACKET_SIZE;
+        for p in c.properties.iter() {
+            match p {
+                Property::RequestProblemInformation(b) => wants_text = b,
+                Property::MaximumPacketSize(n) => max_packet = n,
+                _ => {}
+            }
+        }
+        let mut out = BytesMut::new();
+        if self.version.is_v5() && wants_text {
+            let props = [Property::ReasonString(self.why)];
+            let ack = Packet::ConnAck(ConnAck {
+                session_present: false,
+                reason: self.reason,
+                properties: mqtt_codec::Properties::from_slice(&props),
+            });
+            if push_packet(&mut out, self.version, &ack, max_packet as usize).is_ok() {
+                return out;
+            }
+            out.clear();
+        }
+        let ack = Packet::ConnAck(ConnAck {
+            session_present: false,
+            reason: self.reason,
+            properties: mqtt_codec::Properties::EMPTY,
+        });
+        let _ = push_packet(&mut out, self.version, &ack, usize::MAX);
+        out
+    }
+}
+
 /// Answers an undecodable CONNECT: CONNACK 0x01 (3.1.1) or 0x84 (5.0) for an
-/// unknown protocol level [MQTT-3.1.2-2]; a 5.0 client gets the reason code
+/// unknown protocol level [MQTT-3.1.1/5: 3.1.2-2]; a 5.0 client gets the reason code
 /// of a malformed CONNECT too. Then the connection closes.
 async fn refuse_bad_connect<W: AsyncWrite + Unpin>(
     wr: &mut W,
@@ -409,10 +456,13 @@ async fn authenticate(
     c: &Connect<'_>,
     tls_identity: Option<String>,
     peer: SocketAddr,
-) -> Result<Option<String>, ReasonCode> {
+) -> Result<Option<String>, (ReasonCode, &'static str)> {
     if c.properties.get(PropertyId::AuthenticationMethod).is_some() {
         // No enhanced authentication method is supported.
-        return Err(ReasonCode::BadAuthenticationMethod);
+        return Err((
+            ReasonCode::BadAuthenticationMethod,
+            "no enhanced authentication method is supported",
+        ));
     }
     let use_identity = listener
         .tls
@@ -429,7 +479,10 @@ async fn authenticate(
         }
         broker.stats.auth_failures.inc();
         tracing::warn!(%peer, client = c.client_id, "anonymous client refused");
-        return Err(ReasonCode::NotAuthorized);
+        return Err((
+            ReasonCode::NotAuthorized,
+            "this listener does not allow anonymous clients",
+        ));
     };
     let security = broker.security.read().clone();
     let Some(passwords) = &security.passwords else {
@@ -456,7 +509,10 @@ async fn authenticate(
     } else {
         broker.stats.auth_failures.inc();
         tracing::warn!(%peer, client = c.client_id, user = %name, "bad user name or password");
-        Err(ReasonCode::BadUserNameOrPassword)
+        Err((
+            ReasonCode::BadUserNameOrPassword,
+            "bad user name or password",
+        ))
     }
 }
 
@@ -466,7 +522,7 @@ async fn authenticate(
 struct KeepAlive(u16);
 
 impl KeepAlive {
-    /// One and a half times the keep alive [MQTT-3.1.2-24].
+    /// One and a half times the keep alive [MQTT-3.1.1: 3.1.2-24].
     fn timeout(self) -> Duration {
         Duration::from_millis(u64::from(self.0) * 1500)
     }
@@ -528,19 +584,19 @@ struct Conn {
 
 impl Conn {
     /// Checks a CONNECT and takes over or creates the session. On refusal,
-    /// returns the reason and the version to answer in.
+    /// returns the reason and why.
     fn accept(
         broker: &Arc<BrokerState>,
         c: &Connect<'_>,
         frame: &Frame,
         peer: SocketAddr,
         username: Option<Box<str>>,
-    ) -> Result<(Conn, BytesMut), (ReasonCode, ProtocolVersion)> {
+    ) -> Result<(Conn, BytesMut), (ReasonCode, &'static str)> {
         let config = &broker.config;
         let v = c.protocol;
-        let refuse = |r: ReasonCode| (r, v);
+        let refuse = |r: ReasonCode, why: &'static str| (r, why);
 
-        // Client identifier [MQTT-3.1.3-6..8].
+        // Client identifier [MQTT-3.1.1/5: 3.1.3-6..8].
         let mut assigned = None;
         let client_id: Arc<str> = if c.client_id.is_empty() {
             let allowed = match v {
@@ -549,7 +605,10 @@ impl Conn {
                 ProtocolVersion::V5 => true,
             };
             if !allowed {
-                return Err(refuse(ReasonCode::ClientIdentifierNotValid));
+                return Err(refuse(
+                    ReasonCode::ClientIdentifierNotValid,
+                    "an empty client identifier needs a clean session",
+                ));
             }
             let id = broker.assign_client_id();
             assigned = Some(id.clone());
@@ -562,10 +621,16 @@ impl Conn {
             None => None,
             Some(w) => {
                 if w.qos.as_u8() > config.max_qos {
-                    return Err(refuse(ReasonCode::QoSNotSupported));
+                    return Err(refuse(
+                        ReasonCode::QoSNotSupported,
+                        "will QoS above the server's maximum QoS",
+                    ));
                 }
                 if w.retain && !config.retain_available {
-                    return Err(refuse(ReasonCode::RetainNotSupported));
+                    return Err(refuse(
+                        ReasonCode::RetainNotSupported,
+                        "retained wills are not supported",
+                    ));
                 }
                 let mut delay = 0;
                 let mut utf8 = false;
@@ -577,7 +642,10 @@ impl Conn {
                     }
                 }
                 if utf8 && std::str::from_utf8(w.payload).is_err() {
-                    return Err(refuse(ReasonCode::PayloadFormatInvalid));
+                    return Err(refuse(
+                        ReasonCode::PayloadFormatInvalid,
+                        "will payload is not the UTF-8 its format indicator says",
+                    ));
                 }
                 let publish = Publish {
                     dup: false,
@@ -638,9 +706,12 @@ impl Conn {
             if !v.is_v5() {
                 // A 3.1 / 3.1.1 client cannot be told a shorter keep alive,
                 // and closing it sooner than 1.5 times its own would break
-                // [MQTT-3.1.2-24]: refuse it, as Mosquitto does.
+                // [MQTT-3.1.1: 3.1.2-24]: refuse it, as Mosquitto does.
                 tracing::info!(%peer, keep_alive, "keep alive above max_keepalive refused");
-                return Err(refuse(ReasonCode::ClientIdentifierNotValid));
+                return Err(refuse(
+                    ReasonCode::ClientIdentifierNotValid,
+                    "keep alive above the server's max_keepalive",
+                ));
             }
             keep_alive = config.max_keepalive;
             server_keep_alive = Some(keep_alive);
@@ -654,12 +725,18 @@ impl Conn {
             // Like a PUBLISH, a will may not go to a `$` topic.
             if w.0.topic.starts_with('$') || !acl.can_publish(&w.0.topic) {
                 tracing::warn!(%peer, client = %client_id, topic = %w.0.topic, "will topic not allowed");
-                return Err(refuse(ReasonCode::NotAuthorized));
+                return Err(refuse(
+                    ReasonCode::NotAuthorized,
+                    "the will topic is not allowed",
+                ));
             }
         }
 
         let (kick_tx, kick_rx) = oneshot::channel();
         let attached = broker.attach(&client_id, c.clean_start, expiry_secs, kick_tx);
+        // Stored with the session, so that a crash of the broker (which
+        // closes this connection without DISCONNECT) does not lose it.
+        broker.keep_will(&attached.session, attached.generation, will.as_ref());
 
         // CONNACK, with what a 5.0 client needs to know about this server.
         let mut props = Vec::new();
@@ -1038,7 +1115,7 @@ impl Conn {
         if p.retain && !config.retain_available {
             return Err(self.protocol_error(ReasonCode::RetainNotSupported, "retain not available"));
         }
-        // Topic alias [MQTT-3.3.2-7..12].
+        // Topic alias [MQTT-5: 3.3.2-7..12].
         let mut alias = None;
         let mut utf8 = false;
         for prop in p.properties.iter() {
@@ -1089,7 +1166,7 @@ impl Conn {
         if let QosPid::ExactlyOnce(pid) = p.qos_pid {
             let mut st = self.session.lock();
             if st.incoming_qos2.contains(&pid.get()) {
-                // [MQTT-4.3.3-10] a duplicate before PUBREL: acknowledge
+                // [MQTT-5: 4.3.3-10] a duplicate before PUBREL: acknowledge
                 // again, do not deliver again.
                 drop(st);
                 self.send_ack(out, &Packet::PubRec(PubResp::new(pid)));
@@ -1149,7 +1226,7 @@ impl Conn {
             }
             QosPid::ExactlyOnce(pid) => {
                 if reason.is_error() {
-                    // A failed PUBREC ends the exchange [MQTT-4.3.3-?]:
+                    // A failed PUBREC ends the exchange (MQTT 5.0 section 4.3.3):
                     // forget the identifier.
                     self.forget_incoming(pid.get());
                 }
@@ -1252,8 +1329,8 @@ impl Conn {
                 QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
                 QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
             });
-            // Retained messages, except for shared subscriptions [MQTT-3.8.4-?]
-            // and as Retain Handling says.
+            // Retained messages, except for shared subscriptions (MQTT 5.0,
+            // Shared Subscriptions) and as Retain Handling says.
             let (group, plain) = split_filter(f.filter);
             let send_retained = group.is_none()
                 && match options.retain_handling {
@@ -1370,7 +1447,7 @@ impl Conn {
     fn on_disconnect(&mut self, d: &Disconnect<'_>) -> Step {
         for p in d.properties.iter() {
             if let Property::SessionExpiryInterval(s) = p {
-                // [MQTT-3.14.2-2] a session that was to end with the
+                // [MQTT-5: 3.14.2-2] a session that was to end with the
                 // connection cannot be given an expiry now.
                 if self.expiry_secs == 0 && s != 0 {
                     return Err(self.protocol_error(
@@ -1464,7 +1541,7 @@ impl Conn {
     }
 
     /// On session resume: every unacknowledged PUBLISH again with DUP, and
-    /// every PUBREL again [MQTT-4.4.0-1].
+    /// every PUBREL again [MQTT-3.1.1/5: 4.4.0-1].
     fn resend_inflight(&mut self, out: &mut BytesMut) {
         let mark = crate::store::ops_sent_on_this_thread();
         {
@@ -1517,7 +1594,7 @@ impl Conn {
 
     /// Encodes one PUBLISH to this client. Returns false when the message is
     /// larger than the client accepts; it is dropped and counted
-    /// [MQTT-3.1.2-25].
+    /// [MQTT-5: 3.1.2-25].
     fn write_publish(
         &mut self,
         d: &Delivery,
@@ -1599,7 +1676,7 @@ impl Conn {
                 ReasonCode::UnspecifiedError
             };
             let props = [Property::ReasonString(text)];
-            // [MQTT-3.1.2-29] Request Problem Information 0 allows the
+            // [MQTT-5: 3.1.2-29] Request Problem Information 0 allows the
             // Reason String only on CONNACK and DISCONNECT, which this is.
             let disconnect = Disconnect {
                 reason,

@@ -5,7 +5,6 @@
 //! logs every packet. SIGHUP re-reads the TLS certificates and the password
 //! and ACL files without dropping connected clients.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -134,11 +133,7 @@ fn main() -> ExitCode {
     };
     if let Some(port) = args.port {
         if args.config.is_none() {
-            config.listeners = vec![ListenerConfig {
-                bind: SocketAddr::from(([127, 0, 0, 1], port)),
-                allow_anonymous: None,
-                tls: None,
-            }];
+            config.listeners = vec![ListenerConfig::local_only(port)];
         } else {
             for l in &mut config.listeners {
                 l.bind.set_port(port);

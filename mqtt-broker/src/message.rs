@@ -125,7 +125,7 @@ impl Message {
     }
 
     /// Appends this message's properties for a subscriber: the remaining
-    /// expiry interval rather than the original [MQTT-3.3.2-6].
+    /// expiry interval rather than the original [MQTT-5: 3.3.2-6].
     pub fn push_properties<'a>(&'a self, now: Instant, out: &mut Vec<Property<'a>>) {
         self.push_props(self.remaining_expiry(now), out);
     }

@@ -33,7 +33,7 @@ impl RetainedStore {
     }
 
     /// Stores `message` as the retained message of its topic, or clears the
-    /// topic's retained message when the payload is empty [MQTT-3.3.1-6/7].
+    /// topic's retained message when the payload is empty [MQTT-5: 3.3.1-6/7].
     pub fn set(&mut self, message: Arc<Message>) {
         let topic = message.topic.clone();
         if message.payload.is_empty() {
@@ -72,7 +72,7 @@ fn collect(node: &Node, levels: &[&str], at_root: bool, out: &mut Vec<Arc<Messag
         out.extend(node.message.iter().cloned());
         return;
     };
-    // Wildcards in the first level do not match `$` topics [MQTT-4.7.2-1].
+    // Wildcards in the first level do not match `$` topics [MQTT-3.1.1/5: 4.7.2-1].
     let visible = |name: &str| !(at_root && name.starts_with('$'));
     match *first {
         "#" => {

@@ -15,7 +15,7 @@ use crate::session::{Delivery, Session};
 use crate::topic_index::{Subscriber, SubscriptionIndex};
 
 /// One session a topic's messages go to, its overlapping subscriptions
-/// merged [MQTT-3.3.4-2..5].
+/// merged [MQTT-5: 3.3.4-2..5].
 pub(crate) struct Target {
     session: Arc<Session>,
     /// The highest QoS among its matching subscriptions.
@@ -32,7 +32,7 @@ impl Target {
         let delivery = Delivery {
             msg: msg.clone(),
             qos: self.max_qos.min(msg.qos),
-            // [MQTT-3.3.1-9] RETAIN is cleared towards existing subscriptions
+            // [MQTT-3.1.1: 3.3.1-9] RETAIN is cleared towards existing subscriptions
             // unless Retain As Published is set.
             retain: msg.retain && self.retain_as_published,
             sub_ids: self.sub_ids.clone(),
@@ -52,7 +52,7 @@ pub(crate) struct Route {
 
 impl Route {
     /// Matches `topic` in `index`; `publisher` is left out of No Local
-    /// subscriptions [MQTT-3.8.3-3].
+    /// subscriptions [MQTT-5: 3.8.3-3].
     pub(crate) fn find(index: &SubscriptionIndex, topic: &str, publisher: Option<&str>) -> Route {
         let mut matches: Vec<&Subscriber> = Vec::new();
         let per_message = index.matches(topic, &mut matches);

@@ -91,6 +91,16 @@ impl Broker {
                 tls = tls.is_some(),
                 "listening"
             );
+            // Said on its own line so that an open listener is not missed
+            // (a configured listener refuses anonymous clients unless it
+            // says otherwise, as in Mosquitto 2).
+            if cfg.allows_anonymous() {
+                if addr.ip().is_loopback() {
+                    tracing::info!(%addr, "listener allows anonymous clients (local only)");
+                } else {
+                    tracing::warn!(%addr, "listener allows anonymous clients from the network");
+                }
+            }
             if let Some(t) = &tls {
                 tls_listeners.push((addr, t.clone()));
             }

@@ -57,7 +57,7 @@ pub struct Outgoing {
     /// Its state.
     pub state: OutState,
     /// Owed to the client again after a reconnection, but held back by the
-    /// client's Receive Maximum [MQTT-3.3.4-9].
+    /// client's Receive Maximum [MQTT-5: 3.3.4-9].
     pub unsent: bool,
 }
 
@@ -75,6 +75,8 @@ pub struct SubRecord {
 pub struct PendingWill {
     /// The will message.
     pub msg: Arc<Message>,
+    /// Its number in the store, if stored.
+    pub stored: Option<u64>,
 }
 
 /// Why a connection is asked to stop.
@@ -118,6 +120,9 @@ pub struct SessionState {
     pub next_seq: u64,
     /// Entries of `inflight` with `unsent` set.
     pub unsent: usize,
+    /// The number of the connection's will in the store, deleted once
+    /// the will is published or the connection leaves without one.
+    pub will_stored: Option<u64>,
 }
 
 impl SessionState {

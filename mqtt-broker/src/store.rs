@@ -1,6 +1,7 @@
 //! Durable broker state in SQLite (WAL): retained messages, persistent
 //! sessions with their subscriptions, queued and in-flight QoS 1/2 messages,
-//! and incoming QoS 2 identifiers awaiting PUBREL.
+//! incoming QoS 2 identifiers awaiting PUBREL, and the wills of connected
+//! clients (and delayed wills not yet due), so a crash does not lose them.
 //!
 //! Writes are incremental: the broker sends small operations to one writer
 //! thread, which applies everything that has arrived in one transaction and
@@ -107,6 +108,24 @@ pub struct StoredSession {
     pub incoming_qos2: Vec<u16>,
 }
 
+/// The will of a client that was connected (or whose will waited for its
+/// delay) when it was stored: published after a restart unless the client
+/// comes back within the delay.
+#[derive(Debug, Clone, Default)]
+pub struct StoredWill {
+    /// Client identifier.
+    pub client_id: String,
+    /// Which of the client's wills this is: every will stored gets a new
+    /// number, so deleting a will that was published or cancelled never
+    /// deletes a newer one of the same client.
+    pub seq: u64,
+    /// The will as an MQTT 5 PUBLISH (see `message.rs`): topic, payload,
+    /// QoS, RETAIN and properties.
+    pub publish: Vec<u8>,
+    /// Will Delay Interval in seconds.
+    pub delay_secs: u32,
+}
+
 /// Everything read back at start.
 #[derive(Debug, Default)]
 pub struct Restored {
@@ -114,6 +133,9 @@ pub struct Restored {
     pub retained: Vec<(Vec<u8>, u64)>,
     /// Persistent sessions.
     pub sessions: Vec<StoredSession>,
+    /// Wills of the clients that did not disconnect cleanly before the
+    /// broker stopped.
+    pub wills: Vec<StoredWill>,
 }
 
 #[derive(Debug)]
@@ -156,6 +178,16 @@ enum Op {
         client_id: String,
         pid: u16,
     },
+    PutWill {
+        client_id: String,
+        seq: u64,
+        publish: Vec<u8>,
+        delay_secs: u32,
+    },
+    DelWill {
+        client_id: String,
+        seq: u64,
+    },
     Barrier(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -183,6 +215,8 @@ CREATE TABLE IF NOT EXISTS messages (client_id TEXT NOT NULL, seq INTEGER NOT NU
     pid INTEGER NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL, sub_ids BLOB NOT NULL,
     publish BLOB NOT NULL, received_ms INTEGER NOT NULL, PRIMARY KEY (client_id, seq));
 CREATE TABLE IF NOT EXISTS incoming_qos2 (client_id TEXT NOT NULL, pid INTEGER NOT NULL, PRIMARY KEY (client_id, pid));
+CREATE TABLE IF NOT EXISTS wills (client_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, publish BLOB NOT NULL,
+    delay_secs INTEGER NOT NULL);
 ";
 
 thread_local! {
@@ -310,6 +344,28 @@ impl Store {
         });
     }
 
+    /// Keeps the will of a connected client as will number `seq`
+    /// (replacing any earlier one of the client), so that it can be
+    /// published after a crash.
+    pub fn put_will(&self, client_id: &str, seq: u64, publish: Vec<u8>, delay_secs: u32) {
+        self.send(Op::PutWill {
+            client_id: client_id.to_string(),
+            seq,
+            publish,
+            delay_secs,
+        });
+    }
+
+    /// Forgets will number `seq` of a client (published, cancelled, or its
+    /// client left with a normal DISCONNECT); a newer will of the client
+    /// stays.
+    pub fn del_will(&self, client_id: &str, seq: u64) {
+        self.send(Op::DelWill {
+            client_id: client_id.to_string(),
+            seq,
+        });
+    }
+
     /// Completes when everything sent before it is committed (and synced
     /// with `always`).
     pub fn barrier(&self) -> oneshot::Receiver<()> {
@@ -416,6 +472,12 @@ fn open_or_salvage(path: &Path, durability: Durability) -> std::io::Result<(Conn
                 for pid in &s.incoming_qos2 {
                     batch.qos2.insert((s.client_id.clone(), *pid), true);
                 }
+            }
+            for w in &salvaged.wills {
+                batch.wills.insert(
+                    w.client_id.clone(),
+                    WillOp::Put(w.seq, w.publish.clone(), w.delay_secs),
+                );
             }
             let mut conn = conn;
             batch.apply(&mut conn).map_err(std::io::Error::other)?;
@@ -552,6 +614,20 @@ fn read_all(conn: &Connection, lenient: bool) -> rusqlite::Result<Restored> {
             }
         }
     );
+    rows!(
+        "client_id, seq, publish, delay_secs",
+        "wills",
+        "",
+        |r: &rusqlite::Row| -> rusqlite::Result<StoredWill> {
+            Ok(StoredWill {
+                client_id: r.get(0)?,
+                seq: r.get::<_, i64>(1)? as u64,
+                publish: r.get(2)?,
+                delay_secs: r.get::<_, i64>(3)?.clamp(0, i64::from(u32::MAX)) as u32,
+            })
+        },
+        |w: StoredWill| out.wills.push(w)
+    );
     out.sessions = sessions.into_values().collect();
     for s in &mut out.sessions {
         // Salvage reads in rowid order; a session's queue goes by seq.
@@ -580,6 +656,16 @@ struct Batch {
     deleted_sessions: Vec<String>,
     messages: HashMap<(String, u64), MsgOp>,
     qos2: HashMap<(String, u16), bool>,
+    /// The last will operation per client id.
+    wills: HashMap<String, WillOp>,
+}
+
+/// A will written or deleted, by its number.
+#[derive(Debug)]
+enum WillOp {
+    /// Will number, PUBLISH bytes, delay.
+    Put(u64, Vec<u8>, u32),
+    Del(u64),
 }
 
 impl Batch {
@@ -589,6 +675,7 @@ impl Batch {
             && self.deleted_sessions.is_empty()
             && self.messages.is_empty()
             && self.qos2.is_empty()
+            && self.wills.is_empty()
     }
 
     fn add(&mut self, op: Op) {
@@ -646,6 +733,22 @@ impl Batch {
             Op::DelQos2 { client_id, pid } => {
                 self.qos2.insert((client_id, pid), false);
             }
+            Op::PutWill {
+                client_id,
+                seq,
+                publish,
+                delay_secs,
+            } => {
+                self.wills
+                    .insert(client_id, WillOp::Put(seq, publish, delay_secs));
+            }
+            Op::DelWill { client_id, seq } => match self.wills.get(&client_id) {
+                // A newer will of the client, in this batch: it stays.
+                Some(WillOp::Put(newer, ..)) if *newer != seq => {}
+                _ => {
+                    self.wills.insert(client_id, WillOp::Del(seq));
+                }
+            },
             Op::Barrier(_) | Op::Shutdown(_) => {}
         }
     }
@@ -736,6 +839,21 @@ impl Batch {
                 }
             }
         }
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT OR REPLACE INTO wills (client_id, seq, publish, delay_secs) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut del =
+                tx.prepare_cached("DELETE FROM wills WHERE client_id = ?1 AND seq = ?2")?;
+            for (id, op) in self.wills.drain() {
+                match op {
+                    WillOp::Put(seq, publish, delay) => {
+                        put.execute(params![id, seq as i64, publish, delay])?
+                    }
+                    WillOp::Del(seq) => del.execute(params![id, seq as i64])?,
+                };
+            }
+        }
         tx.commit()
     }
 }
@@ -811,6 +929,49 @@ mod tests {
             publish: vec![0u8; 200],
             received_ms: 0,
         }
+    }
+
+    /// Deleting a client's will by number leaves a newer will of the same
+    /// client, whether the two operations share a commit or not.
+    #[test]
+    fn deleting_an_older_will_keeps_the_newer_one() {
+        let dir = std::env::temp_dir().join(format!("store-wills-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("broker.db");
+        let put = |seq: u64| Op::PutWill {
+            client_id: "c".into(),
+            seq,
+            publish: vec![seq as u8],
+            delay_secs: 0,
+        };
+        let del = |seq: u64| Op::DelWill {
+            client_id: "c".into(),
+            seq,
+        };
+        let (mut conn, _) = open_or_salvage(&path, Durability::Always).unwrap();
+        // One commit: will 1 replaced by will 2, then will 1 deleted.
+        let mut batch = Batch::default();
+        for op in [put(1), put(2), del(1)] {
+            batch.add(op);
+        }
+        batch.apply(&mut conn).unwrap();
+        assert_eq!(read_all(&conn, false).unwrap().wills[0].seq, 2);
+        // Separate commits: will 3 stored, then will 2 deleted.
+        for op in [put(3), del(2)] {
+            let mut batch = Batch::default();
+            batch.add(op);
+            batch.apply(&mut conn).unwrap();
+        }
+        let wills = read_all(&conn, false).unwrap().wills;
+        assert_eq!((wills.len(), wills[0].seq), (1, 3));
+        // Its own number deletes it.
+        let mut batch = Batch::default();
+        batch.add(del(3));
+        batch.apply(&mut conn).unwrap();
+        assert!(read_all(&conn, false).unwrap().wills.is_empty());
+        drop(conn);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

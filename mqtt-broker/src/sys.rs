@@ -1,5 +1,7 @@
 //! `$SYS/broker/...` statistics, published retained at a configured interval
 //! with the topic names Mosquitto uses, so existing dashboards keep working.
+//! They describe this run: retained in memory, never written to the store
+//! (`BrokerState::keep_if_retained`), so a restart starts from fresh figures.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -148,7 +148,7 @@ impl SubscriptionIndex {
 
     /// Collects the subscriptions that match `topic`, one member per shared
     /// group. A topic starting with `$` is not matched by a filter starting
-    /// with a wildcard [MQTT-4.7.2-1]. Returns whether a shared group
+    /// with a wildcard [MQTT-3.1.1/5: 4.7.2-1]. Returns whether a shared group
     /// matched: then the answer differs from one message to the next.
     pub fn matches<'a>(&'a self, topic: &str, out: &mut Vec<&'a Subscriber>) -> bool {
         let dollar = topic.starts_with('$');

@@ -1,6 +1,23 @@
-//! The example configuration file parses and holds the defaults it claims.
+//! The configuration file: the example parses to the defaults it claims,
+//! unknown keys are refused, and listeners named in a file follow
+//! Mosquitto 2 on anonymous clients (refused unless the listener says
+//! `allow_anonymous = true`, whatever its address; only the built-in
+//! local-only listener lets them in by default), checked over real sockets
+//! on the library and on the binary.
 
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
 use mqtt_broker::Config;
+use mqtt_codec::ProtocolVersion;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mqtt-broker");
+const VERSIONS: [ProtocolVersion; 2] = [ProtocolVersion::V3_1_1, ProtocolVersion::V5];
 
 #[test]
 fn example_config_parses_to_the_defaults() {
@@ -13,4 +30,154 @@ fn example_config_parses_to_the_defaults() {
 #[test]
 fn unknown_keys_are_rejected() {
     assert!(Config::from_toml("max_inflihgt = 3").is_err());
+}
+
+/// The issue's case: a file with a password file and a `[[listeners]]`
+/// entry on loopback that does not mention `allow_anonymous`. Mosquitto 2
+/// refuses anonymous clients there ("not authorised"), so does this broker;
+/// a user from the password file gets in.
+#[tokio::test]
+async fn a_listener_named_in_a_file_refuses_anonymous_clients_by_default() {
+    let dir = ScratchDir::new("config-anon");
+    let passwords = dir.file("passwd");
+    std::fs::write(
+        &passwords,
+        format!(
+            "alice:{}\n",
+            mosquitto_pbkdf2_hash(b"secret", b"0123456789ab")
+        ),
+    )
+    .unwrap();
+    let config = Config::from_toml(&format!(
+        "password_file = {:?}\nsys_interval_secs = 0\ndurability = \"none\"\n\n\
+         [[listeners]]\nbind = \"127.0.0.1:0\"\n",
+        passwords.to_str().unwrap()
+    ))
+    .expect("config parses");
+    assert!(!config.listeners[0].allows_anonymous());
+    let broker = broker_with(config).await;
+    let addr = broker.local_addr();
+    for v in VERSIONS {
+        let got = RawClient::connect_refused(addr, login_packet(v, "anon", None, None)).await;
+        assert_refusal(&got, v, 0x05, 0x87);
+        let c = RawClient::connect_with(
+            addr,
+            login_packet(v, "alice", Some("alice"), Some(b"secret")),
+        )
+        .await;
+        c.disconnect_and_wait().await;
+    }
+    assert_eq!(broker.stats().auth_failures.get(), 2);
+    broker.shutdown().await;
+}
+
+/// A file without `[[listeners]]` keeps the built-in listener: loopback,
+/// anonymous clients allowed (Mosquitto 2 without a `listener` line).
+#[tokio::test]
+async fn a_file_without_listeners_keeps_the_local_only_anonymous_listener() {
+    let mut config =
+        Config::from_toml("sys_interval_secs = 0\ndurability = \"none\"\n").expect("config parses");
+    assert_eq!(config.listeners.len(), 1);
+    assert_eq!(
+        config.listeners[0].bind,
+        SocketAddr::from(([127, 0, 0, 1], 1883))
+    );
+    // As `-p` does: another port, same listener.
+    config.listeners[0].bind.set_port(0);
+    let broker = broker_with(config).await;
+    for v in VERSIONS {
+        let c =
+            RawClient::connect_with(broker.local_addr(), login_packet(v, "anon", None, None)).await;
+        c.disconnect_and_wait().await;
+    }
+    broker.shutdown().await;
+}
+
+/// The binary, killed when dropped, with its stdout lines read until both
+/// listeners have reported.
+struct Running {
+    child: Child,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The address after `addr=` in a log line.
+fn addr_in(line: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find("addr=")? + 5..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// On the binary: of two listeners in a file, the one that says
+/// `allow_anonymous = true` lets anonymous clients in and is named in the
+/// startup log; the other refuses them and is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_startup_log_names_each_listener_that_allows_anonymous_clients() {
+    let dir = ScratchDir::new("config-anon-log");
+    let config = dir.file("broker.toml");
+    std::fs::write(
+        &config,
+        "sys_interval_secs = 0\ndurability = \"none\"\n\n\
+         [[listeners]]\nbind = \"127.0.0.1:0\"\nallow_anonymous = true\n\n\
+         [[listeners]]\nbind = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("-c")
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mqtt-broker");
+    let stdout = child.stdout.take().unwrap();
+    let running = Running { child };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Lines up to "running", which comes after every listener's lines.
+    let mut lines = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no \"running\" line; got {lines:#?}"));
+        let done = line.contains("running");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let listening: Vec<SocketAddr> = lines
+        .iter()
+        .filter(|l| l.contains("listening"))
+        .filter_map(|l| addr_in(l))
+        .collect();
+    assert_eq!(listening.len(), 2, "{lines:#?}");
+    let open: Vec<SocketAddr> = lines
+        .iter()
+        .filter(|l| l.contains("allows anonymous clients"))
+        .filter_map(|l| addr_in(l))
+        .collect();
+    assert_eq!(open, [listening[0]], "{lines:#?}");
+
+    for v in VERSIONS {
+        let c = RawClient::connect_with(listening[0], login_packet(v, "anon", None, None)).await;
+        c.disconnect_and_wait().await;
+        let got =
+            RawClient::connect_refused(listening[1], login_packet(v, "anon", None, None)).await;
+        assert_refusal(&got, v, 0x05, 0x87);
+    }
+    drop(running);
 }

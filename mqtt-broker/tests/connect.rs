@@ -80,7 +80,7 @@ async fn v5_connect_is_accepted_with_the_server_limits() {
     broker.shutdown().await;
 }
 
-/// [MQTT-3.1.2-2] an unsupported protocol level gets return code 0x01
+/// [MQTT-3.1.1/5: 3.1.2-2] an unsupported protocol level gets return code 0x01
 /// (Unacceptable protocol version), then the connection closes.
 #[tokio::test]
 async fn unsupported_protocol_level_gets_return_code_1_then_close() {
@@ -96,7 +96,7 @@ async fn unsupported_protocol_level_gets_return_code_1_then_close() {
     broker.shutdown().await;
 }
 
-/// [MQTT-3.1.2-1] a protocol name other than "MQTT" (or 3.1's "MQIsdp"):
+/// [MQTT-3.1.1/5: 3.1.2-1] a protocol name other than "MQTT" (or 3.1's "MQIsdp"):
 /// the server may close without CONNACK, and does.
 #[tokio::test]
 async fn unknown_protocol_name_is_closed() {
@@ -109,7 +109,7 @@ async fn unknown_protocol_name_is_closed() {
     broker.shutdown().await;
 }
 
-/// [MQTT-3.1.0-1] the first packet from a client must be CONNECT.
+/// [MQTT-3.1.1/5: 3.1.0-1] the first packet from a client must be CONNECT.
 #[tokio::test]
 async fn first_packet_not_connect_is_closed() {
     let broker = broker().await;
@@ -136,7 +136,7 @@ async fn first_packet_not_connect_is_closed() {
     broker.shutdown().await;
 }
 
-/// [MQTT-3.1.0-1] a first packet that is not CONNECT is refused from its
+/// [MQTT-3.1.1/5: 3.1.0-1] a first packet that is not CONNECT is refused from its
 /// first byte: a client that has not connected cannot make the broker wait
 /// for (and buffer) a 256 MB body.
 #[tokio::test]
@@ -151,7 +151,7 @@ async fn first_packet_not_connect_is_refused_from_its_header() {
     broker.shutdown().await;
 }
 
-/// [MQTT-3.1.0-2] a second CONNECT is a protocol error: the connection is
+/// [MQTT-3.1.1/5: 3.1.0-2] a second CONNECT is a protocol error: the connection is
 /// closed (5.0: DISCONNECT 0x82 first).
 #[tokio::test]
 async fn second_connect_is_a_protocol_error() {
@@ -166,7 +166,7 @@ async fn second_connect_is_a_protocol_error() {
     broker.shutdown().await;
 }
 
-/// [MQTT-3.1.2-3] the reserved CONNECT flag must be 0; otherwise the packet
+/// [MQTT-3.1.1/5: 3.1.2-3] the reserved CONNECT flag must be 0; otherwise the packet
 /// is malformed and the connection closes without being accepted (5.0 may
 /// say why in a CONNACK, and does: 0x81).
 #[tokio::test]
@@ -188,7 +188,7 @@ async fn connect_with_reserved_flag_is_malformed() {
     broker.shutdown().await;
 }
 
-/// [MQTT-3.1.3-6/7] a 3.1.1 client may send an empty client identifier with
+/// [MQTT-3.1.1: 3.1.3-6/7] a 3.1.1 client may send an empty client identifier with
 /// clean session 1; the server assigns one.
 #[tokio::test]
 async fn v311_empty_client_id_with_clean_session_is_accepted() {
@@ -200,7 +200,7 @@ async fn v311_empty_client_id_with_clean_session_is_accepted() {
     broker.shutdown().await;
 }
 
-/// [MQTT-3.1.3-8] an empty client identifier with clean session 0 gets
+/// [MQTT-3.1.1: 3.1.3-8] an empty client identifier with clean session 0 gets
 /// return code 0x02 (Identifier rejected), then the connection closes. MQTT
 /// 3.1 does not allow an empty identifier at all.
 #[tokio::test]
@@ -216,9 +216,9 @@ async fn empty_client_id_without_clean_session_gets_return_code_2() {
     broker.shutdown().await;
 }
 
-/// [MQTT-3.1.3-6] (5.0) an empty client identifier is accepted and the
+/// [MQTT-5: 3.1.3-6] an empty client identifier is accepted and the
 /// CONNACK carries the Assigned Client Identifier, which names a real
-/// session the client can resume [MQTT-3.2.2-16].
+/// session the client can resume [MQTT-5: 3.2.2-16].
 #[tokio::test]
 async fn v5_empty_client_id_gets_an_assigned_client_identifier() {
     let broker = broker().await;
@@ -304,7 +304,8 @@ async fn v5_connect_with_unknown_authentication_method_gets_0x8c() {
     connect.properties = mqtt_codec::Properties::from_slice(&props);
     let mut c = RawClient::open(broker.local_addr(), ProtocolVersion::V5).await;
     c.send(&Packet::Connect(connect)).await;
-    c.expect_bytes(&[0x20, 0x03, 0x00, 0x8c, 0x00]).await;
+    let got = c.recv().await;
+    assert_refusal(&got.bytes, ProtocolVersion::V5, 0, 0x8c);
     let rest = c.expect_close().await;
     assert!(rest.is_empty(), "{rest:?}");
     broker.shutdown().await;
@@ -323,14 +324,12 @@ async fn anonymous_client_is_refused_when_the_listener_requires_a_user() {
         ..Config::ephemeral()
     })
     .await;
-    for (version, want) in [
-        (ProtocolVersion::V3_1_1, &[0x20, 0x02, 0x00, 0x05][..]),
-        (ProtocolVersion::V5, &[0x20, 0x03, 0x00, 0x87, 0x00][..]),
-    ] {
+    for version in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
         let mut c = RawClient::open(broker.local_addr(), version).await;
         c.send(&Packet::Connect(connect_packet(version, "anon", true)))
             .await;
-        c.expect_bytes(want).await;
+        let got = c.recv().await;
+        assert_refusal(&got.bytes, version, 0x05, 0x87);
         let rest = c.expect_close().await;
         assert!(rest.is_empty(), "{version:?}: {rest:?}");
     }
@@ -371,8 +370,71 @@ async fn refused_connect_does_not_take_over_the_session() {
     connect.properties = mqtt_codec::Properties::from_slice(&props);
     let mut second = RawClient::open(addr, ProtocolVersion::V5).await;
     second.send(&Packet::Connect(connect)).await;
-    second.expect_bytes(&[0x20, 0x03, 0x00, 0x8c, 0x00]).await;
+    let got = second.recv().await;
+    assert_refusal(&got.bytes, ProtocolVersion::V5, 0, 0x8c);
     second.expect_close().await;
     first.expect_nothing_pending().await;
+    broker.shutdown().await;
+}
+
+/// A refusing CONNACK tells an MQTT 5 client why in a Reason String (like
+/// the server's DISCONNECTs), for a refusal by the listener, by the
+/// password check and by the CONNECT's own content.
+#[tokio::test]
+async fn v5_connack_refusals_carry_a_reason_string() {
+    let broker = broker_with(Config {
+        listeners: vec![ListenerConfig {
+            allow_anonymous: Some(false),
+            ..ListenerConfig::local_only(0)
+        }],
+        ..Config::ephemeral()
+    })
+    .await;
+    let got = RawClient::connect_refused(
+        broker.local_addr(),
+        connect_packet(ProtocolVersion::V5, "anon", true),
+    )
+    .await;
+    assert_refusal(&got, ProtocolVersion::V5, 0x05, 0x87);
+    broker.shutdown().await;
+}
+
+/// A client that sets Request Problem Information to 0 gets the reason
+/// code alone [MQTT-5: 3.1.2-29 allows either; it asked for less].
+#[tokio::test]
+async fn v5_connack_refusal_has_no_reason_string_without_problem_information() {
+    let broker = broker_with(Config {
+        listeners: vec![ListenerConfig {
+            allow_anonymous: Some(false),
+            ..ListenerConfig::local_only(0)
+        }],
+        ..Config::ephemeral()
+    })
+    .await;
+    let props = [Property::RequestProblemInformation(false)];
+    let mut connect = connect_packet(ProtocolVersion::V5, "anon", true);
+    connect.properties = mqtt_codec::Properties::from_slice(&props);
+    let got = RawClient::connect_refused(broker.local_addr(), connect).await;
+    assert_eq!(got, [0x20, 0x03, 0x00, 0x87, 0x00]);
+    broker.shutdown().await;
+}
+
+/// The Reason String is left out when it would take the CONNACK over the
+/// client's Maximum Packet Size [MQTT-5: 3.2.2-19].
+#[tokio::test]
+async fn v5_connack_refusal_leaves_out_a_reason_string_too_large_for_the_client() {
+    let broker = broker_with(Config {
+        listeners: vec![ListenerConfig {
+            allow_anonymous: Some(false),
+            ..ListenerConfig::local_only(0)
+        }],
+        ..Config::ephemeral()
+    })
+    .await;
+    let props = [Property::MaximumPacketSize(16)];
+    let mut connect = connect_packet(ProtocolVersion::V5, "anon", true);
+    connect.properties = mqtt_codec::Properties::from_slice(&props);
+    let got = RawClient::connect_refused(broker.local_addr(), connect).await;
+    assert_eq!(got, [0x20, 0x03, 0x00, 0x87, 0x00]);
     broker.shutdown().await;
 }

@@ -98,12 +98,6 @@ impl BrokerProcess {
         let dir = ScratchDir::new(tag);
         let port = free_port();
         let config = dir.file("broker.toml");
-        let text = format!(
-            "data_dir = '{}'\nsys_interval_secs = 0\nmax_queued_messages = 100000\n{settings}\n\n\
-             [[listeners]]\nbind = \"127.0.0.1:{port}\"\nallow_anonymous = true\n",
-            dir.file("data").display()
-        );
-        std::fs::write(&config, text).expect("write the configuration");
         let mut broker = BrokerProcess {
             dir,
             config,
@@ -111,8 +105,26 @@ impl BrokerProcess {
             child: None,
             log: Arc::default(),
         };
+        broker.configure(settings);
         broker.launch().await;
         broker
+    }
+
+    /// Writes the configuration the next start reads: the `settings` lines
+    /// (`$SYS` off unless they say otherwise) before the listener table.
+    fn configure(&self, settings: &str) {
+        let sys = if settings.contains("sys_interval_secs") {
+            ""
+        } else {
+            "sys_interval_secs = 0\n"
+        };
+        let text = format!(
+            "data_dir = '{}'\n{sys}max_queued_messages = 100000\n{settings}\n\n\
+             [[listeners]]\nbind = \"127.0.0.1:{}\"\nallow_anonymous = true\n",
+            self.dir.file("data").display(),
+            self.port,
+        );
+        std::fs::write(&self.config, text).expect("write the configuration");
     }
 
     fn addr(&self) -> SocketAddr {
@@ -1151,5 +1163,312 @@ async fn with_durability_none_nothing_survives_a_restart() {
         !broker.data_file("broker.db").exists(),
         "no store file: {:?}",
         broker.data_files()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Wills of clients that were connected when the broker stopped.
+
+/// The watcher: a persistent 3.1.1 session subscribed to `will/#` at QoS 1
+/// (clean session 0), so what is published while it is away waits for it.
+async fn will_watcher(addr: SocketAddr, first: bool) -> RawClient {
+    let mut c =
+        RawClient::connect_session(addr, connect_packet(V3, "will-watcher", false), !first).await;
+    if first {
+        c.subscribe(1, "will/#", QoS::AtLeastOnce).await;
+    }
+    c
+}
+
+/// Connects `id` with a QoS 1 will to `will/{id}` (payload `gone`; in 5.0
+/// with a Content Type, the session expiry and the will delay given), then
+/// publishes `will/ready` at QoS 1 and waits for its PUBACK. The watcher's
+/// session is stored, so that PUBACK waits for a commit behind the stored
+/// will: once it arrives, the will is on disk.
+async fn connect_with_will(
+    addr: SocketAddr,
+    v: ProtocolVersion,
+    id: &str,
+    expiry: u32,
+    delay: u32,
+) -> RawClient {
+    let topic = format!("will/{id}");
+    let will_props = [
+        Property::ContentType("text/plain"),
+        Property::WillDelayInterval(delay),
+    ];
+    let props = [Property::SessionExpiryInterval(expiry)];
+    let mut connect = connect_packet(v, id, true);
+    connect.will = Some(mqtt_codec::LastWill {
+        topic: &topic,
+        payload: b"gone",
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: if v.is_v5() {
+            mqtt_codec::Properties::from_slice(&will_props)
+        } else {
+            mqtt_codec::Properties::EMPTY
+        },
+    });
+    if v.is_v5() {
+        connect.properties = mqtt_codec::Properties::from_slice(&props);
+    }
+    let mut c = RawClient::connect_session(addr, connect, false).await;
+    let r = c
+        .publish_flow(publish(
+            "will/ready",
+            id.as_bytes(),
+            QoS::AtLeastOnce,
+            1,
+            false,
+        ))
+        .await;
+    assert_eq!(r, ReasonCode::Success);
+    c
+}
+
+/// Receives PUBLISH packets (acknowledging them) until PINGRESP, keeping
+/// the whole packets.
+async fn publishes_until_pingresp(c: &mut RawClient) -> Vec<Received> {
+    c.send(&Packet::PingReq).await;
+    let mut got = Vec::new();
+    loop {
+        let r = c.recv().await;
+        match r.packet() {
+            Packet::PingResp => return got,
+            Packet::Publish(p) => {
+                if let QosPid::AtLeastOnce(pid) = p.qos_pid {
+                    c.send(&Packet::PubAck(PubResp::new(pid))).await;
+                }
+                got.push(r);
+            }
+            p => panic!("expected PUBLISH or PINGRESP, got {p:?}"),
+        }
+    }
+}
+
+/// Topic and payload of each received PUBLISH.
+fn topics_and_payloads(got: &[Received]) -> Vec<(String, Vec<u8>)> {
+    got.iter()
+        .map(|r| {
+            let p = r.publish();
+            (p.topic.to_string(), p.payload.to_vec())
+        })
+        .collect()
+}
+
+/// A client connected with a will when the broker is killed (SIGKILL: no
+/// DISCONNECT, no chance to publish anything) lost its network connection,
+/// so its will is due: after the restart on the same data directory a
+/// persistent subscriber gets it, with its properties, exactly once (a
+/// second restart does not publish it again).
+async fn will_of_a_client_connected_at_a_sigkill(v: ProtocolVersion) {
+    let mut broker = BrokerProcess::start(
+        &format!("will-kill-{}", v.level()),
+        "durability = \"always\"",
+    )
+    .await;
+    let addr = broker.addr();
+    will_watcher(addr, true).await.disconnect_and_wait().await;
+    let dying = connect_with_will(addr, v, "dying", 0, 0).await;
+
+    broker.restart(Stop::Kill).await;
+    drop(dying);
+    let mut w = will_watcher(addr, false).await;
+    let got = publishes_until_pingresp(&mut w).await;
+    assert_eq!(
+        topics_and_payloads(&got),
+        [
+            ("will/ready".to_string(), b"dying".to_vec()),
+            ("will/dying".to_string(), b"gone".to_vec()),
+        ],
+        "{}",
+        broker.log()
+    );
+    assert_eq!(got[1].publish().qos_pid.qos(), QoS::AtLeastOnce);
+    assert!(!got[1].publish().retain);
+    w.disconnect_and_wait().await;
+
+    // Exactly once: nothing more after another restart.
+    broker.restart(Stop::Term).await;
+    let mut w = will_watcher(addr, false).await;
+    assert!(
+        publishes_until_pingresp(&mut w).await.is_empty(),
+        "the will again"
+    );
+    w.disconnect_and_wait().await;
+}
+
+#[tokio::test]
+async fn will_of_a_3_1_1_client_connected_at_a_sigkill_is_published_once_after_the_restart() {
+    will_of_a_client_connected_at_a_sigkill(V3).await;
+}
+
+#[tokio::test]
+async fn will_of_a_5_0_client_connected_at_a_sigkill_is_published_once_after_the_restart() {
+    will_of_a_client_connected_at_a_sigkill(V5).await;
+}
+
+/// The will keeps its MQTT 5 properties across the crash: the watcher,
+/// here a 5.0 client, sees the Content Type the will was given.
+#[tokio::test]
+async fn a_will_published_after_a_sigkill_keeps_its_properties() {
+    let mut broker = BrokerProcess::start("will-props", "durability = \"always\"").await;
+    let addr = broker.addr();
+    let props = [Property::SessionExpiryInterval(3600)];
+    let watcher = |first| {
+        let mut c = connect_packet(V5, "will-watcher-5", first);
+        c.properties = mqtt_codec::Properties::from_slice(&props);
+        RawClient::connect_session(addr, c, !first)
+    };
+    let mut w = watcher(true).await;
+    w.subscribe(1, "will/#", QoS::AtLeastOnce).await;
+    w.disconnect_and_wait().await;
+    let dying = connect_with_will(addr, V5, "props", 0, 0).await;
+    broker.restart(Stop::Kill).await;
+    drop(dying);
+    let mut w = watcher(false).await;
+    let got = publishes_until_pingresp(&mut w).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    let will = got[1].publish();
+    assert_eq!(will.topic, "will/props");
+    assert!(
+        will.properties
+            .iter()
+            .any(|p| p == Property::ContentType("text/plain")),
+        "{will:?}"
+    );
+    w.disconnect_and_wait().await;
+}
+
+/// A will with a delay, of a client whose session outlives the crash: it
+/// is published no sooner than the delay after the restart began (the
+/// client was connected, so the delay runs from the restart), and once.
+#[tokio::test]
+async fn a_will_delay_is_honoured_after_a_sigkill() {
+    const DELAY: u32 = 3;
+    let mut broker = BrokerProcess::start("will-delay", "durability = \"always\"").await;
+    let addr = broker.addr();
+    will_watcher(addr, true).await.disconnect_and_wait().await;
+    let dying = connect_with_will(addr, V5, "delayed", 3600, DELAY).await;
+
+    broker.stop(Stop::Kill).await;
+    drop(dying);
+    let restarted = Instant::now();
+    broker.launch().await;
+    let mut w = will_watcher(addr, false).await;
+    let mut got = topics_and_payloads(&publishes_until_pingresp(&mut w).await);
+    if got.len() < 2 {
+        // Not due yet: it comes while the watcher is connected.
+        let next = timeout(STREAM_TIMEOUT, w.try_recv())
+            .await
+            .expect("the will within the delay and then some")
+            .expect("connection open");
+        let p = next.publish();
+        got.push((p.topic.to_string(), p.payload.to_vec()));
+        if let QosPid::AtLeastOnce(pid) = p.qos_pid {
+            w.send(&Packet::PubAck(PubResp::new(pid))).await;
+        }
+    }
+    let elapsed = restarted.elapsed();
+    assert_eq!(
+        got,
+        [
+            ("will/ready".to_string(), b"delayed".to_vec()),
+            ("will/delayed".to_string(), b"gone".to_vec()),
+        ]
+    );
+    assert!(
+        elapsed >= Duration::from_secs(u64::from(DELAY)),
+        "the will came {elapsed:?} after the restart began, before its {DELAY} s delay"
+    );
+    w.expect_nothing_pending().await;
+    w.disconnect_and_wait().await;
+}
+
+/// A client that reconnects to its session within the will delay after the
+/// restart cancels the will, as in a live close [MQTT-5: 3.1.3-9]: when
+/// the delay has passed, the watcher has had nothing but the marker.
+#[tokio::test]
+async fn a_reconnection_within_the_will_delay_after_a_sigkill_cancels_the_will() {
+    const DELAY: u32 = 3;
+    let mut broker = BrokerProcess::start("will-cancel", "durability = \"always\"").await;
+    let addr = broker.addr();
+    will_watcher(addr, true).await.disconnect_and_wait().await;
+    let dying = connect_with_will(addr, V5, "back", 3600, DELAY).await;
+
+    broker.stop(Stop::Kill).await;
+    drop(dying);
+    let restarted = Instant::now();
+    broker.launch().await;
+    // Back, without a will this time, before the delay has passed.
+    let props = [Property::SessionExpiryInterval(3600)];
+    let mut connect = connect_packet(V5, "back", false);
+    connect.properties = mqtt_codec::Properties::from_slice(&props);
+    let mut back = RawClient::connect_session(addr, connect, true).await;
+    assert!(
+        restarted.elapsed() < Duration::from_secs(u64::from(DELAY)),
+        "the machine is too slow for this test: reconnected {:?} after the restart began",
+        restarted.elapsed()
+    );
+    // Wait out the delay (and a second for the timer), then send a marker:
+    // a will would have been queued before it.
+    tokio::time::sleep_until(restarted + Duration::from_secs(u64::from(DELAY) + 1)).await;
+    let r = back
+        .publish_flow(publish("will/marker", b"m", QoS::AtLeastOnce, 2, false))
+        .await;
+    assert_eq!(r, ReasonCode::Success);
+    let mut w = will_watcher(addr, false).await;
+    assert_eq!(
+        topics_and_payloads(&publishes_until_pingresp(&mut w).await),
+        [
+            ("will/ready".to_string(), b"back".to_vec()),
+            ("will/marker".to_string(), b"m".to_vec()),
+        ]
+    );
+    w.disconnect_and_wait().await;
+    back.disconnect_and_wait().await;
+}
+
+// ---------------------------------------------------------------------------
+// `$SYS` values.
+
+/// `$SYS/broker/...` values are retained for subscribers but never stored:
+/// after a restart (here with `$SYS` turned off) no value of the previous
+/// run is served, and the store holds no retained message.
+#[tokio::test]
+async fn sys_values_are_not_persisted() {
+    let mut broker = BrokerProcess::start(
+        "sys-not-stored",
+        "durability = \"always\"\nsys_interval_secs = 1",
+    )
+    .await;
+    let addr = broker.addr();
+    // A value of this run is published (live or retained), then a new
+    // subscriber gets it retained.
+    let mut c = RawClient::connect(addr, V3, "sys-reader").await;
+    c.subscribe(1, "$SYS/broker/version", QoS::AtMostOnce).await;
+    c.recv_publish().await;
+    c.disconnect_and_wait().await;
+    let mut c = RawClient::connect(addr, V3, "sys-reader").await;
+    c.subscribe(1, "$SYS/broker/version", QoS::AtMostOnce).await;
+    let got = c.recv_publish().await;
+    assert!(got.publish().retain, "{got:?}");
+    c.disconnect_and_wait().await;
+
+    broker.stop(Stop::Term).await;
+    broker.configure("durability = \"always\"\nsys_interval_secs = 0");
+    broker.launch().await;
+    let mut c = RawClient::connect(addr, V3, "sys-reader").await;
+    c.subscribe(1, "$SYS/#", QoS::AtMostOnce).await;
+    assert!(
+        collect_until_pingresp(&mut c).await.is_empty(),
+        "a $SYS value of the previous run"
+    );
+    c.disconnect_and_wait().await;
+    assert!(
+        !broker.log().contains("state restored from the store"),
+        "something was restored:\n{}",
+        broker.log()
     );
 }

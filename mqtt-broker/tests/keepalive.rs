@@ -23,7 +23,7 @@ async fn connect_keep_alive(
     RawClient::connect_with(addr, connect).await
 }
 
-/// [MQTT-3.1.2-23] a client that sends PINGREQ within its keep alive stays
+/// [MQTT-3.1.1: 3.1.2-23] a client that sends PINGREQ within its keep alive stays
 /// connected past 1.5 times the keep alive.
 #[tokio::test]
 async fn pingreq_within_keep_alive_keeps_the_connection_open() {
@@ -65,7 +65,7 @@ async fn any_packet_within_keep_alive_keeps_the_connection_open() {
     broker.shutdown().await;
 }
 
-/// [MQTT-3.1.2-24] a client silent for 1.5 times its keep alive is
+/// [MQTT-3.1.1: 3.1.2-24] a client silent for 1.5 times its keep alive is
 /// disconnected (5.0: DISCONNECT 0x8D, Keep Alive timeout, first).
 #[tokio::test]
 async fn silent_client_is_closed_after_one_and_a_half_keep_alives() {
@@ -108,7 +108,7 @@ fn max_keepalive_1() -> Config {
 
 /// (5.0, section 3.2.2.3.14) a server with a lower keep alive limit tells
 /// the client in Server Keep Alive, and holds it to that value
-/// [MQTT-3.2.2-21].
+/// [MQTT-5: 3.2.2-21].
 #[tokio::test]
 async fn v5_server_keep_alive_replaces_a_longer_keep_alive() {
     let broker = broker_with(max_keepalive_1()).await;
@@ -139,7 +139,7 @@ async fn v5_server_keep_alive_replaces_a_longer_keep_alive() {
 }
 
 /// A 3.1.1 client cannot be told a shorter keep alive, and closing it
-/// before 1.5 times its own would break [MQTT-3.1.2-24]: one asking for
+/// before 1.5 times its own would break [MQTT-3.1.1: 3.1.2-24]: one asking for
 /// more than the server's maximum (or for 0) is refused with return code
 /// 0x02, as Mosquitto does; one within the maximum is accepted.
 #[tokio::test]

@@ -33,7 +33,7 @@ async fn refused(version: ProtocolVersion, bad: &[u8], reason: ReasonCode) {
     refused_with(Config::ephemeral(), version, bad, reason).await;
 }
 
-/// [MQTT-3.3.1-4] a PUBLISH with both QoS bits set (QoS 3) is malformed.
+/// [MQTT-3.1.1/5: 3.3.1-4] a PUBLISH with both QoS bits set (QoS 3) is malformed.
 #[tokio::test]
 async fn publish_with_qos_3_is_malformed() {
     // Topic "t", packet id 1, payload "x".
@@ -51,7 +51,7 @@ async fn publish_with_qos_3_is_malformed() {
     .await;
 }
 
-/// [MQTT-3.6.1-1] PUBREL must carry the fixed-header flags 0010.
+/// [MQTT-3.1.1/5: 3.6.1-1] PUBREL must carry the fixed-header flags 0010.
 #[tokio::test]
 async fn pubrel_with_flags_0000_is_malformed() {
     for version in V3_AND_V5 {
@@ -64,7 +64,7 @@ async fn pubrel_with_flags_0000_is_malformed() {
     }
 }
 
-/// [MQTT-3.8.1-1] SUBSCRIBE must carry the fixed-header flags 0010.
+/// [MQTT-3.1.1/5: 3.8.1-1] SUBSCRIBE must carry the fixed-header flags 0010.
 #[tokio::test]
 async fn subscribe_with_flags_0000_is_malformed() {
     refused(
@@ -81,7 +81,7 @@ async fn subscribe_with_flags_0000_is_malformed() {
     .await;
 }
 
-/// [MQTT-2.2.2-2] wrong fixed-header flags are refused as soon as the first
+/// [MQTT-3.1.1: 2.2.2-2] wrong fixed-header flags are refused as soon as the first
 /// byte arrives: nothing else is sent.
 #[tokio::test]
 async fn wrong_header_flags_are_refused_from_the_first_byte() {
@@ -93,7 +93,7 @@ async fn wrong_header_flags_are_refused_from_the_first_byte() {
     }
 }
 
-/// [MQTT-1.5.5-1] (5.0) / section 2.2.3 (3.1.1) the Remaining Length has at
+/// [MQTT-5: 1.5.5-1] / section 2.2.3 (3.1.1) the Remaining Length has at
 /// most four bytes: a fifth is malformed.
 #[tokio::test]
 async fn remaining_length_of_five_bytes_is_malformed() {
@@ -107,7 +107,7 @@ async fn remaining_length_of_five_bytes_is_malformed() {
     }
 }
 
-/// [MQTT-1.5.5-1] (5.0) the Remaining Length uses the fewest bytes: `80 00`
+/// [MQTT-5: 1.5.5-1] the Remaining Length uses the fewest bytes: `80 00`
 /// for 0 is malformed.
 #[tokio::test]
 async fn v5_remaining_length_not_minimal_is_malformed() {
@@ -166,7 +166,7 @@ async fn v5_connack_announces_the_maximum_packet_size() {
     broker.shutdown().await;
 }
 
-/// [MQTT-3.3.2-2] a topic name contains no wildcards (5.0: 0x90, Topic Name
+/// [MQTT-3.1.1/5: 3.3.2-2] a topic name contains no wildcards (5.0: 0x90, Topic Name
 /// invalid).
 #[tokio::test]
 async fn publish_topic_with_wildcard_is_refused() {
@@ -187,7 +187,7 @@ async fn publish_topic_with_wildcard_is_refused() {
     }
 }
 
-/// [MQTT-1.5.3-1] (3.1.1) / [MQTT-1.5.4-1] (5.0) a topic that is not
+/// [MQTT-3.1.1: 1.5.3-1] / [MQTT-5: 1.5.4-1] a topic that is not
 /// well-formed UTF-8 is malformed.
 #[tokio::test]
 async fn publish_topic_with_invalid_utf8_is_malformed() {
@@ -205,7 +205,7 @@ async fn publish_topic_with_invalid_utf8_is_malformed() {
     .await;
 }
 
-/// [MQTT-1.5.3-2] (3.1.1) / [MQTT-1.5.4-2] (5.0) a string holding U+0000 is
+/// [MQTT-3.1.1: 1.5.3-2] / [MQTT-5: 1.5.4-2] a string holding U+0000 is
 /// malformed.
 #[tokio::test]
 async fn publish_topic_with_null_character_is_malformed() {
@@ -223,7 +223,7 @@ async fn publish_topic_with_null_character_is_malformed() {
     .await;
 }
 
-/// [MQTT-2.3.1-1] a QoS 1 PUBLISH needs a non-zero packet identifier.
+/// [MQTT-3.1.1: 2.3.1-1] a QoS 1 PUBLISH needs a non-zero packet identifier.
 #[tokio::test]
 async fn publish_qos1_with_packet_id_0_is_malformed() {
     refused(
@@ -240,7 +240,7 @@ async fn publish_qos1_with_packet_id_0_is_malformed() {
     .await;
 }
 
-/// [MQTT-3.3.1-2] a QoS 0 PUBLISH must not have DUP set.
+/// [MQTT-3.1.1/5: 3.3.1-2] a QoS 0 PUBLISH must not have DUP set.
 #[tokio::test]
 async fn publish_qos0_with_dup_is_malformed() {
     refused(
@@ -257,7 +257,7 @@ async fn publish_qos0_with_dup_is_malformed() {
     .await;
 }
 
-/// [MQTT-3.8.3-3] (3.1.1) / [MQTT-3.8.3-2] (5.0) a SUBSCRIBE with no topic
+/// [MQTT-3.1.1: 3.8.3-3] / [MQTT-5: 3.8.3-2] a SUBSCRIBE with no topic
 /// filter is a protocol violation (5.0: "a Protocol Error", 0x82).
 #[tokio::test]
 async fn subscribe_without_filters_is_a_protocol_error() {
@@ -270,7 +270,7 @@ async fn subscribe_without_filters_is_a_protocol_error() {
     .await;
 }
 
-/// [MQTT-3.10.3-2] an UNSUBSCRIBE with no topic filter is a protocol
+/// [MQTT-3.1.1/5: 3.10.3-2] an UNSUBSCRIBE with no topic filter is a protocol
 /// violation (5.0: "a Protocol Error", 0x82).
 #[tokio::test]
 async fn unsubscribe_without_filters_is_a_protocol_error() {

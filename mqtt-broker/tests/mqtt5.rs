@@ -30,7 +30,7 @@ async fn persistent(addr: std::net::SocketAddr, id: &str, clean_start: bool) -> 
 }
 
 /// The Message Expiry Interval forwarded is what is left of it, not the
-/// original [MQTT-3.3.2-6]: 60 straight away to an online subscriber, at most
+/// original [MQTT-5: 3.3.2-6]: 60 straight away to an online subscriber, at most
 /// 59 after the message waited more than a second for an offline one.
 #[tokio::test]
 async fn message_expiry_is_forwarded_as_the_remaining_interval() {
@@ -89,7 +89,7 @@ async fn message_expiry_is_forwarded_as_the_remaining_interval() {
 }
 
 /// A queued message whose Message Expiry Interval runs out while its
-/// subscriber is offline is not delivered [MQTT-3.3.2-5], and is counted.
+/// subscriber is offline is not delivered [MQTT-5: 3.3.2-5], and is counted.
 #[tokio::test]
 async fn expired_queued_message_is_not_delivered() {
     let broker = broker().await;
@@ -127,7 +127,7 @@ async fn expired_queued_message_is_not_delivered() {
 }
 
 /// No Local: a client's own messages are not sent back to it on that
-/// subscription [MQTT-3.8.3-3]; other clients' messages are, and other
+/// subscription [MQTT-5: 3.8.3-3]; other clients' messages are, and other
 /// clients get its messages.
 #[tokio::test]
 async fn no_local_does_not_deliver_own_messages() {
@@ -162,7 +162,7 @@ async fn no_local_does_not_deliver_own_messages() {
 }
 
 /// A PUBLISH delivered through a subscription made with a Subscription
-/// Identifier carries it [MQTT-3.3.4-3], up to the largest value 268,435,455;
+/// Identifier carries it [MQTT-5: 3.3.4-3], up to the largest value 268,435,455;
 /// one made without has none.
 #[tokio::test]
 async fn subscription_identifier_is_delivered() {
@@ -199,7 +199,7 @@ async fn subscription_identifier_is_delivered() {
 }
 
 /// A client may not send a Subscription Identifier in PUBLISH
-/// [MQTT-3.3.4-6]: DISCONNECT 0x82 Protocol Error.
+/// [MQTT-5: 3.3.4-6]: DISCONNECT 0x82 Protocol Error.
 #[tokio::test]
 async fn subscription_identifier_from_a_client_is_a_protocol_error() {
     let broker = broker().await;
@@ -221,7 +221,7 @@ async fn subscription_identifier_from_a_client_is_a_protocol_error() {
 
 /// A topic alias set by the client (topic and alias), then used alone
 /// (empty topic and alias): both messages reach subscribers with the full
-/// topic [MQTT-3.3.2-10..12]; the alias can be remapped.
+/// topic [MQTT-5: 3.3.2-10..12]; the alias can be remapped.
 #[tokio::test]
 async fn topic_alias_from_client_is_resolved() {
     let broker = broker().await;
@@ -270,7 +270,7 @@ async fn topic_alias_from_client_is_resolved() {
 }
 
 /// A topic alias above the Topic Alias Maximum the broker announced is
-/// answered with DISCONNECT 0x94 Topic Alias invalid [MQTT-3.3.2-9]; with a
+/// answered with DISCONNECT 0x94 Topic Alias invalid [MQTT-5: 3.3.2-9]; with a
 /// maximum of 0, any alias is.
 #[tokio::test]
 async fn topic_alias_above_the_maximum_is_disconnected() {
@@ -337,7 +337,7 @@ async fn unknown_topic_alias_is_a_protocol_error() {
 }
 
 /// Towards a client that announced a Topic Alias Maximum, the broker may use
-/// aliases up to it [MQTT-3.3.2-8]: the first message on a topic carries the
+/// aliases up to it [MQTT-5: 3.3.2-8]: the first message on a topic carries the
 /// topic and an alias, later ones only the alias; when all aliases are in use
 /// the topic is sent in full.
 #[tokio::test]
@@ -377,7 +377,7 @@ async fn topic_alias_towards_a_client_that_allows_them() {
 
 /// A message too large for the client is not sent, so it must not set up a
 /// topic alias either: the next message on that topic carries the topic in
-/// full, since the client never learnt the alias [MQTT-3.3.2-12].
+/// full, since the client never learnt the alias [MQTT-5: 3.3.2-12].
 #[tokio::test]
 async fn dropped_oversize_message_does_not_consume_a_topic_alias() {
     let broker = broker().await;
@@ -423,7 +423,7 @@ async fn dropped_oversize_message_does_not_consume_a_topic_alias() {
 }
 
 /// A client announcing Receive Maximum 2 never has more than two QoS 1 or 2
-/// deliveries unacknowledged [MQTT-3.3.4-9]; each acknowledgement lets one
+/// deliveries unacknowledged [MQTT-5: 3.3.4-9]; each acknowledgement lets one
 /// more through. For QoS 2 a message counts until PUBCOMP.
 #[tokio::test]
 async fn receive_maximum_limits_unacknowledged_deliveries() {
@@ -473,7 +473,7 @@ async fn receive_maximum_limits_unacknowledged_deliveries() {
 }
 
 /// A message larger than the Maximum Packet Size the client announced is not
-/// sent to it [MQTT-3.1.2-24] and is counted; a smaller one is, and the
+/// sent to it [MQTT-5: 3.1.2-24] and is counted; a smaller one is, and the
 /// dropped one holds no inflight slot.
 #[tokio::test]
 async fn message_larger_than_client_maximum_packet_size_is_not_sent() {
@@ -503,7 +503,7 @@ async fn message_larger_than_client_maximum_packet_size_is_not_sent() {
 
 /// Response Topic, Correlation Data, Content Type, Payload Format Indicator
 /// and User Properties reach the subscriber unchanged, User Properties in
-/// their order [MQTT-3.3.2-15..20]; a 3.1.1 subscriber gets the message
+/// their order [MQTT-5: 3.3.2-15..20]; a 3.1.1 subscriber gets the message
 /// without them.
 #[tokio::test]
 async fn publish_properties_are_passed_through() {
@@ -569,7 +569,7 @@ async fn publish_properties_are_passed_through() {
 
 /// A PUBLISH whose Payload Format Indicator says UTF-8 but whose payload is
 /// not is refused: PUBACK or PUBREC 0x99 Payload format invalid
-/// [MQTT-3.3.2-4], and not delivered.
+/// [MQTT-5: 3.3.2-4], and not delivered.
 #[tokio::test]
 async fn invalid_utf8_payload_with_format_indicator_is_refused() {
     let broker = broker().await;

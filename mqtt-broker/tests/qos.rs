@@ -14,7 +14,7 @@ fn forwarded<'a>(topic: &'a str, payload: &'a [u8], qos: QoS) -> Publish<'a> {
     publish(topic, payload, qos, 1, false)
 }
 
-/// A QoS 0 PUBLISH is not acknowledged [MQTT-4.3.1-1].
+/// A QoS 0 PUBLISH is not acknowledged [MQTT-3.1.1/5: 4.3.1-1].
 #[tokio::test]
 async fn qos0_publish_is_not_acknowledged() {
     for v in V3_AND_V5 {
@@ -41,7 +41,7 @@ async fn qos0_publish_is_not_acknowledged() {
     }
 }
 
-/// A QoS 1 PUBLISH gets a PUBACK with its packet identifier [MQTT-4.3.2-2].
+/// A QoS 1 PUBLISH gets a PUBACK with its packet identifier [MQTT-3.1.1: 4.3.2-2].
 #[tokio::test]
 async fn qos1_publish_gets_puback_with_same_id() {
     for v in V3_AND_V5 {
@@ -69,7 +69,7 @@ async fn qos1_publish_gets_puback_with_same_id() {
 }
 
 /// A QoS 2 PUBLISH gets PUBREC; PUBREL then gets PUBCOMP, all with its
-/// packet identifier [MQTT-4.3.3-2], [MQTT-4.3.3-9], [MQTT-4.3.3-11].
+/// packet identifier [MQTT-5: 4.3.3-2], [MQTT-5: 4.3.3-9], [MQTT-5: 4.3.3-11].
 #[tokio::test]
 async fn qos2_publish_gets_pubrec_then_pubrel_gets_pubcomp() {
     for v in V3_AND_V5 {
@@ -102,7 +102,7 @@ async fn qos2_publish_gets_pubrec_then_pubrel_gets_pubcomp() {
 }
 
 /// A QoS 1 delivery stays in flight until the subscriber's PUBACK: with an
-/// inflight window of one, the next message waits for it [MQTT-4.3.2-1].
+/// inflight window of one, the next message waits for it [MQTT-3.1.1: 4.3.2-1].
 #[tokio::test]
 async fn qos1_delivery_awaits_puback() {
     for v in V3_AND_V5 {
@@ -141,7 +141,7 @@ async fn qos1_delivery_awaits_puback() {
 
 /// A QoS 2 delivery: PUBLISH, PUBREC from the subscriber, PUBREL from the
 /// broker, PUBCOMP from the subscriber; the message counts against the
-/// inflight window until PUBCOMP [MQTT-4.3.3-1..6].
+/// inflight window until PUBCOMP [MQTT-5: 4.3.3-1..6].
 #[tokio::test]
 async fn qos2_delivery_publish_pubrec_pubrel_pubcomp() {
     for v in V3_AND_V5 {
@@ -183,7 +183,7 @@ async fn qos2_delivery_publish_pubrec_pubrel_pubcomp() {
 }
 
 /// A message is delivered at the lower of its QoS and the subscription's
-/// [MQTT-3.8.4-8]: QoS 2 to a QoS 1 subscription arrives at QoS 1, QoS 1 to
+/// [MQTT-5: 3.8.4-8]: QoS 2 to a QoS 1 subscription arrives at QoS 1, QoS 1 to
 /// a QoS 0 subscription at QoS 0, QoS 0 to a QoS 2 subscription at QoS 0.
 #[tokio::test]
 async fn qos_is_downgraded_to_the_subscription_maximum() {
@@ -222,7 +222,7 @@ async fn qos_is_downgraded_to_the_subscription_maximum() {
 }
 
 /// A QoS 2 PUBLISH repeated with DUP=1 before PUBREL gets another PUBREC and
-/// is not delivered again [MQTT-4.3.3-10]. After PUBCOMP the identifier is
+/// is not delivered again [MQTT-5: 4.3.3-10]. After PUBCOMP the identifier is
 /// free: the same identifier starts a new message.
 #[tokio::test]
 async fn qos2_duplicate_before_pubrel_is_not_redelivered() {
@@ -259,7 +259,7 @@ async fn qos2_duplicate_before_pubrel_is_not_redelivered() {
 }
 
 /// Ten QoS 1 PUBLISH packets in one write are acknowledged in the order they
-/// arrived [MQTT-4.6.0-2].
+/// arrived [MQTT-3.1.1/5: 4.6.0-2].
 #[tokio::test]
 async fn pubacks_follow_publish_order() {
     for v in V3_AND_V5 {
@@ -293,7 +293,7 @@ async fn pubacks_follow_publish_order() {
 
 /// Mixed QoS 1 and QoS 2 PUBLISH packets in one write get PUBACK and PUBREC in
 /// arrival order, and PUBRELs in one write get PUBCOMPs in order
-/// [MQTT-4.6.0-2], [MQTT-4.6.0-3].
+/// [MQTT-3.1.1/5: 4.6.0-2], [MQTT-3.1.1/5: 4.6.0-3].
 #[tokio::test]
 async fn mixed_acknowledgements_follow_arrival_order() {
     for v in V3_AND_V5 {

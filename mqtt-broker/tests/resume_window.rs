@@ -1,6 +1,6 @@
 //! On session resume the broker resends what the session owes, but never
 //! more than the reconnected client's Receive Maximum at once
-//! [MQTT-3.3.4-9]; the rest follows as acknowledgements free the window.
+//! [MQTT-5: 3.3.4-9]; the rest follows as acknowledgements free the window.
 
 mod common;
 

@@ -17,7 +17,7 @@ use mqtt_codec::{
 };
 
 /// A retained message is sent to a new matching subscription with RETAIN=1
-/// [MQTT-3.3.1-6], [MQTT-3.3.1-8], at the lower of its QoS and the
+/// [MQTT-3.1.1: 3.3.1-6], [MQTT-3.1.1: 3.3.1-8], at the lower of its QoS and the
 /// subscription's; wildcard filters match it too.
 #[tokio::test]
 async fn retained_message_is_sent_on_subscribe_with_retain_set() {
@@ -62,7 +62,7 @@ async fn retained_message_is_sent_on_subscribe_with_retain_set() {
 }
 
 /// A topic keeps only its latest retained message, and a PUBLISH without
-/// RETAIN does not replace it [MQTT-3.3.1-5], [MQTT-3.3.1-12].
+/// RETAIN does not replace it [MQTT-3.1.1: 3.3.1-5], [MQTT-3.1.1: 3.3.1-12].
 #[tokio::test]
 async fn newer_retained_message_replaces_older_one() {
     for v in V3_AND_V5 {
@@ -90,7 +90,7 @@ async fn newer_retained_message_replaces_older_one() {
 }
 
 /// A retained PUBLISH with an empty payload clears the topic's retained
-/// message and is itself not stored [MQTT-3.3.1-10], [MQTT-3.3.1-11]; it is
+/// message and is itself not stored [MQTT-3.1.1: 3.3.1-10], [MQTT-3.1.1: 3.3.1-11]; it is
 /// forwarded to existing subscribers like any message.
 #[tokio::test]
 async fn empty_retained_payload_clears_the_retained_message() {
@@ -124,8 +124,8 @@ async fn empty_retained_payload_clears_the_retained_message() {
 }
 
 /// A retained message forwarded to a subscription that already existed has
-/// RETAIN=0 [MQTT-3.3.1-9] (in 5.0: when Retain As Published is 0,
-/// [MQTT-3.3.1-12]).
+/// RETAIN=0 [MQTT-3.1.1: 3.3.1-9] (in 5.0: when Retain As Published is 0,
+/// [MQTT-5: 3.3.1-12]).
 #[tokio::test]
 async fn retain_flag_is_cleared_towards_existing_subscriptions() {
     for v in V3_AND_V5 {
@@ -145,7 +145,7 @@ async fn retain_flag_is_cleared_towards_existing_subscriptions() {
 }
 
 /// MQTT 5 Retain As Published: the RETAIN flag is forwarded as published
-/// [MQTT-3.3.1-13]; a subscription without it on the same client still gets
+/// [MQTT-5: 3.3.1-13]; a subscription without it on the same client still gets
 /// RETAIN=0 on its own copy when it is the only match.
 #[tokio::test]
 async fn retain_as_published_keeps_the_retain_flag() {
@@ -181,7 +181,7 @@ async fn retain_as_published_keeps_the_retain_flag() {
 }
 
 /// Subscribing again to an existing filter sends the retained messages again
-/// [MQTT-3.8.4-3] (5.0: Retain Handling 0, [MQTT-3.3.1-9]).
+/// [MQTT-3.1.1: 3.8.4-3] (5.0: Retain Handling 0, [MQTT-5: 3.3.1-9]).
 #[tokio::test]
 async fn resubscribing_sends_retained_messages_again() {
     for v in V3_AND_V5 {
@@ -204,7 +204,7 @@ async fn resubscribing_sends_retained_messages_again() {
 }
 
 /// MQTT 5 Retain Handling: 0 sends retained messages on every SUBSCRIBE,
-/// 1 only when the subscription did not exist, 2 never [MQTT-3.3.1-9..11].
+/// 1 only when the subscription did not exist, 2 never [MQTT-5: 3.3.1-9..11].
 #[tokio::test]
 async fn retain_handling_0_1_2() {
     let broker = broker().await;
@@ -272,7 +272,7 @@ async fn retained_message_carries_the_subscription_identifier() {
 }
 
 /// MQTT 5: a retained message whose Message Expiry Interval has passed is no
-/// longer sent to new subscriptions [MQTT-3.3.2-5].
+/// longer sent to new subscriptions [MQTT-5: 3.3.2-5].
 #[tokio::test]
 async fn expired_retained_message_is_not_sent() {
     let broker = broker().await;

@@ -32,7 +32,7 @@ async fn subscribe_and_unsubscribe_take_effect_between_two_publishes() {
     sub.send(&Packet::PubAck(ack(pid.get()))).await;
 
     // A second, overlapping subscription of the same session: still one
-    // copy [MQTT-3.3.4-2].
+    // copy [MQTT-5: 3.3.4-2].
     sub.subscribe(2, "room/temp", QoS::AtLeastOnce).await;
     assert_eq!(publisher.publish_flow(msg(3)).await, ReasonCode::Success);
     let pid = sub.expect_publish(msg(1)).await.unwrap();

@@ -68,16 +68,6 @@ async fn auth_broker(dir: &ScratchDir) -> BrokerHandle {
     .await
 }
 
-/// The exact CONNACK bytes of a refusal: 3.1.1 return code `v3`, or MQTT 5
-/// reason code `v5` with no properties.
-fn refusal(v: ProtocolVersion, v3: u8, v5: u8) -> Vec<u8> {
-    if v.is_v5() {
-        vec![0x20, 0x03, 0x00, v5, 0x00]
-    } else {
-        vec![0x20, 0x02, 0x00, v3]
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_clients_are_refused_when_the_listener_forbids_them() {
     let dir = ScratchDir::new("anon");
@@ -86,7 +76,7 @@ async fn anonymous_clients_are_refused_when_the_listener_forbids_them() {
     for v in V3_AND_V5 {
         let got = RawClient::connect_refused(addr, login_packet(v, "anon", None, None)).await;
         // 3.1.1: return code 5, not authorized; 5.0: 0x87 Not authorized.
-        assert_eq!(got, refusal(v, 0x05, 0x87), "{v:?}");
+        assert_refusal(&got, v, 0x05, 0x87);
     }
     assert_eq!(broker.stats().auth_failures.get(), 2);
     assert_eq!(broker.stats().clients_connected.get(), 0);
@@ -122,7 +112,7 @@ async fn wrong_passwords_and_unknown_users_are_refused_and_counted() {
                 RawClient::connect_refused(addr, login_packet(v, &id, Some(*user), *password))
                     .await;
             // 3.1.1: return code 4, bad user name or password; 5.0: 0x86.
-            assert_eq!(got, refusal(v, 0x04, 0x86), "{v:?} {user} {password:?}");
+            assert_refusal(&got, v, 0x04, 0x86);
             refused += 1;
         }
     }
@@ -187,7 +177,7 @@ async fn a_user_name_is_checked_even_where_anonymous_clients_are_allowed() {
         let got =
             RawClient::connect_refused(addr, login_packet(v, "m", Some("mosq"), Some(b"wrong")))
                 .await;
-        assert_eq!(got, refusal(v, 0x04, 0x86));
+        assert_refusal(&got, v, 0x04, 0x86);
     }
     assert_eq!(broker.stats().auth_failures.get(), 2);
     broker.shutdown().await;
@@ -240,7 +230,7 @@ async fn reload_puts_a_rewritten_password_file_in_force() {
     broker.reload();
     let got =
         RawClient::connect_refused(addr, login_packet(v, "c2", Some("mosq"), Some(b"first"))).await;
-    assert_eq!(got, refusal(v, 0x04, 0x86), "old password after reload");
+    assert_refusal(&got, v, 0x04, 0x86);
     RawClient::connect_with(addr, login_packet(v, "c3", Some("mosq"), Some(b"second")))
         .await
         .disconnect_and_wait()
@@ -819,7 +809,7 @@ async fn a_will_on_a_topic_the_client_may_not_write_is_refused() {
                 ..login_packet(v, "alice", Some("alice"), Some(b"alice-pw"))
             };
             let got = RawClient::connect_refused(addr, c).await;
-            assert_eq!(got, refusal(v, 0x05, 0x87), "{v:?} will on {topic}");
+            assert_refusal(&got, v, 0x05, 0x87);
         }
         // Allowed will topic: accepted, and published when the connection
         // drops without DISCONNECT.
@@ -857,5 +847,188 @@ async fn reload_puts_a_rewritten_acl_file_in_force() {
         .subscribe_many(1, &filters(&["news/+", "home/#"]), &[])
         .await;
     assert_eq!(codes, [ReasonCode::NotAuthorized, ReasonCode::Success]);
+    broker.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// Shared subscriptions under an ACL: the rules see the filter inside
+// `$share/{group}/`, on SUBSCRIBE and on every delivery (as in Mosquitto).
+
+const SHARED_ACL: &str = "\
+topic readwrite #
+topic deny a/secret
+topic read $SYS/broker/uptime
+user bob
+topic write #
+pattern readwrite dev/%c/#
+pattern readwrite usr/%u/#
+";
+
+/// Anonymous clients allowed, `alice` and `bob` (a publisher the deny line
+/// does not bind) with passwords `<user>-pw`, the ACL above, and `$SYS`
+/// every second (for the `$` case).
+async fn shared_acl_broker(dir: &ScratchDir) -> BrokerHandle {
+    let passwords = dir.file("passwd");
+    let mut text = String::new();
+    for user in ["alice", "bob"] {
+        let pw = format!("{user}-pw");
+        text.push_str(&format!(
+            "{user}:{}\n",
+            mosquitto_pbkdf2_hash(pw.as_bytes(), b"saltysaltysa")
+        ));
+    }
+    std::fs::write(&passwords, text).unwrap();
+    let acl = dir.file("acl");
+    std::fs::write(&acl, SHARED_ACL).unwrap();
+    broker_with(Config {
+        listeners: vec![listener(true)],
+        password_file: Some(passwords),
+        acl_file: Some(acl),
+        sys_interval_secs: 1,
+        ..Config::ephemeral()
+    })
+    .await
+}
+
+const VERSIONS: [ProtocolVersion; 2] = [ProtocolVersion::V3_1_1, ProtocolVersion::V5];
+
+/// `topic readwrite #` grants `$share/g/a/b`: the SUBACK grants the QoS and
+/// a message to `a/b` is delivered (the issue's mosquitto_sub case).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_grants_a_shared_subscription_on_its_inner_filter() {
+    let dir = ScratchDir::new("acl-share-grant");
+    let broker = shared_acl_broker(&dir).await;
+    let addr = broker.local_addr();
+    for v in VERSIONS {
+        let mut sub = RawClient::connect(addr, v, "shared-sub").await;
+        sub.subscribe(1, "$share/g/a/b", QoS::AtLeastOnce).await;
+        let mut p = RawClient::connect(addr, v, "shared-pub").await;
+        let r = p
+            .publish_flow(publish("a/b", b"hello", QoS::AtLeastOnce, 1, false))
+            .await;
+        assert_eq!(r, ReasonCode::Success);
+        let got = sub.recv_publish().await;
+        assert_eq!(
+            (got.publish().topic, got.publish().payload),
+            ("a/b", &b"hello"[..]),
+            "{v:?}"
+        );
+        sub.ack_delivery(&got.publish()).await;
+        sub.disconnect_and_wait().await;
+        p.disconnect_and_wait().await;
+    }
+    broker.shutdown().await;
+}
+
+/// A `deny` line on the inner filter refuses `$share/g/a/secret`; a shared
+/// subscription that overlaps it (`$share/g/a/#`) is granted, but the
+/// denied topic is not delivered on it while the others are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_deny_on_the_inner_filter_refuses_the_shared_subscription_and_its_messages() {
+    let dir = ScratchDir::new("acl-share-deny");
+    let broker = shared_acl_broker(&dir).await;
+    let addr = broker.local_addr();
+    for v in VERSIONS {
+        let mut sub = RawClient::connect(addr, v, "shared-sub").await;
+        let codes = sub
+            .subscribe_many(1, &filters(&["$share/g/a/secret", "$share/g/a/#"]), &[])
+            .await;
+        assert_eq!(
+            codes,
+            [failure(v, ReasonCode::NotAuthorized), ReasonCode::Success],
+            "{v:?}"
+        );
+        // bob may publish to a/secret; the subscriber may not read it.
+        let mut p = login(addr, v, "shared-pub", "bob").await;
+        for (topic, payload) in [("a/secret", &b"no"[..]), ("a/open", b"yes")] {
+            let r = p
+                .publish_flow(publish(topic, payload, QoS::AtLeastOnce, 1, false))
+                .await;
+            assert_eq!(r, ReasonCode::Success, "{v:?} {topic}");
+        }
+        let got = sub.recv_publish().await;
+        assert_eq!(got.publish().topic, "a/open", "{v:?}");
+        sub.expect_nothing_pending().await;
+        sub.disconnect_and_wait().await;
+        p.disconnect_and_wait().await;
+    }
+    broker.shutdown().await;
+}
+
+/// `%c` and `%u` patterns are expanded and matched against the inner
+/// filter: alice (client id `dev1`) may share `dev/dev1/#` and
+/// `usr/alice/#`, not another client's or user's, and gets the messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_patterns_apply_to_the_inner_filter_of_a_shared_subscription() {
+    let dir = ScratchDir::new("acl-share-pattern");
+    let broker = shared_acl_broker(&dir).await;
+    let addr = broker.local_addr();
+    for v in VERSIONS {
+        let mut alice = login(addr, v, "dev1", "alice").await;
+        let codes = alice
+            .subscribe_many(
+                1,
+                &filters(&[
+                    "$share/g/dev/dev1/#",
+                    "$share/g/usr/alice/#",
+                    "$share/g/dev/dev2/#",
+                    "$share/g/usr/bob/#",
+                ]),
+                &[],
+            )
+            .await;
+        let no = failure(v, ReasonCode::NotAuthorized);
+        assert_eq!(
+            codes,
+            [ReasonCode::Success, ReasonCode::Success, no, no],
+            "{v:?}"
+        );
+        for topic in ["dev/dev1/state", "usr/alice/inbox"] {
+            alice
+                .send(&Packet::Publish(publish(
+                    topic,
+                    b"x",
+                    QoS::AtMostOnce,
+                    0,
+                    false,
+                )))
+                .await;
+            let got = alice.recv_publish().await;
+            assert_eq!(got.publish().topic, topic, "{v:?}");
+        }
+        alice.disconnect_and_wait().await;
+    }
+    broker.shutdown().await;
+}
+
+/// An inner filter that starts with `$`: `#` does not reach it (the `$`
+/// rule, [MQTT-3.1.1: 4.7.2-1]), so `$share/g/$SYS/broker/load` is refused,
+/// while `topic read $SYS/broker/uptime` grants `$share/g/$SYS/broker/uptime`,
+/// whose next `$SYS` update is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_on_a_shared_subscription_to_a_dollar_topic_follows_the_dollar_rule() {
+    let dir = ScratchDir::new("acl-share-dollar");
+    let broker = shared_acl_broker(&dir).await;
+    let addr = broker.local_addr();
+    for v in VERSIONS {
+        let mut sub = RawClient::connect(addr, v, "shared-sys").await;
+        let codes = sub
+            .subscribe_many(
+                1,
+                &filters(&["$share/g/$SYS/broker/load/#", "$share/g/$SYS/broker/uptime"]),
+                &[],
+            )
+            .await;
+        assert_eq!(
+            codes,
+            [failure(v, ReasonCode::NotAuthorized), ReasonCode::Success],
+            "{v:?}"
+        );
+        // Shared subscriptions get no retained messages: this is the next
+        // update, within the one-second interval.
+        let got = sub.recv_publish().await;
+        assert_eq!(got.publish().topic, "$SYS/broker/uptime", "{v:?}");
+        sub.disconnect_and_wait().await;
+    }
     broker.shutdown().await;
 }

@@ -34,7 +34,7 @@ fn v5_with_expiry<'a>(client_id: &'a str, expiry: &'a [Property<'a>]) -> Connect
     c
 }
 
-/// [MQTT-3.1.2-4] (3.1.1) / [MQTT-3.2.2-2] (5.0) a client that reconnects
+/// [MQTT-3.1.1: 3.1.2-4] / [MQTT-5: 3.2.2-2] a client that reconnects
 /// without clean start resumes its session: Session Present 1, and its
 /// subscriptions still deliver.
 #[tokio::test]
@@ -68,7 +68,7 @@ async fn persistent_session_is_resumed_with_session_present() {
     }
 }
 
-/// [MQTT-3.1.2-6] (3.1.1) / [MQTT-3.1.2-4] (5.0) clean start discards the
+/// [MQTT-3.1.1: 3.1.2-6] / [MQTT-5: 3.1.2-4] clean start discards the
 /// old session: Session Present 0, nothing queued is delivered, and the old
 /// subscriptions are gone.
 #[tokio::test]
@@ -101,7 +101,7 @@ async fn clean_start_discards_the_session() {
     }
 }
 
-/// [MQTT-3.1.2-6] (3.1.1) a clean session ends with its connection: a
+/// [MQTT-3.1.1: 3.1.2-6] a clean session ends with its connection: a
 /// later connection without clean session starts a new one.
 #[tokio::test]
 async fn v311_clean_session_ends_on_disconnect() {
@@ -123,7 +123,7 @@ async fn v311_clean_session_ends_on_disconnect() {
 
 /// QoS 1 and QoS 2 messages that match a subscription of an offline
 /// persistent session are queued and delivered when it reconnects
-/// [MQTT-3.1.2-5] (3.1.1) / section 3.1.2.4 (5.0).
+/// [MQTT-3.1.1: 3.1.2-5] / section 3.1.2.4 (5.0).
 #[tokio::test]
 async fn qos1_and_qos2_published_while_offline_are_delivered_on_reconnect() {
     for version in V3_AND_V5 {
@@ -195,8 +195,8 @@ async fn qos0_published_while_offline_is_not_queued() {
     }
 }
 
-/// [MQTT-4.4.0-1] on resume, every unacknowledged PUBLISH is sent again
-/// with its original packet identifier and DUP set [MQTT-3.3.1-1].
+/// [MQTT-3.1.1/5: 4.4.0-1] on resume, every unacknowledged PUBLISH is sent again
+/// with its original packet identifier and DUP set [MQTT-3.1.1/5: 3.3.1-1].
 #[tokio::test]
 async fn unacknowledged_publish_is_resent_with_dup_on_resume() {
     for version in V3_AND_V5 {
@@ -232,7 +232,7 @@ async fn unacknowledged_publish_is_resent_with_dup_on_resume() {
     }
 }
 
-/// [MQTT-4.4.0-1] on resume, a PUBREL whose PUBCOMP never came is sent
+/// [MQTT-3.1.1/5: 4.4.0-1] on resume, a PUBREL whose PUBCOMP never came is sent
 /// again (not the PUBLISH: its PUBREC already arrived).
 #[tokio::test]
 async fn unacknowledged_pubrel_is_resent_on_resume() {
@@ -268,7 +268,7 @@ async fn unacknowledged_pubrel_is_resent_on_resume() {
     }
 }
 
-/// [MQTT-3.1.4-2] (3.1.1) / [MQTT-3.1.4-3] (5.0) a second connection with
+/// [MQTT-3.1.1: 3.1.4-2] / [MQTT-5: 3.1.4-3] a second connection with
 /// the same client identifier takes the session over: the first is closed
 /// (5.0: DISCONNECT 0x8E, Session taken over first) and the second keeps
 /// the session.
@@ -388,7 +388,7 @@ async fn v5_session_ends_when_its_expiry_runs_out() {
     broker.shutdown().await;
 }
 
-/// [MQTT-3.14.2-2] (5.0) a DISCONNECT may not give a session expiry to a
+/// [MQTT-5: 3.14.2-2] a DISCONNECT may not give a session expiry to a
 /// session that was to end with its connection (CONNECT had 0): Protocol
 /// Error, DISCONNECT 0x82, and the session still ends.
 #[tokio::test]

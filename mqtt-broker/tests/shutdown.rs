@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use mqtt_codec::{ProtocolVersion, QoS, ReasonCode};
 
-/// [MQTT-3.14.0] (5.0) the server may send DISCONNECT before closing; on
+/// [MQTT-5: 3.14.0] the server may send DISCONNECT before closing; on
 /// shutdown it carries 0x8B. A 3.1.1 client's socket is just closed.
 #[tokio::test]
 async fn shutdown_disconnects_every_client_with_server_shutting_down() {

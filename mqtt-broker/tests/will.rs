@@ -81,7 +81,7 @@ fn delayed_will_connect<'a>(
     }
 }
 
-/// [MQTT-3.1.2-8] the will is published when the network connection
+/// [MQTT-3.1.1/5: 3.1.2-8] the will is published when the network connection
 /// closes without DISCONNECT.
 #[tokio::test]
 async fn will_is_published_when_the_network_connection_drops() {
@@ -97,7 +97,7 @@ async fn will_is_published_when_the_network_connection_drops() {
     }
 }
 
-/// [MQTT-3.1.2-8, MQTT-3.1.2-24] the server closes a client that is silent
+/// [MQTT-3.1.1/5: 3.1.2-8, MQTT-3.1.1: 3.1.2-24] the server closes a client that is silent
 /// for 1.5 times its keep alive (5.0: DISCONNECT 0x8D first), and publishes
 /// its will.
 #[tokio::test]
@@ -122,7 +122,7 @@ async fn will_is_published_on_keep_alive_timeout() {
     }
 }
 
-/// [MQTT-3.1.2-8] a protocol error closes the connection and publishes the
+/// [MQTT-3.1.1/5: 3.1.2-8] a protocol error closes the connection and publishes the
 /// will (here a PUBLISH with QoS 3, which is malformed).
 #[tokio::test]
 async fn will_is_published_on_protocol_error() {
@@ -140,7 +140,7 @@ async fn will_is_published_on_protocol_error() {
     }
 }
 
-/// [MQTT-3.1.4-2] a connection taken over by another with the same client
+/// [MQTT-3.1.1: 3.1.4-2] a connection taken over by another with the same client
 /// identifier is closed by the server, so its will is published (5.0: no
 /// Will Delay Interval here).
 #[tokio::test]
@@ -161,7 +161,7 @@ async fn will_is_published_on_takeover() {
     }
 }
 
-/// [MQTT-3.1.2-10] after a normal DISCONNECT the will is discarded, not
+/// [MQTT-3.1.1/5: 3.1.2-10] after a normal DISCONNECT the will is discarded, not
 /// published.
 #[tokio::test]
 async fn will_is_not_published_after_disconnect() {
@@ -197,9 +197,9 @@ async fn v5_disconnect_with_will_message_publishes_the_will() {
     broker.shutdown().await;
 }
 
-/// [MQTT-3.1.2-17] (3.1.1) / [MQTT-3.1.2-15] (5.0) a will with the retain
+/// [MQTT-3.1.1: 3.1.2-17] / [MQTT-5: 3.1.2-15] a will with the retain
 /// flag is published as a retained message: an existing subscriber gets
-/// it with RETAIN 0 [MQTT-3.3.1-9], a later one with RETAIN 1.
+/// it with RETAIN 0 [MQTT-3.1.1: 3.3.1-9], a later one with RETAIN 1.
 #[tokio::test]
 async fn will_with_retain_flag_is_stored_as_retained() {
     for version in V3_AND_V5 {
@@ -253,7 +253,7 @@ async fn v5_will_is_published_after_its_delay() {
     broker.shutdown().await;
 }
 
-/// [MQTT-3.1.3-9] (5.0) a reconnection to the session before the Will
+/// [MQTT-5: 3.1.3-9] a reconnection to the session before the Will
 /// Delay Interval has passed cancels the will.
 #[tokio::test]
 async fn v5_reconnect_within_the_will_delay_cancels_the_will() {

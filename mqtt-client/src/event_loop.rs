@@ -398,7 +398,7 @@ impl EventLoop {
         let mut out = BytesMut::new();
         self.resume(session_present, &mut out);
         if let Err(e) = self.drain_frames(&mut rbuf, &mut out) {
-            return Exit::Lost(e);
+            return self.end_on(e, &mut wr, &mut out).await;
         }
         let keep_alive = self.server.keep_alive;
         // A local handle, so that a reserved slot does not borrow `self`.
@@ -455,7 +455,7 @@ impl EventLoop {
                     Ok(_) => {
                         ping_sent = None;
                         if let Err(e) = self.drain_frames(&mut rbuf, &mut out) {
-                            return Exit::Lost(e);
+                            return self.end_on(e, &mut wr, &mut out).await;
                         }
                     }
                 },
@@ -491,6 +491,34 @@ impl EventLoop {
                 }
             }
         }
+    }
+
+    /// Ends the connection on what the server sent: an MQTT 5 server that
+    /// broke the protocol is told why in a DISCONNECT first (MQTT 5.0
+    /// section 4.13.1); then the connection is lost (and reconnected as usual).
+    async fn end_on<W: tokio::io::AsyncWrite + Unpin>(
+        &mut self,
+        e: ReadError,
+        wr: &mut W,
+        out: &mut BytesMut,
+    ) -> Exit {
+        if let (ReadError::Violation(reason, text), true) = (&e, self.version().is_v5()) {
+            tracing::warn!(reason = ?reason, "{text}: disconnecting");
+            let reason = if reason.allowed_in(mqtt_codec::PacketType::Disconnect) {
+                *reason
+            } else {
+                ReasonCode::ProtocolError
+            };
+            out.clear();
+            self.send(out, &Packet::Disconnect(Disconnect::new(reason)));
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                wr.write_all(out).await?;
+                wr.flush().await?;
+                wr.shutdown().await
+            })
+            .await;
+        }
+        Exit::Lost(e.into_error())
     }
 
     /// After CONNACK: resend what the session still owes, or restore the
@@ -706,12 +734,10 @@ impl EventLoop {
         }
     }
 
-    fn drain_frames(&mut self, rbuf: &mut BytesMut, out: &mut BytesMut) -> Result<(), ClientError> {
+    fn drain_frames(&mut self, rbuf: &mut BytesMut, out: &mut BytesMut) -> Result<(), ReadError> {
         loop {
             let limit = self.opts.max_packet_size.unwrap_or(MAX_PACKET_SIZE);
-            let header = match check_header(rbuf, limit)
-                .map_err(|e| ClientError::Protocol(e.to_string()))?
-            {
+            let header = match check_header(rbuf, limit).map_err(ReadError::decode)? {
                 Status::Complete(h) if rbuf.len() >= h.packet_len() => h,
                 _ => return Ok(()),
             };
@@ -722,7 +748,7 @@ impl EventLoop {
                 &frame[header.header_len..],
                 self.version(),
             )
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            .map_err(ReadError::decode)?;
             self.handle_packet(packet, &frame, out)?;
         }
     }
@@ -732,7 +758,7 @@ impl EventLoop {
         packet: Packet<'_>,
         frame: &bytes::Bytes,
         out: &mut BytesMut,
-    ) -> Result<(), ClientError> {
+    ) -> Result<(), ReadError> {
         match packet {
             Packet::Publish(p) => self.on_publish(&p, frame, out),
             Packet::PubAck(r) => {
@@ -740,21 +766,34 @@ impl EventLoop {
                 Ok(())
             }
             Packet::PubRec(r) => {
-                let Some(i) = self.inflight.iter().position(|o| o.pid == r.pid) else {
-                    let rel = PubResp {
-                        reason: ReasonCode::PacketIdentifierNotFound,
-                        ..PubResp::new(r.pid)
-                    };
-                    self.send(out, &Packet::PubRel(rel));
-                    return Ok(());
-                };
-                if r.reason.is_error() {
-                    self.complete(r.pid, OutState::AwaitPubRec, r.reason);
-                    return Ok(());
+                let pos = self.inflight.iter().position(|o| o.pid == r.pid);
+                match pos.map(|i| (i, self.inflight[i].state)) {
+                    Some((i, OutState::AwaitPubRec)) => {
+                        if r.reason.is_error() {
+                            self.complete(r.pid, OutState::AwaitPubRec, r.reason);
+                            return Ok(());
+                        }
+                        self.inflight[i].state = OutState::AwaitPubComp;
+                        self.inflight[i].rec_reason = r.reason;
+                        self.send(out, &Packet::PubRel(PubResp::new(r.pid)));
+                    }
+                    // A repeated PUBREC (ours crossed a resent one): PUBREL
+                    // again; the outcome the first PUBREC told stands.
+                    Some((_, OutState::AwaitPubComp)) => {
+                        self.send(out, &Packet::PubRel(PubResp::new(r.pid)));
+                    }
+                    // No QoS 2 message awaits a PUBREC under this id (a QoS 1
+                    // message may hold it, and still awaits its PUBACK): as
+                    // the broker does, answer "not found" and change
+                    // nothing (MQTT 5.0 section 4.3.3).
+                    _ => {
+                        let rel = PubResp {
+                            reason: ReasonCode::PacketIdentifierNotFound,
+                            ..PubResp::new(r.pid)
+                        };
+                        self.send(out, &Packet::PubRel(rel));
+                    }
                 }
-                self.inflight[i].state = OutState::AwaitPubComp;
-                self.inflight[i].rec_reason = r.reason;
-                self.send(out, &Packet::PubRel(PubResp::new(r.pid)));
                 Ok(())
             }
             Packet::PubComp(r) => {
@@ -811,15 +850,17 @@ impl EventLoop {
                 Ok(())
             }
             Packet::PingResp => Ok(()),
-            Packet::Disconnect(d) => Err(ClientError::Rejected(d.reason)),
-            Packet::Auth(_) => Err(ClientError::Protocol(
+            Packet::Disconnect(d) => Err(ReadError::Disconnected(d.reason)),
+            Packet::Auth(_) => Err(ReadError::Violation(
+                ReasonCode::ProtocolError,
                 "AUTH without an authentication method".into(),
             )),
             Packet::Connect(_)
             | Packet::ConnAck(_)
             | Packet::Subscribe(_)
             | Packet::Unsubscribe(_)
-            | Packet::PingReq => Err(ClientError::Protocol(
+            | Packet::PingReq => Err(ReadError::Violation(
+                ReasonCode::ProtocolError,
                 "client-only packet from the server".into(),
             )),
         }
@@ -862,18 +903,30 @@ impl EventLoop {
         p: &Publish<'_>,
         frame: &bytes::Bytes,
         out: &mut BytesMut,
-    ) -> Result<(), ClientError> {
+    ) -> Result<(), ReadError> {
         let alias = p.properties.iter().find_map(|x| match x {
             Property::TopicAlias(a) => Some(a),
             _ => None,
         });
         let topic = match alias {
             None => p.topic.to_owned(),
-            Some(a) if p.topic.is_empty() => self
-                .in_aliases
-                .get(&a)
-                .cloned()
-                .ok_or_else(|| ClientError::Protocol(format!("unknown topic alias {a}")))?,
+            // Above the Topic Alias Maximum this client announced (none
+            // when it announced 0) [MQTT-5: 3.3.2-9, 3.3.2-10].
+            Some(a) if a == 0 || a > self.opts.topic_alias_maximum => {
+                return Err(ReadError::Violation(
+                    ReasonCode::TopicAliasInvalid,
+                    format!(
+                        "topic alias {a} above the maximum {}",
+                        self.opts.topic_alias_maximum
+                    ),
+                ));
+            }
+            Some(a) if p.topic.is_empty() => self.in_aliases.get(&a).cloned().ok_or_else(|| {
+                ReadError::Violation(
+                    ReasonCode::ProtocolError,
+                    format!("unknown topic alias {a}"),
+                )
+            })?,
             Some(a) => {
                 self.in_aliases.insert(a, p.topic.to_owned());
                 p.topic.to_owned()
@@ -945,6 +998,29 @@ impl EventLoop {
 
 /// A delay between half and all of `d`, chosen at random, so that many
 /// clients cut off together do not reconnect together.
+/// Why the server's packets end the connection.
+enum ReadError {
+    /// The server broke the protocol; an MQTT 5 server is sent DISCONNECT
+    /// with this reason code.
+    Violation(ReasonCode, String),
+    /// The server sent DISCONNECT with this reason code.
+    Disconnected(ReasonCode),
+}
+
+impl ReadError {
+    /// A packet that does not decode: malformed, or a protocol error.
+    fn decode(e: mqtt_codec::DecodeError) -> ReadError {
+        ReadError::Violation(e.reason_code(), e.to_string())
+    }
+
+    fn into_error(self) -> ClientError {
+        match self {
+            ReadError::Violation(_, text) => ClientError::Protocol(text),
+            ReadError::Disconnected(reason) => ClientError::Rejected(reason),
+        }
+    }
+}
+
 fn jitter(d: Duration) -> Duration {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();

@@ -457,3 +457,78 @@ async fn publish_over_the_server_maximum_packet_size_is_refused() {
     );
     c.disconnect().await.unwrap();
 }
+
+/// Connects a 5.0 client to a fresh scripted server.
+async fn scripted(id: &str) -> (FakeServer, RawConn, Client) {
+    let server = FakeServer::start().await;
+    let client_task = tokio::spawn({
+        let addr = server.addr();
+        let id = id.to_string();
+        async move { connect(opts(addr, ProtocolVersion::V5, &id)).await }
+    });
+    let (mut conn, _) = server.accept().await;
+    conn.connack(false, Properties::EMPTY).await;
+    let (client, _messages) = client_task.await.unwrap();
+    (server, conn, client)
+}
+
+/// A PUBREC for the packet identifier of a QoS 1 message (which awaits
+/// PUBACK, not PUBREC) is not taken for the PUBREC of a QoS 2 flow: the
+/// client answers PUBREL 0x92 (Packet Identifier not found), as the broker
+/// does (MQTT 5.0 section 4.3.3), and the QoS 1 message still completes on its
+/// PUBACK.
+#[tokio::test]
+async fn a_pubrec_for_a_qos1_packet_id_leaves_the_qos1_message_awaiting_puback() {
+    let (_server, mut conn, client) = scripted("pubrec-qos1").await;
+    let mut done = pin!(client.publish("a/b", "one", QoS::AtLeastOnce, false));
+    let pid = tokio::select! {
+        _ = &mut done => panic!("QoS 1 publish done before PUBACK"),
+        pid = conn.recv_with(|p| match p {
+            Packet::Publish(p) => p.qos_pid.pid().unwrap(),
+            p => panic!("{p:?}"),
+        }) => pid,
+    };
+    conn.send(&Packet::PubRec(PubResp::new(pid))).await;
+    let rel = tokio::select! {
+        _ = &mut done => panic!("QoS 1 publish done at a PUBREC"),
+        rel = conn.recv_with(|p| match p {
+            Packet::PubRel(r) => (r.pid, r.reason),
+            p => panic!("{p:?}"),
+        }) => rel,
+    };
+    assert_eq!(rel, (pid, ReasonCode::PacketIdentifierNotFound));
+    conn.send(&Packet::PubAck(PubResp::new(pid))).await;
+    assert_eq!(within("QoS 1 publish", done).await, Ok(ReasonCode::Success));
+}
+
+/// A second PUBREC for a QoS 2 message that already awaits PUBCOMP is not
+/// a fresh PUBREC: the client sends PUBREL again, and the outcome the first
+/// PUBREC gave stands (here Success, not the second one's 0x10).
+#[tokio::test]
+async fn a_repeated_pubrec_does_not_replace_the_first_one() {
+    let (_server, mut conn, client) = scripted("pubrec-again").await;
+    let mut done = pin!(client.publish("a/b", "two", QoS::ExactlyOnce, false));
+    let pid = tokio::select! {
+        _ = &mut done => panic!("QoS 2 publish done before PUBREC"),
+        pid = conn.recv_with(|p| match p {
+            Packet::Publish(p) => p.qos_pid.pid().unwrap(),
+            p => panic!("{p:?}"),
+        }) => pid,
+    };
+    conn.send(&Packet::PubRec(PubResp::new(pid))).await;
+    let mut again = PubResp::new(pid);
+    again.reason = ReasonCode::NoMatchingSubscribers;
+    conn.send(&Packet::PubRec(again)).await;
+    for _ in 0..2 {
+        let rel = tokio::select! {
+            _ = &mut done => panic!("QoS 2 publish done before PUBCOMP"),
+            rel = conn.recv_with(|p| match p {
+                Packet::PubRel(r) => (r.pid, r.reason),
+                p => panic!("{p:?}"),
+            }) => rel,
+        };
+        assert_eq!(rel, (pid, ReasonCode::Success));
+    }
+    conn.send(&Packet::PubComp(PubResp::new(pid))).await;
+    assert_eq!(within("QoS 2 publish", done).await, Ok(ReasonCode::Success));
+}

@@ -75,8 +75,8 @@ impl<'a> Connect<'a> {
             Properties::EMPTY
         };
 
-        // [MQTT-3.1.2-3] reserved bit; [MQTT-3.1.2-11/13/15] will QoS and retain
-        // only with a will; [MQTT-3.1.2-22] a 3.1.1 password needs a user name.
+        // [MQTT-3.1.1/5: 3.1.2-3] reserved bit; [MQTT-3.1.1: 3.1.2-11/13/15] will QoS and retain
+        // only with a will; [MQTT-3.1.1: 3.1.2-22] a 3.1.1 password needs a user name.
         let will_qos = QoS::from_u8((flags >> 3) & 0b11)?;
         let has_will = flags & WILL_FLAG != 0;
         if flags & RESERVED != 0
@@ -295,7 +295,7 @@ impl<'a> ConnAck<'a> {
             (reason, Properties::EMPTY)
         };
         r.finish()?;
-        // [MQTT-3.2.2-4] a refused connection never has a session.
+        // [MQTT-3.1.1: 3.2.2-4] a refused connection never has a session.
         let session_present = flags & 1 != 0;
         if session_present && reason.is_error() {
             return Err(DecodeError::InvalidConnectFlags);

@@ -16,13 +16,13 @@ pub enum DecodeError {
     /// The first byte names packet type 0, which is reserved.
     ReservedPacketType,
     /// The fixed-header flags are not the ones the packet type requires
-    /// [MQTT-2.2.2-1/2].
+    /// [MQTT-3.1.1: 2.2.2-1/2].
     InvalidHeaderFlags {
         /// The first byte of the packet.
         byte: u8,
     },
     /// The Remaining Length uses more than four bytes, or more bytes than the
-    /// value needs [MQTT-1.5.5-1].
+    /// value needs [MQTT-5: 1.5.5-1].
     MalformedRemainingLength,
     /// The packet is larger than the maximum the caller accepts.
     PacketTooLarge {
@@ -35,38 +35,38 @@ pub enum DecodeError {
     UnexpectedEnd,
     /// The body has bytes left over after its last field.
     TrailingBytes,
-    /// A string is not well-formed UTF-8 [MQTT-1.5.4-1].
+    /// A string is not well-formed UTF-8 [MQTT-5: 1.5.4-1].
     InvalidUtf8,
-    /// A string contains U+0000 [MQTT-1.5.4-2].
+    /// A string contains U+0000 [MQTT-5: 1.5.4-2].
     NullCharacter,
     /// CONNECT names a protocol other than `MQTT` / `MQIsdp`.
     InvalidProtocolName,
     /// CONNECT asks for a protocol level this codec does not speak. The server
     /// answers with CONNACK 0x01 (3.1.1) or 0x84 (5.0) and closes.
     UnsupportedProtocolVersion(u8),
-    /// CONNECT flags are inconsistent or use the reserved bit [MQTT-3.1.2-3,
-    /// MQTT-3.1.2-11..15, MQTT-3.1.2-22].
+    /// CONNECT flags are inconsistent or use the reserved bit [MQTT-3.1.1/5: 3.1.2-3,
+    /// MQTT-3.1.1: 3.1.2-11..15, MQTT-3.1.1: 3.1.2-22].
     InvalidConnectFlags,
     /// A QoS field holds 3.
     InvalidQoS,
-    /// A QoS 0 PUBLISH has the DUP flag set [MQTT-3.3.1-2].
+    /// A QoS 0 PUBLISH has the DUP flag set [MQTT-3.1.1/5: 3.3.1-2].
     DupWithQoS0,
-    /// A packet identifier is zero where it must be non-zero [MQTT-2.2.1-3].
+    /// A packet identifier is zero where it must be non-zero [MQTT-5: 2.2.1-3].
     ZeroPacketId,
     /// A PUBLISH topic name is empty (without a topic alias) or holds a wildcard.
     InvalidTopicName,
     /// A topic filter is empty or misuses `+`, `#` or `$share`.
     InvalidTopicFilter,
-    /// SUBSCRIBE or UNSUBSCRIBE carries no topic filter [MQTT-3.8.3-3, MQTT-3.10.3-2].
+    /// SUBSCRIBE or UNSUBSCRIBE carries no topic filter [MQTT-3.1.1: 3.8.3-3, MQTT-3.1.1/5: 3.10.3-2].
     NoTopicFilters,
-    /// Subscription options use reserved bits ([MQTT-3-8.3-4] in 3.1.1,
-    /// [MQTT-3.8.3-5] in 5.0).
+    /// Subscription options use reserved bits ([MQTT-3.1.1: 3.8.3-4],
+    /// [MQTT-5: 3.8.3-5]).
     InvalidSubscriptionOptions,
     /// Subscription options ask for Retain Handling 3, a Protocol Error in
     /// MQTT 5 (section 3.8.3.1).
     InvalidRetainHandling,
     /// No Local is set on a shared subscription, a Protocol Error
-    /// [MQTT-3.8.3-4].
+    /// [MQTT-5: 3.8.3-4].
     NoLocalOnSharedSubscription,
     /// A property identifier that MQTT 5 does not define.
     UnknownProperty(u8),
@@ -92,7 +92,7 @@ impl DecodeError {
             DecodeError::UnsupportedProtocolVersion(_) => ReasonCode::UnsupportedProtocolVersion,
             DecodeError::InvalidTopicName => ReasonCode::TopicNameInvalid,
             DecodeError::InvalidTopicFilter => ReasonCode::TopicFilterInvalid,
-            // [MQTT-3.8.3-2] / [MQTT-3.10.3-2]: "A SUBSCRIBE (UNSUBSCRIBE)
+            // [MQTT-5: 3.8.3-2] / [MQTT-3.1.1/5: 3.10.3-2]: "A SUBSCRIBE (UNSUBSCRIBE)
             // packet with no Payload is a Protocol Error."
             DecodeError::DuplicateProperty(_)
             | DecodeError::InvalidPropertyValue(_)

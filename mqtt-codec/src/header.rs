@@ -62,7 +62,7 @@ pub enum PacketType {
 
 impl PacketType {
     /// Parses the first byte of a packet, checking the flags each type requires
-    /// [MQTT-2.2.2-1/2]. PUBLISH flags are checked for QoS 3 here too.
+    /// [MQTT-3.1.1: 2.2.2-1/2]. PUBLISH flags are checked for QoS 3 here too.
     pub fn from_first_byte(byte: u8) -> Result<PacketType, DecodeError> {
         let flags = byte & 0x0f;
         let t = match byte >> 4 {

@@ -267,7 +267,7 @@ pub(crate) fn copy_plain_filter(dst: &mut [u8], src: &[u8]) -> bool {
 }
 
 /// Whether the wildcard at `i` fills its level: `/` (or the start) before it,
-/// `/` (or the end) after it, and for `#` the end [MQTT-4.7.1-2/3].
+/// `/` (or the end) after it, and for `#` the end [MQTT-3.1.1: 4.7.1-2/3].
 #[inline(always)]
 fn fills_level(bytes: &[u8], i: usize) -> bool {
     let prev = match i.checked_sub(1) {

@@ -136,7 +136,7 @@ impl<'a> SubscribeFilter<'a> {
         if !filter_ok(self.filter) {
             return Err(DecodeError::InvalidTopicFilter);
         }
-        // [MQTT-3.8.3-4] No Local on a shared subscription is a Protocol Error.
+        // [MQTT-5: 3.8.3-4] No Local on a shared subscription is a Protocol Error.
         if self.options.no_local && parse_shared(self.filter).is_some() {
             return Err(DecodeError::NoLocalOnSharedSubscription);
         }

@@ -8,7 +8,7 @@ use crate::scan::{
 use crate::writer::copy;
 
 /// A topic name is valid: at least one character, no `+` or `#`, no U+0000,
-/// and at most 65,535 bytes [MQTT-4.7.1-1, MQTT-4.7.3-1].
+/// and at most 65,535 bytes [MQTT-3.1.1: 4.7.1-1, MQTT-3.1.1/5: 4.7.3-1].
 #[inline]
 pub fn valid_topic_name(topic: &str) -> bool {
     !topic.is_empty()
@@ -17,7 +17,7 @@ pub fn valid_topic_name(topic: &str) -> bool {
 }
 
 /// A topic filter is valid: at least one character; `+` fills a whole level;
-/// `#` fills the last level alone [MQTT-4.7.1-2/3]. A `$share/` filter needs a
+/// `#` fills the last level alone [MQTT-3.1.1: 4.7.1-2/3]. A `$share/` filter needs a
 /// non-empty group without wildcards and a valid filter after it.
 pub fn valid_topic_filter(filter: &str) -> bool {
     filter_ok(filter)
@@ -120,7 +120,7 @@ pub fn parse_shared(filter: &str) -> Option<SharedFilter<'_>> {
 /// Whether a (non-shared) filter matches a topic name.
 ///
 /// A topic that starts with `$` is not matched by a filter that starts with a
-/// wildcard [MQTT-4.7.2-1]; `a/#` matches `a` itself [MQTT-4.7.1-2].
+/// wildcard [MQTT-3.1.1/5: 4.7.2-1]; `a/#` matches `a` itself [MQTT-3.1.1: 4.7.1-2].
 pub fn matches(filter: &str, topic: &str) -> bool {
     if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
         return false;

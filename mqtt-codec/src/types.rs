@@ -69,7 +69,7 @@ impl QoS {
     }
 }
 
-/// A packet identifier, never zero [MQTT-2.2.1-3].
+/// A packet identifier, never zero [MQTT-5: 2.2.1-3].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Pid(NonZeroU16);
 

@@ -14,7 +14,7 @@ pub const MAX_VARINT: u32 = 268_435_455;
 /// Decodes a Variable Byte Integer from the start of `buf`.
 ///
 /// `Ok(None)` means more bytes are needed. Encodings longer than four bytes or
-/// longer than the value needs are malformed [MQTT-1.5.5-1].
+/// longer than the value needs are malformed [MQTT-5: 1.5.5-1].
 pub(crate) fn read_varint(buf: &[u8]) -> Result<Option<(u32, usize)>, DecodeError> {
     let mut value: u32 = 0;
     for (i, &byte) in buf.iter().enumerate().take(4) {
@@ -119,7 +119,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Checks the MQTT string rules on raw bytes [MQTT-1.5.4-1/2].
+/// Checks the MQTT string rules on raw bytes [MQTT-5: 1.5.4-1/2].
 pub(crate) fn check_str(bytes: &[u8]) -> Result<&str, DecodeError> {
     let s = core::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)?;
     if has_nul(bytes) {

@@ -58,7 +58,7 @@ fn buffer_too_small_reports_the_full_size() {
     }
 }
 
-/// [MQTT-3.3.1-2]
+/// [MQTT-3.1.1/5: 3.3.1-2]
 #[test]
 fn publish_qos0_with_dup_is_refused() {
     let mut p = Publish::new("t", b"x");
@@ -70,7 +70,7 @@ fn publish_qos0_with_dup_is_refused() {
     );
 }
 
-/// [MQTT-3.3.2-2], [MQTT-4.7.3-1], [MQTT-4.7.3-2]
+/// [MQTT-3.1.1/5: 3.3.2-2], [MQTT-3.1.1/5: 4.7.3-1], [MQTT-3.1.1/5: 4.7.3-2]
 #[test]
 fn publish_with_invalid_topic_is_refused() {
     for topic in ["", "a/+", "#", "a\0b"] {
@@ -202,7 +202,7 @@ fn fields_over_65535_bytes_are_refused() {
     );
 }
 
-/// [MQTT-1.5.3-2] / [MQTT-1.5.4-2]
+/// [MQTT-3.1.1: 1.5.3-2] / [MQTT-5: 1.5.4-2]
 #[test]
 fn strings_with_u0000_are_refused() {
     let mut c = connect(V3_1_1);
@@ -213,7 +213,7 @@ fn strings_with_u0000_are_refused() {
     refuses(Packet::Connect(c), &[V3_1_1], EncodeError::NullCharacter);
 }
 
-/// [MQTT-3.1.2-22] (3.1.1); allowed in 5.0.
+/// [MQTT-3.1.1: 3.1.2-22]; allowed in 5.0.
 #[test]
 fn connect_password_without_username_is_refused_before_5_0() {
     let mut c = connect(V3_1_1);
@@ -252,7 +252,7 @@ fn connect_with_invalid_will_topic_is_refused() {
     );
 }
 
-/// [MQTT-3.2.2-4] (3.1.1) / [MQTT-3.2.2-6] (5.0)
+/// [MQTT-3.1.1: 3.2.2-4] / [MQTT-5: 3.2.2-6]
 #[test]
 fn connack_refusal_with_session_present_is_refused() {
     refuses(
@@ -322,7 +322,7 @@ fn reason_codes_of_other_packets_are_refused() {
     );
 }
 
-/// [MQTT-3.8.3-3] (3.1.1) / [MQTT-3.8.3-2] (5.0), [MQTT-3.10.3-2]
+/// [MQTT-3.1.1: 3.8.3-3] / [MQTT-5: 3.8.3-2], [MQTT-3.1.1/5: 3.10.3-2]
 #[test]
 fn empty_lists_are_refused() {
     let empty: [SubscribeFilter<'_>; 0] = [];
@@ -391,7 +391,7 @@ fn invalid_filters_and_options_are_refused() {
             invalid(DecodeError::InvalidTopicFilter),
         );
     }
-    // [MQTT-3.8.3-4]: No Local on a shared subscription.
+    // [MQTT-5: 3.8.3-4]: No Local on a shared subscription.
     let shared = [SubscribeFilter {
         filter: "$share/g/a",
         options: SubscriptionOptions {

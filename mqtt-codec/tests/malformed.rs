@@ -93,7 +93,7 @@ fn unsubscribe(filter: &[u8], version: ProtocolVersion) -> Vec<u8> {
 // Fixed header (MQTT 3.1.1 section 2.2, MQTT 5.0 section 2.1).
 // ---------------------------------------------------------------------------
 
-/// [MQTT-2.2.2-1], [MQTT-2.2.2-2] (3.1.1) and [MQTT-2.1.3-1] (5.0): every
+/// [MQTT-3.1.1: 2.2.2-1], [MQTT-3.1.1: 2.2.2-2] and [MQTT-5: 2.1.3-1]: every
 /// flag nibble but the required one is refused, from the first byte alone
 /// and in a whole packet.
 #[track_caller]
@@ -132,14 +132,14 @@ fn pubrec_with_flags_other_than_0000_is_malformed() {
     only_required_flags("50 02 00 01", V3_1_1);
 }
 
-/// [MQTT-3.6.1-1]: PUBREL's flags are 0010.
+/// [MQTT-3.1.1/5: 3.6.1-1]: PUBREL's flags are 0010.
 #[test]
 fn pubrel_with_flags_other_than_0010_is_malformed() {
     only_required_flags("62 02 00 01", V3_1_1);
     only_required_flags("62 02 00 01", V5);
 }
 
-/// [MQTT-3.6.1-1]: the common mistake of sending PUBREL as 0x60.
+/// [MQTT-3.1.1/5: 3.6.1-1]: the common mistake of sending PUBREL as 0x60.
 #[test]
 fn pubrel_with_flags_0000_is_malformed() {
     rejects(
@@ -154,13 +154,13 @@ fn pubcomp_with_flags_other_than_0000_is_malformed() {
     only_required_flags("70 02 00 01", V3_1_1);
 }
 
-/// [MQTT-3.8.1-1]: SUBSCRIBE's flags are 0010.
+/// [MQTT-3.1.1/5: 3.8.1-1]: SUBSCRIBE's flags are 0010.
 #[test]
 fn subscribe_with_flags_other_than_0010_is_malformed() {
     only_required_flags("82 06 00 01 00 01 61 00", V3_1_1);
 }
 
-/// [MQTT-3.8.1-1]
+/// [MQTT-3.1.1/5: 3.8.1-1]
 #[test]
 fn subscribe_with_flags_0000_is_malformed() {
     rejects(
@@ -175,13 +175,13 @@ fn suback_with_flags_other_than_0000_is_malformed() {
     only_required_flags("90 03 00 01 00", V3_1_1);
 }
 
-/// [MQTT-3.10.1-1]: UNSUBSCRIBE's flags are 0010.
+/// [MQTT-3.1.1/5: 3.10.1-1]: UNSUBSCRIBE's flags are 0010.
 #[test]
 fn unsubscribe_with_flags_other_than_0010_is_malformed() {
     only_required_flags("a2 05 00 01 00 01 61", V3_1_1);
 }
 
-/// [MQTT-3.10.1-1]
+/// [MQTT-3.1.1/5: 3.10.1-1]
 #[test]
 fn unsubscribe_with_flags_0000_is_malformed() {
     rejects(
@@ -206,14 +206,14 @@ fn pingresp_with_flags_other_than_0000_is_malformed() {
     only_required_flags("d0 00", V3_1_1);
 }
 
-/// [MQTT-3.14.1-1] (5.0)
+/// [MQTT-5: 3.14.1-1]
 #[test]
 fn disconnect_with_flags_other_than_0000_is_malformed() {
     only_required_flags("e0 00", V3_1_1);
     only_required_flags("e0 00", V5);
 }
 
-/// [MQTT-3.15.1-1]
+/// [MQTT-5: 3.15.1-1]
 #[test]
 fn auth_with_flags_other_than_0000_is_malformed() {
     only_required_flags("f0 00", V5);
@@ -256,7 +256,7 @@ fn auth_in_3_1_1_is_not_in_version() {
 // PUBLISH (section 3.3).
 // ---------------------------------------------------------------------------
 
-/// [MQTT-3.3.1-4]: a PUBLISH must not have both QoS bits set.
+/// [MQTT-3.1.1/5: 3.3.1-4]: a PUBLISH must not have both QoS bits set.
 #[test]
 fn publish_with_qos_3_is_malformed() {
     for first in [0x36, 0x37, 0x3e, 0x3f] {
@@ -270,7 +270,7 @@ fn publish_with_qos_3_is_malformed() {
     }
 }
 
-/// [MQTT-3.3.1-2]: the DUP flag must be 0 for all QoS 0 messages.
+/// [MQTT-3.1.1/5: 3.3.1-2]: the DUP flag must be 0 for all QoS 0 messages.
 #[test]
 fn publish_qos0_with_dup_is_malformed() {
     rejects(&hex("38 04 00 01 74 78"), &V3, DecodeError::DupWithQoS0);
@@ -283,7 +283,7 @@ fn publish_qos0_with_dup_is_malformed() {
     accepts(&hex("3a 06 00 01 74 00 05 78"), &V3);
 }
 
-/// [MQTT-2.3.1-1] (3.1.1) / [MQTT-2.2.1-3] (5.0): QoS 1 and 2 need a
+/// [MQTT-3.1.1: 2.3.1-1] / [MQTT-5: 2.2.1-3]: QoS 1 and 2 need a
 /// non-zero packet identifier.
 #[test]
 fn publish_qos1_or_2_with_packet_id_0_is_malformed() {
@@ -304,9 +304,9 @@ fn publish_qos1_or_2_with_packet_id_0_is_malformed() {
     );
 }
 
-/// [MQTT-2.3.1-1] (3.1.1) / [MQTT-2.2.1-3] (5.0): SUBSCRIBE and
+/// [MQTT-3.1.1: 2.3.1-1] / [MQTT-5: 2.2.1-3]: SUBSCRIBE and
 /// UNSUBSCRIBE need a non-zero packet identifier; the acknowledgements echo
-/// it, so theirs is never 0 either ([MQTT-2.2.1-5], [MQTT-2.2.1-6]).
+/// it, so theirs is never 0 either ([MQTT-5: 2.2.1-5], [MQTT-5: 2.2.1-6]).
 #[test]
 fn packet_id_0_is_malformed_wherever_an_identifier_is_carried() {
     for bytes in [
@@ -323,7 +323,7 @@ fn packet_id_0_is_malformed_wherever_an_identifier_is_carried() {
     }
 }
 
-/// [MQTT-1.5.3-1] (3.1.1) / [MQTT-1.5.4-1] (5.0): strings are well-formed
+/// [MQTT-3.1.1: 1.5.3-1] / [MQTT-5: 1.5.4-1]: strings are well-formed
 /// UTF-8, in particular without encoded surrogates.
 #[test]
 fn publish_topic_with_invalid_utf8_is_malformed() {
@@ -346,7 +346,7 @@ fn publish_topic_with_invalid_utf8_is_malformed() {
     assert_eq!(DecodeError::InvalidUtf8.reason_code().as_u8(), 0x81);
 }
 
-/// [MQTT-1.5.3-2] (3.1.1) / [MQTT-1.5.4-2] (5.0), [MQTT-4.7.3-2]: no U+0000.
+/// [MQTT-3.1.1: 1.5.3-2] / [MQTT-5: 1.5.4-2], [MQTT-3.1.1/5: 4.7.3-2]: no U+0000.
 #[test]
 fn publish_topic_with_u0000_is_malformed() {
     for topic in [&b"\0"[..], &b"a\0b"[..], &b"a/\0"[..]] {
@@ -360,7 +360,7 @@ fn publish_topic_with_u0000_is_malformed() {
     }
 }
 
-/// [MQTT-1.5.3-3] (3.1.1) / [MQTT-1.5.4-3] (5.0): U+FEFF is kept as it is,
+/// [MQTT-3.1.1: 1.5.3-3] / [MQTT-5: 1.5.4-3]: U+FEFF is kept as it is,
 /// not stripped.
 #[test]
 fn zero_width_no_break_space_in_a_topic_is_kept() {
@@ -371,7 +371,7 @@ fn zero_width_no_break_space_in_a_topic_is_kept() {
     assert_eq!(p.topic, "\u{feff}a");
 }
 
-/// [MQTT-3.3.2-2]: the topic name of a PUBLISH has no wildcards.
+/// [MQTT-3.1.1/5: 3.3.2-2]: the topic name of a PUBLISH has no wildcards.
 #[test]
 fn publish_topic_with_wildcard_is_malformed() {
     for topic in ["+", "#", "a/+", "a/#", "a/+/b", "sport+", "a#"] {
@@ -389,7 +389,7 @@ fn publish_topic_with_wildcard_is_malformed() {
     );
 }
 
-/// [MQTT-4.7.3-1]: topic names are at least one character long.
+/// [MQTT-3.1.1/5: 4.7.3-1]: topic names are at least one character long.
 #[test]
 fn publish_with_empty_topic_is_malformed_in_3_1_1() {
     rejects(&hex("30 03 00 00 78"), &V3, DecodeError::InvalidTopicName);
@@ -419,7 +419,7 @@ fn publish_with_empty_topic_and_no_topic_alias_is_an_error_in_5_0() {
     accepts(&hex("30 07 00 00 03 23 00 01 78"), &[V5]);
 }
 
-/// [MQTT-3.3.2-8]: a Topic Alias of 0 is not permitted.
+/// [MQTT-5: 3.3.2-8]: a Topic Alias of 0 is not permitted.
 #[test]
 fn publish_with_topic_alias_0_is_an_error() {
     rejects(
@@ -433,7 +433,7 @@ fn publish_with_topic_alias_0_is_an_error() {
 // SUBSCRIBE and UNSUBSCRIBE (sections 3.8 and 3.10).
 // ---------------------------------------------------------------------------
 
-/// [MQTT-3.8.3-3] (3.1.1) / [MQTT-3.8.3-2] (5.0): at least one filter; "A
+/// [MQTT-3.1.1: 3.8.3-3] / [MQTT-5: 3.8.3-2]: at least one filter; "A
 /// SUBSCRIBE packet with no Payload is a Protocol Error" (5.0).
 #[test]
 fn subscribe_with_no_filters_is_an_error() {
@@ -445,7 +445,7 @@ fn subscribe_with_no_filters_is_an_error() {
     );
 }
 
-/// [MQTT-3.10.3-2]: at least one filter; "An UNSUBSCRIBE packet with no
+/// [MQTT-3.1.1/5: 3.10.3-2]: at least one filter; "An UNSUBSCRIBE packet with no
 /// Payload is a Protocol Error" (5.0).
 #[test]
 fn unsubscribe_with_no_filters_is_an_error() {
@@ -453,9 +453,9 @@ fn unsubscribe_with_no_filters_is_an_error() {
     rejects(&hex("a2 03 00 01 00"), &[V5], DecodeError::NoTopicFilters);
 }
 
-/// [MQTT-4.7.1-2] (3.1.1) / [MQTT-4.7.1-1] (5.0): `#` stands alone as the
-/// last level; [MQTT-4.7.1-3] (3.1.1) / [MQTT-4.7.1-2] (5.0): `+` fills a
-/// whole level; [MQTT-4.7.3-1]: at least one character.
+/// [MQTT-3.1.1: 4.7.1-2] / [MQTT-5: 4.7.1-1]: `#` stands alone as the
+/// last level; [MQTT-3.1.1: 4.7.1-3] / [MQTT-5: 4.7.1-2]: `+` fills a
+/// whole level; [MQTT-3.1.1/5: 4.7.3-1]: at least one character.
 #[test]
 fn subscribe_with_invalid_filter_is_an_error() {
     for filter in ["a#", "a/#/b", "a+", "#/a", "+a", "a/b+/c", "a/+b", "##", ""] {
@@ -500,7 +500,7 @@ fn subscribe_with_a_bad_second_filter_is_an_error() {
     );
 }
 
-/// [MQTT-4.8.2-1], [MQTT-4.8.2-2] (5.0): `$share/{ShareName}/{filter}` with a
+/// [MQTT-5: 4.8.2-1], [MQTT-5: 4.8.2-2]: `$share/{ShareName}/{filter}` with a
 /// non-empty share name without wildcards or `/`, and a filter after it.
 #[test]
 fn subscribe_with_invalid_shared_filter_is_an_error() {
@@ -520,8 +520,8 @@ fn subscribe_with_invalid_shared_filter_is_an_error() {
     accepts(&subscribe(b"$share/g/a/#", 0x01, V5), &[V5]);
 }
 
-/// [MQTT-3-8.3-4] (3.1.1): the upper six bits of the requested QoS byte are
-/// reserved; [MQTT-3.8.3-5] (5.0): bits 6 and 7 of the options are reserved.
+/// [MQTT-3.1.1: 3.8.3-4]: the upper six bits of the requested QoS byte are
+/// reserved; [MQTT-5: 3.8.3-5]: bits 6 and 7 of the options are reserved.
 #[test]
 fn subscription_options_with_reserved_bits_are_malformed() {
     for options in [0x04, 0x08, 0x10, 0x20, 0x40, 0x80, 0xfc] {
@@ -542,7 +542,7 @@ fn subscription_options_with_reserved_bits_are_malformed() {
     accepts(&subscribe(b"a", 0x2e, V5), &[V5]);
 }
 
-/// [MQTT-3-8.3-4] (3.1.1); MQTT 5.0 section 3.8.3.1: "It is a Protocol
+/// [MQTT-3.1.1: 3.8.3-4]; MQTT 5.0 section 3.8.3.1: "It is a Protocol
 /// Error if the Maximum QoS field has the value 3."
 #[test]
 fn subscription_options_with_qos_3_are_an_error() {
@@ -571,7 +571,7 @@ fn subscription_options_with_retain_handling_3_are_an_error() {
     );
 }
 
-/// [MQTT-3.8.3-4] (5.0): "It is a Protocol Error to set the No Local bit to 1
+/// [MQTT-5: 3.8.3-4]: "It is a Protocol Error to set the No Local bit to 1
 /// on a Shared Subscription."
 #[test]
 fn no_local_on_a_shared_subscription_is_an_error() {
@@ -776,7 +776,7 @@ fn property_value_out_of_range_is_a_protocol_error() {
     }
 }
 
-/// [MQTT-1.5.5-1]: a Subscription Identifier is a Variable Byte Integer and
+/// [MQTT-5: 1.5.5-1]: a Subscription Identifier is a Variable Byte Integer and
 /// must be minimally encoded too.
 #[test]
 fn non_minimal_subscription_identifier_is_malformed() {
@@ -805,7 +805,7 @@ fn property_running_past_its_section_is_malformed() {
     );
 }
 
-/// [MQTT-1.5.7-1] (5.0): both strings of a User Property are UTF-8 strings.
+/// [MQTT-5: 1.5.7-1]: both strings of a User Property are UTF-8 strings.
 #[test]
 fn user_property_with_invalid_utf8_is_malformed() {
     rejects(
@@ -824,7 +824,7 @@ fn user_property_with_invalid_utf8_is_malformed() {
 // CONNECT and CONNACK (sections 3.1 and 3.2).
 // ---------------------------------------------------------------------------
 
-/// [MQTT-3.1.2-3]: the reserved bit of the connect flags is 0.
+/// [MQTT-3.1.1/5: 3.1.2-3]: the reserved bit of the connect flags is 0.
 #[test]
 fn connect_with_reserved_flag_set_is_malformed() {
     for version in ALL {
@@ -834,7 +834,7 @@ fn connect_with_reserved_flag_set_is_malformed() {
     }
 }
 
-/// [MQTT-3.1.2-11], [MQTT-3.1.2-13]: without a will, Will QoS is 0.
+/// [MQTT-3.1.1: 3.1.2-11], [MQTT-3.1.1: 3.1.2-13]: without a will, Will QoS is 0.
 #[test]
 fn connect_with_will_qos_but_no_will_flag_is_malformed() {
     for version in ALL {
@@ -848,7 +848,7 @@ fn connect_with_will_qos_but_no_will_flag_is_malformed() {
     }
 }
 
-/// [MQTT-3.1.2-11], [MQTT-3.1.2-15]: without a will, Will Retain is 0.
+/// [MQTT-3.1.1: 3.1.2-11], [MQTT-3.1.1: 3.1.2-15]: without a will, Will Retain is 0.
 #[test]
 fn connect_with_will_retain_but_no_will_flag_is_malformed() {
     for version in ALL {
@@ -860,7 +860,7 @@ fn connect_with_will_retain_but_no_will_flag_is_malformed() {
     }
 }
 
-/// [MQTT-3.1.2-14]: Will QoS is 0, 1 or 2, never 3.
+/// [MQTT-3.1.1: 3.1.2-14]: Will QoS is 0, 1 or 2, never 3.
 #[test]
 fn connect_with_will_qos_3_is_malformed() {
     for version in ALL {
@@ -876,7 +876,7 @@ fn connect_with_will_qos_3_is_malformed() {
     }
 }
 
-/// [MQTT-3.1.2-22] (3.1.1): "If the User Name Flag is set to 0, the Password
+/// [MQTT-3.1.1: 3.1.2-22]: "If the User Name Flag is set to 0, the Password
 /// Flag MUST be set to 0." MQTT 3.1 has the same rule.
 #[test]
 fn connect_with_password_but_no_username_is_malformed_in_3_1_1() {
@@ -901,7 +901,7 @@ fn connect_with_password_but_no_username_is_allowed_in_5_0() {
     assert_eq!((c.username, c.password), (None, Some(&b"pw"[..])));
 }
 
-/// [MQTT-3.1.2-1]: the protocol name is `MQTT` (`MQIsdp` in 3.1).
+/// [MQTT-3.1.1/5: 3.1.2-1]: the protocol name is `MQTT` (`MQIsdp` in 3.1).
 #[test]
 fn connect_with_unknown_protocol_name_is_malformed() {
     for name in [
@@ -920,7 +920,7 @@ fn connect_with_unknown_protocol_name_is_malformed() {
     }
 }
 
-/// [MQTT-3.1.2-2]: an unsupported protocol level is refused with its value,
+/// [MQTT-3.1.1/5: 3.1.2-2]: an unsupported protocol level is refused with its value,
 /// for which the server answers CONNACK 0x01 (3.1.1) or 0x84 (5.0).
 #[test]
 fn connect_with_unsupported_protocol_level_is_refused() {
@@ -939,7 +939,7 @@ fn connect_with_unsupported_protocol_level_is_refused() {
     }
 }
 
-/// [MQTT-4.7.3-1], [MQTT-3.3.2-2] via [MQTT-3.1.3-9]: the will topic is a
+/// [MQTT-3.1.1/5: 4.7.3-1], [MQTT-3.1.1/5: 3.3.2-2] via [MQTT-3.1.1: 3.1.3-10] / [MQTT-5: 3.1.3-11]: the will topic is a
 /// topic name.
 #[test]
 fn connect_with_invalid_will_topic_is_malformed() {
@@ -953,7 +953,7 @@ fn connect_with_invalid_will_topic_is_malformed() {
     }
 }
 
-/// [MQTT-3.1.2-9]: with the will flag, will topic and message are present.
+/// [MQTT-3.1.1/5: 3.1.2-9]: with the will flag, will topic and message are present.
 #[test]
 fn connect_with_will_flag_but_no_will_is_malformed() {
     rejects(
@@ -963,7 +963,7 @@ fn connect_with_will_flag_but_no_will_is_malformed() {
     );
 }
 
-/// [MQTT-3.2.2-1] (5.0): bits 7 to 1 of the acknowledge flags are reserved.
+/// [MQTT-5: 3.2.2-1]: bits 7 to 1 of the acknowledge flags are reserved.
 #[test]
 fn connack_with_reserved_flags_is_malformed() {
     rejects(&hex("20 02 02 00"), &V3, DecodeError::InvalidConnectFlags);
@@ -974,7 +974,7 @@ fn connack_with_reserved_flags_is_malformed() {
     );
 }
 
-/// [MQTT-3.2.2-4] (3.1.1) / [MQTT-3.2.2-6] (5.0): a refusal never has Session
+/// [MQTT-3.1.1: 3.2.2-4] / [MQTT-5: 3.2.2-6]: a refusal never has Session
 /// Present set.
 #[test]
 fn connack_refusal_with_session_present_is_malformed() {
@@ -991,9 +991,9 @@ fn connack_refusal_with_session_present_is_malformed() {
 // Reason codes (MQTT 5.0 section 2.4 and each packet's table).
 // ---------------------------------------------------------------------------
 
-/// [MQTT-3.2.2-8], [MQTT-3.4.2-1], [MQTT-3.5.2-1], [MQTT-3.6.2-1],
-/// [MQTT-3.7.2-1], [MQTT-3.9.3-2], [MQTT-3.11.3-2], [MQTT-3.14.2-1],
-/// [MQTT-3.15.2-1]: each packet uses only its own reason codes.
+/// [MQTT-5: 3.2.2-8], [MQTT-5: 3.4.2-1], [MQTT-5: 3.5.2-1], [MQTT-5: 3.6.2-1],
+/// [MQTT-5: 3.7.2-1], [MQTT-5: 3.9.3-2], [MQTT-5: 3.11.3-2], [MQTT-5: 3.14.2-1],
+/// [MQTT-5: 3.15.2-1]: each packet uses only its own reason codes.
 #[test]
 fn reason_code_not_allowed_for_the_packet_is_malformed() {
     for (bytes, code) in [

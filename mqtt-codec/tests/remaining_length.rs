@@ -171,7 +171,7 @@ fn remaining_length_268435456_does_not_encode() {
     );
 }
 
-/// [MQTT-1.5.5-1] (5.0) / section 2.2.3 (3.1.1): at most four bytes. A fifth
+/// [MQTT-5: 1.5.5-1] / section 2.2.3 (3.1.1): at most four bytes. A fifth
 /// length byte is refused as soon as the fourth shows a continuation bit,
 /// without waiting for more input.
 #[test]
@@ -224,7 +224,7 @@ fn incomplete_remaining_length_is_partial() {
     );
 }
 
-/// [MQTT-1.5.5-1]: "The encoded value MUST use the minimum number of bytes
+/// [MQTT-5: 1.5.5-1]: "The encoded value MUST use the minimum number of bytes
 /// necessary to represent the value."
 #[test]
 fn non_minimal_remaining_length_is_malformed() {

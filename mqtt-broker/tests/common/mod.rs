@@ -664,3 +664,30 @@ impl RawClient {
         assert_server_disconnect(&got, reason);
     }
 }
+
+/// Checks a refusing CONNACK's bytes: 3.1.1 exactly return code `v3`; 5.0
+/// reason code `v5`, Session Present 0, and as its only property a Reason
+/// String that says why (the broker says why it refuses, as in its
+/// DISCONNECTs).
+pub fn assert_refusal(got: &[u8], v: ProtocolVersion, v3: u8, v5: u8) {
+    if !v.is_v5() {
+        assert_eq!(got, [0x20, 0x02, 0x00, v3], "3.1.1 CONNACK");
+        return;
+    }
+    let r = Received {
+        bytes: got.to_vec(),
+        version: v,
+    };
+    match r.packet() {
+        Packet::ConnAck(a) => {
+            assert!(!a.session_present, "{a:?}");
+            assert_eq!(a.reason.as_u8(), v5, "{a:?}");
+            let props: Vec<_> = a.properties.iter().collect();
+            assert!(
+                matches!(props[..], [Property::ReasonString(s)] if !s.is_empty()),
+                "expected a Reason String alone: {a:?}"
+            );
+        }
+        p => panic!("expected CONNACK, got {p:?}"),
+    }
+}

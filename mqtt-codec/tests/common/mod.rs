@@ -1055,7 +1055,7 @@ pub fn arb_packet_of(kind: PacketType, version: ProtocolVersion) -> BoxedStrateg
             )
                 .prop_map(
                     move |(clean_start, keep_alive, props, client_id, will, username, password)| {
-                        // [MQTT-3.1.2-22] (3.1.1): a password needs a user name.
+                        // [MQTT-3.1.1: 3.1.2-22]: a password needs a user name.
                         let username = match (&username, &password) {
                             (None, Some(_)) if !v5 => Some(String::new()),
                             _ => username,
@@ -1168,7 +1168,7 @@ pub fn arb_packet_of(kind: PacketType, version: ProtocolVersion) -> BoxedStrateg
                 },
             );
             let entry = (arb_filter(v5), options).prop_map(|(filter, mut options)| {
-                // [MQTT-3.8.3-4] No Local is a Protocol Error on a shared subscription.
+                // [MQTT-5: 3.8.3-4] No Local is a Protocol Error on a shared subscription.
                 if filter.starts_with("$share/") {
                     options.no_local = false;
                 }
