@@ -33,6 +33,7 @@ use tokio::time::Instant;
 
 use crate::client::{Command, Shared};
 use crate::error::ClientError;
+use crate::events::ClientEvent;
 use crate::message::{Message, OutgoingMessage};
 use crate::options::ConnectOptions;
 use crate::transport::{self, Stream};
@@ -166,6 +167,13 @@ impl EventLoop {
         }
     }
 
+    /// Tells the application's hook, if any, what happened.
+    fn emit(&self, event: &ClientEvent<'_>) {
+        if let Some(hook) = &self.opts.on_event {
+            hook.call(event);
+        }
+    }
+
     fn version(&self) -> ProtocolVersion {
         self.opts.version
     }
@@ -242,9 +250,11 @@ impl EventLoop {
             password: o.password.as_deref(),
         };
         let mut out = BytesMut::new();
-        Packet::Connect(connect)
+        let packet = Packet::Connect(connect);
+        packet
             .encode_to(o.version, &mut out, usize::MAX)
             .map_err(|e| ClientError::Invalid(e.to_string()))?;
+        self.emit(&ClientEvent::Sent(&packet));
         stream
             .write_all(&out)
             .await
@@ -252,6 +262,15 @@ impl EventLoop {
 
         let mut buf = BytesMut::with_capacity(256);
         let (header, frame) = loop {
+            // 0x15 / 0x16 open a TLS alert / handshake record: a TLS port
+            // answering plain MQTT. Say so rather than "invalid header".
+            if o.tls.is_none() && matches!(buf.first(), Some(0x15 | 0x16)) {
+                return Err(ClientError::Connection(format!(
+                    "{}:{} answered with TLS (first byte {:#04x}): it looks like a TLS port; \
+                     connect with TLS",
+                    o.host, o.port, buf[0]
+                )));
+            }
             if let Status::Complete(h) = check_header(&buf, MAX_PACKET_SIZE)
                 .map_err(|e| ClientError::Protocol(e.to_string()))?
             {
@@ -276,6 +295,7 @@ impl EventLoop {
             o.version,
         )
         .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.emit(&ClientEvent::Received(&packet));
         let Packet::ConnAck(ack) = packet else {
             return Err(ClientError::Protocol("expected CONNACK".into()));
         };
@@ -332,6 +352,7 @@ impl EventLoop {
                 Exit::Lost(e) => e,
             };
             tracing::debug!(error = %err, "connection lost");
+            self.emit(&ClientEvent::ConnectionLost(&err));
             for w in self.flush_waiters.drain(..) {
                 let _ = w.send(Err(err.clone()));
             }
@@ -350,11 +371,15 @@ impl EventLoop {
                     Ok(c) => break c,
                     Err(e) => {
                         tracing::debug!(error = %e, "reconnect failed");
+                        self.emit(&ClientEvent::ReconnectFailed(&e));
                         backoff = (backoff * 2).min(self.opts.max_backoff);
                     }
                 }
             };
             self.shared.connected.store(true, Ordering::Release);
+            self.emit(&ClientEvent::Reconnected {
+                session_present: conn.session_present,
+            });
         }
         self.fail_all(&ClientError::Closed);
     }
@@ -563,8 +588,9 @@ impl EventLoop {
     }
 
     fn send(&self, out: &mut BytesMut, packet: &Packet<'_>) {
-        if let Err(e) = packet.encode_to(self.version(), out, usize::MAX) {
-            tracing::warn!(error = %e, "packet not encodable");
+        match packet.encode_to(self.version(), out, usize::MAX) {
+            Ok(_) => self.emit(&ClientEvent::Sent(packet)),
+            Err(e) => tracing::warn!(error = %e, "packet not encodable"),
         }
     }
 
@@ -697,7 +723,10 @@ impl EventLoop {
             payload: &msg.payload,
         });
         match packet.encode_to(self.version(), out, self.server.max_packet_size as usize) {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.emit(&ClientEvent::Sent(&packet));
+                Ok(())
+            }
             // Over the server's Maximum Packet Size.
             Err(EncodeError::BufferTooSmall { .. }) => {
                 Err(ClientError::Rejected(ReasonCode::PacketTooLarge))
@@ -723,6 +752,7 @@ impl EventLoop {
                 self.version(),
             )
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            self.emit(&ClientEvent::Received(&packet));
             self.handle_packet(packet, &frame, out)?;
         }
     }

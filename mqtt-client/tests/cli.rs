@@ -290,7 +290,8 @@ async fn v5_user_property_passes() {
     let out = finish(child).await;
     ok(&out);
     assert!(
-        text(&out.stdout).contains(r#""user-properties":[{"k":"v"}]"#),
+        text(&out.stdout)
+            .contains(r#""properties":{"user-properties":{"k":"v"},"content-type":"text/plain"}"#),
         "{}",
         text(&out.stdout)
     );

@@ -1,10 +1,9 @@
 //! `mqtt pub` and `mqtt sub`: the command-line tools, with the flags
-//! Mosquitto users type every day.
+//! Mosquitto users type every day (the README's table compares every
+//! mosquitto_pub / mosquitto_sub flag with ours).
 //!
-//! Exit codes: 0 success; 1 usage or network error; for a refused
-//! connection, the CONNACK code (3.1.1: 1 to 5, e.g. 4 bad user name or
-//! password, 5 not authorised; 5.0: the reason code, e.g. 134 / 135);
-//! 27 when `-W` runs out (as mosquitto_sub).
+//! Both reconnect when the link drops (backoff, session resumed with `-c`,
+//! in-flight messages resent) unless `--exit-on-disconnect` is given.
 
 mod args;
 mod connect;
@@ -12,28 +11,30 @@ mod errors;
 mod output;
 mod publish;
 mod subscribe;
+mod trace;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 use args::{Cli, Cmd};
-use connect::parse_version;
-use errors::exit_code;
-use publish::run_pub;
-use subscribe::run_sub;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let common = match &cli.command {
-        Cmd::Pub(a) => &a.common,
-        Cmd::Sub(a) => &a.common,
+    let common = cli.command.common();
+    let version = match connect::version(common) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
     };
-    // A refused MQTT 5 connection exits with the reason code itself.
-    let v5 = parse_version(&common.version).is_ok_and(|v| v.is_v5());
-    if common.debug {
+    let quiet = common.quiet;
+    // The library's own diagnostics, for whoever sets RUST_LOG (-d is the
+    // packet trace).
+    if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
-            .with_env_filter("mqtt_client=debug")
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_writer(std::io::stderr)
             .init();
     }
@@ -49,15 +50,17 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Cmd::Pub(a) => run_pub(a).await,
-            Cmd::Sub(a) => run_sub(a).await,
+            Cmd::Pub(a) => publish::run_pub(a).await,
+            Cmd::Sub(a) => subscribe::run_sub(a).await,
         }
     });
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("Error: {e}");
-            ExitCode::from(exit_code(&e, v5))
+            if !quiet {
+                eprintln!("Error: {}", errors::explain(&e, version));
+            }
+            ExitCode::from(errors::exit_code(&e, version))
         }
     }
 }
