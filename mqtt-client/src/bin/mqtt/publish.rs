@@ -33,6 +33,7 @@ pub async fn connect(
         opts.version,
         debug,
         quiet,
+        opts.reconnect,
     ));
     Client::connect(opts).await
 }

@@ -86,6 +86,7 @@ pub async fn run_sub(a: SubArgs) -> Result<u8, ClientError> {
         let mut printed = 0u64;
         let mut removals = Vec::new();
         let stdout = std::io::stdout();
+        let mut link_gone = true;
         while let Some(msg) = messages.recv().await {
             let filtered_out = a
                 .filter_out
@@ -97,6 +98,7 @@ pub async fn run_sub(a: SubArgs) -> Result<u8, ClientError> {
                 removals.push(client.start_publish(clear).await?);
             }
             if a.retained_only && !msg.retain {
+                link_gone = false;
                 break;
             }
             if (a.no_retained && msg.retain) || filtered_out {
@@ -110,8 +112,14 @@ pub async fn run_sub(a: SubArgs) -> Result<u8, ClientError> {
             let _ = out.flush();
             printed += 1;
             if a.count.is_some_and(|c| printed >= c) {
+                link_gone = false;
                 break;
             }
+        }
+        if link_gone {
+            // The client stopped: the link was lost with
+            // --exit-on-disconnect (said on stderr already).
+            return Err(ClientError::Connection("connection lost".into()));
         }
         // The retained messages cleared are confirmed before leaving.
         for r in removals {

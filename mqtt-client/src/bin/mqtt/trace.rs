@@ -10,12 +10,24 @@ use mqtt_client::{ClientEvent, EventHook, Packet, ProtocolVersion};
 
 /// The hook for a client called `id`: packet lines when `debug`, link
 /// lines unless `quiet`.
-pub fn hook(id: String, version: ProtocolVersion, debug: bool, quiet: bool) -> EventHook {
+pub fn hook(
+    id: String,
+    version: ProtocolVersion,
+    debug: bool,
+    quiet: bool,
+    reconnect: bool,
+) -> EventHook {
     EventHook::new(move |event| match event {
         ClientEvent::Sent(p) if debug => packet_lines(&id, version, "sending", p),
         ClientEvent::Received(p) if debug => packet_lines(&id, version, "received", p),
         ClientEvent::ConnectionLost(e) if !quiet => {
-            eprintln!("Connection lost: {e}; reconnecting (--exit-on-disconnect to stop instead)")
+            if reconnect {
+                eprintln!(
+                    "Connection lost: {e}; reconnecting (--exit-on-disconnect to stop instead)"
+                )
+            } else {
+                eprintln!("Connection lost: {e}")
+            }
         }
         ClientEvent::ReconnectFailed(e) if !quiet => eprintln!("Reconnect failed: {e}"),
         ClientEvent::Reconnected { session_present } if !quiet => eprintln!(
