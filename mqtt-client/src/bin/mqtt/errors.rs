@@ -55,6 +55,8 @@ pub fn explain(e: &ClientError, version: ProtocolVersion) -> String {
         ClientError::Connection(m) if m.contains("looks like a TLS port") => {
             format!("{e} (use --cafile FILE, or --tls-use-os-certs, and -p for its port)")
         }
+        // The tool's own checks of its flags speak for themselves.
+        ClientError::Invalid(m) => m.clone(),
         e => e.to_string(),
     }
 }
