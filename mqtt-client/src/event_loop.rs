@@ -40,6 +40,9 @@ use crate::transport::{self, Stream};
 
 type Done<T> = oneshot::Sender<Result<T, ClientError>>;
 
+/// Longest wait, on `disconnect`, for the PUBREL of QoS 2 messages received.
+const STOP_LINGER: Duration = Duration::from_secs(5);
+
 /// Stop taking commands while this much waits to be written.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 
@@ -430,7 +433,16 @@ impl EventLoop {
         let incoming = self.incoming.clone();
         let mut last_tx = Instant::now();
         let mut ping_sent: Option<Instant> = None;
+        // Set by `disconnect` while a QoS 2 message we received still
+        // awaits its PUBREL: the exchange is finished first (briefly), so
+        // the server does not keep it for a session that may never return.
+        let mut stopping: Option<Instant> = None;
         loop {
+            if let Some(deadline) = stopping {
+                if !self.awaiting_pubrel() || Instant::now() >= deadline {
+                    return self.close(&mut wr, &mut out).await;
+                }
+            }
             let ping_at = if keep_alive.is_zero() {
                 None
             } else {
@@ -450,18 +462,14 @@ impl EventLoop {
                 || ping_sent.is_some();
             tokio::select! {
                 biased;
-                _ = stop.changed() => {
-                    self.send(&mut out, &Packet::Disconnect(Disconnect::NORMAL));
-                    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                        wr.write_all(&out).await?;
-                        wr.flush().await?;
-                        wr.shutdown().await
-                    }).await;
-                    for w in self.flush_waiters.drain(..) {
-                        let _ = w.send(Ok(ReasonCode::Success));
+                _ = stop.changed(), if stopping.is_none() => {
+                    if self.awaiting_pubrel() {
+                        stopping = Some(Instant::now() + STOP_LINGER);
+                        continue;
                     }
-                    return Exit::Stopped;
+                    return self.close(&mut wr, &mut out).await;
                 }
+                _ = sleep_until_opt(stopping) => continue,
                 written = wr.write(&out), if !out.is_empty() => match written {
                     Ok(0) | Err(_) => return Exit::Lost(ClientError::Connection("write failed".into())),
                     Ok(n) => {
@@ -500,7 +508,7 @@ impl EventLoop {
                         }
                     }
                 }
-                cmd = self.commands.recv(), if take_commands => match cmd {
+                cmd = self.commands.recv(), if take_commands && stopping.is_none() => match cmd {
                     Some(cmd) => self.handle_command(cmd, &mut out),
                     // Every handle is gone: nothing more can be asked.
                     None => {
@@ -516,6 +524,34 @@ impl EventLoop {
                 }
             }
         }
+    }
+
+    /// Whether a QoS 2 message we received and answered with PUBREC still
+    /// awaits the server's PUBREL.
+    fn awaiting_pubrel(&self) -> bool {
+        self.incoming_qos2
+            .iter()
+            .any(|pid| !self.unacked.contains(pid))
+    }
+
+    /// Sends DISCONNECT after what is already queued, closes, and completes
+    /// the QoS 0 publishes that were written.
+    async fn close(
+        &mut self,
+        wr: &mut tokio::io::WriteHalf<Box<dyn Stream>>,
+        out: &mut BytesMut,
+    ) -> Exit {
+        self.send(out, &Packet::Disconnect(Disconnect::NORMAL));
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            wr.write_all(out).await?;
+            wr.flush().await?;
+            wr.shutdown().await
+        })
+        .await;
+        for w in self.flush_waiters.drain(..) {
+            let _ = w.send(Ok(ReasonCode::Success));
+        }
+        Exit::Stopped
     }
 
     /// After CONNACK: resend what the session still owes, or restore the
