@@ -163,6 +163,7 @@ async fn debug_traces_subscribe_options_and_unsubscribe() {
             "-t",
             "a/b",
             "--no-local",
+            "--retain-as-published",
             "--retain-handling",
             "2",
             "-U",
@@ -174,7 +175,7 @@ async fn debug_traces_subscribe_options_and_unsubscribe() {
     ok(&out);
     let got = lines(&out.stdout);
     for want in [
-        "Client sz sending SUBSCRIBE (Mid: 1, Topic: a/b, QoS: 0, Options: 0x24)",
+        "Client sz sending SUBSCRIBE (Mid: 1, Topic: a/b, QoS: 0, Options: 0x2c)",
         "Subscribed (mid: 1): 0",
         "Client sz sending UNSUBSCRIBE (Mid: 2, Topic: a/b)",
         "Client sz received UNSUBACK",
