@@ -101,3 +101,36 @@ async fn remove_retained_is_a_flag() {
         assert!(text(&out.stdout).contains(flag), "{flag}");
     }
 }
+
+/// `-u` / `-P`: the right user name and password get in; a wrong password is
+/// refused with 3.1.1's return code 4 and its words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_name_and_password_are_sent() {
+    let dir = std::env::temp_dir().join(format!("mqtt-cli-pw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("passwords");
+    mqtt_broker::auth::set_password(&file, "alice", b"alice-pw", true).unwrap();
+    let mut config = mqtt_broker::Config::ephemeral();
+    config.password_file = Some(file);
+    config.listeners[0].allow_anonymous = Some(false);
+    let broker = broker_with(config).await;
+    let port = broker.local_addr().port();
+    ok(&run(
+        port,
+        &["pub", "-u", "alice", "-P", "alice-pw", "-t", "x", "-m", "y"],
+    )
+    .await);
+    let out = run(
+        port,
+        &["pub", "-u", "alice", "-P", "wrong", "-t", "x", "-m", "y"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        text(&out.stderr).contains("bad user name or password (CONNACK return code 4)"),
+        "{}",
+        text(&out.stderr)
+    );
+    broker.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
