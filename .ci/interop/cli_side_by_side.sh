@@ -36,7 +36,7 @@ fi
 
 WORK="$(mktemp -d)"
 BROKER_PID=""
-trap 'stop_pid "$BROKER_PID"; rm -rf "$WORK"' EXIT
+trap 'stop_pid "$BROKER_PID"; [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"' EXIT
 
 PORT="$(free_port)"
 "$BROKER" -p "$PORT" </dev/null >"$WORK/broker.log" 2>&1 &
@@ -71,20 +71,29 @@ tool() {
     esac
 }
 
-# pub_to IMPL_PREFIX ARGS...: publish with mosquitto_pub, @ standing for
+# pub_to IMPL_PREFIX ARGS...: publish with mosquitto_pub, PFX standing for
 # the prefix in every argument.
 pub_to() {
     local prefix="$1"
     shift
-    timeout "$CLIENT_TIMEOUT" mosquitto_pub -h 127.0.0.1 -p "$PORT" "${@//@/$prefix}" >/dev/null
+    timeout "$CLIENT_TIMEOUT" mosquitto_pub -h 127.0.0.1 -p "$PORT" "${@//PFX/$prefix}" >/dev/null
 }
 
-# messages FILE: what a subscriber printed, without the -d lines.
-messages() { grep -a -v -e '^Client ' -e '^Subscribed (mid' -e '^Received DISCONNECT' "$1" || true; }
+# messages FILE: what a subscriber printed, without the -d lines, and with
+# the %j / %J time stamp made constant.
+# Client identifiers differ (and -N joins a payload and the next -d line),
+# so they are made equal first.
+messages() {
+    sed -E 's/Client [^ ]+ (sending|received) /Client X \1 /g' "$1" |
+        { grep -a -v -e '^Client X ' -e '^Subscribed (mid' -e '^Received DISCONNECT' || true; } |
+        sed -E 's/"tst":([[:space:]]*)"[^"]*"/"tst":\1"T"/' |
+        if [ -n "${SORT:-}" ]; then LC_ALL=C sort; else cat; fi
+}
 
 # case_sub NAME SETUP FEED SUB_ARGS...: SETUP and FEED are functions called
-# with a prefix (before subscribing, and once subscribed); @ in SUB_ARGS is
-# the prefix. Compares what both subscribers print and their exit codes.
+# with a prefix (before subscribing, and once subscribed); PFX in SUB_ARGS
+# is the prefix. SORT=1 sorts both outputs (the broker's order of retained
+# messages is not the client's doing). Compares what both subscribers print and their exit codes.
 case_sub() {
     local name="$1" setup="$2" feed="$3"
     shift 3
@@ -93,7 +102,7 @@ case_sub() {
         prefix="$impl/$name"
         "$setup" "$prefix"
         # shellcheck disable=SC2046
-        timeout "$CLIENT_TIMEOUT" $(tool "$impl" sub) -d -h 127.0.0.1 -p "$PORT" "${@//@/$prefix}" \
+        timeout "$CLIENT_TIMEOUT" $(tool "$impl" sub) -d -h 127.0.0.1 -p "$PORT" "${@//PFX/$prefix}" \
             >"$WORK/$name.$impl.out" 2>"$WORK/$name.$impl.err" &
         pids+=($!)
         if ! wait_for "$WORK/$name.$impl.out" '^Subscribed (mid' "${pids[-1]}"; then
@@ -111,11 +120,11 @@ case_sub() {
     for impl in mosq ours; do
         messages "$WORK/$name.$impl.out" | sed "s#$impl/$name#P#g" >"$WORK/$name.$impl.txt"
     done
-    if [ "${codes[0]}" != "${codes[1]}" ]; then
+    if [ "${codes[0]}" != "${codes[1]}" ] && [ -z "${IGNORE_EXIT:-}" ]; then
         fail "$name" "exit codes differ: mosquitto_sub ${codes[0]}, mqtt sub ${codes[1]}"
     elif ! cmp -s "$WORK/$name.mosq.txt" "$WORK/$name.ours.txt"; then
         fail "$name" "output differs:$(diff "$WORK/$name.mosq.txt" "$WORK/$name.ours.txt" | head -20 | sed 's/^/    /')"
-    elif [ ! -s "$WORK/$name.mosq.txt" ] && [ "$name" != "retained-only-none" ]; then
+    elif [ ! -s "$WORK/$name.mosq.txt" ] && [ -z "${EXPECT_EMPTY:-}" ]; then
         fail "$name" "nothing printed by either"
     else
         pass "$name (exit ${codes[0]}, $(wc -l <"$WORK/$name.ours.txt") lines)"
@@ -125,35 +134,47 @@ case_sub() {
 none() { :; }
 # Three messages: QoS 0, 1, 2, one of them binary.
 three() {
-    pub_to "$1" -t @/a -m "hello world" -q 0
-    printf 'bin\x00\xff' | pub_to "$1" -t @/b -s -q 1
-    pub_to "$1" -t @/c/d -m "last one" -q 2
+    pub_to "$1" -t PFX/a -m "hello world" -q 0
+    printf 'bin\x00\xff' | pub_to "$1" -t PFX/b -s -q 1
+    pub_to "$1" -t PFX/c/d -m "last one" -q 2
+}
+# Text only: for %j a binary payload is where the tools differ on purpose
+# (ours gives "payloadhex", Mosquitto the raw bytes up to the first NUL).
+three_text() {
+    pub_to "$1" -t PFX/a -m "hello world" -q 0
+    pub_to "$1" -t PFX/b -m 'say "hi"\ttab' -q 1
+    pub_to "$1" -t PFX/c/d -m "last one" -q 2
 }
 retained() {
-    pub_to "$1" -t @/r1 -m "kept one" -r -q 1
-    pub_to "$1" -t @/r2 -m "kept two" -r -q 1
+    pub_to "$1" -t PFX/r1 -m "kept one" -r -q 1
+    pub_to "$1" -t PFX/r2 -m "kept two" -r -q 1
 }
-fresh() { pub_to "$1" -t @/f -m "fresh" -q 1; }
+fresh() { pub_to "$1" -t PFX/f -m "fresh" -q 1; }
 v5props() {
-    pub_to "$1" -V 5 -t @/p -m '{"t":21.5}' -q 1 \
+    pub_to "$1" -V 5 -t PFX/p -m '{"t":21.5}' -q 1 \
         -D publish content-type application/json -D publish user-property k v \
-        -D publish response-topic @/reply -D publish payload-format-indicator 1
+        -D publish response-topic PFX/reply -D publish payload-format-indicator 1
 }
 
-case_sub verbose none three -t '@/#' -q 2 -v -C 3
-case_sub payload-only none three -t '@/#' -q 2 -C 3
-case_sub count none three -t '@/#' -q 2 -v -C 2
-case_sub no-newline none three -t '@/#' -q 2 -N -C 3
-case_sub format-fields none three -t '@/#' -q 2 -C 3 -F '%t|%p|%q|%r|%l|%x|%X|%%|\t|%5t|%-12t|%010l|%.3t|@@'
-case_sub format-json none three -t '@/#' -q 0 -C 3 -F '%j'
-case_sub filter-out none three -t '@/#' -q 2 -v -C 2 -T '@/b'
-case_sub filter-out-tree none three -t '@/#' -q 2 -v -C 2 -T '@/c/#'
-case_sub no-retained retained three -t '@/#' -q 1 -v -R -C 3
-case_sub retained-only retained fresh -t '@/#' -q 1 -v --retained-only
-case_sub remove-retained retained fresh -t '@/#' -q 1 -v --remove-retained -T '@/r2' --retained-only
-case_sub v5-properties none v5props -V 5 -t '@/#' -q 1 -C 1 -F '%t|%C|%P|%R|%F|%p'
-case_sub v5-json-pretty none v5props -V 5 -t '@/#' -q 1 -C 1 -F '%J' --pretty
-case_sub timeout none none -t '@/#' -W 1
+case_sub verbose none three -t 'PFX/#' -q 2 -v -C 3
+case_sub payload-only none three -t 'PFX/#' -q 2 -C 3
+case_sub count none three -t 'PFX/#' -q 2 -v -C 2
+# QoS 1: mosquitto_sub prints a QoS 2 message after PUBREL, ours at once,
+# which -N (payload and the next -d line joined) would show.
+case_sub no-newline none three -t 'PFX/#' -q 1 -N -C 3
+case_sub format-fields none three -t 'PFX/#' -q 2 -C 3 -F '%t|%p|%q|%r|%l|%x|%X|%%|\t|%5t|%-12t|%010l|@@|@Y'
+case_sub format-json none three_text -t 'PFX/#' -q 2 -C 3 -F '%j'
+case_sub filter-out none three -t 'PFX/#' -q 2 -v -C 2 -T 'PFX/b'
+case_sub filter-out-tree none three -t 'PFX/#' -q 2 -v -C 2 -T 'PFX/c/#'
+SORT=1 case_sub no-retained retained three -t 'PFX/#' -q 1 -v -R -C 3
+SORT=1 case_sub retained-only retained fresh -t 'PFX/#' -q 1 -v --retained-only
+# mosquitto_sub 2.0.11 does not exit here: it waits for the acknowledgement
+# of its last removal, which came before the fresh message; -W ends it
+# (27) where `mqtt sub` exits 0. The output and what is left are compared.
+SORT=1 IGNORE_EXIT=1 case_sub remove-retained retained fresh -t 'PFX/#' -q 1 -v --remove-retained -T 'PFX/r2' --retained-only -W 3
+case_sub v5-properties none v5props -V 5 -t 'PFX/#' -q 1 -C 1 -F '%t|%C|%P|%R|%F|%p'
+case_sub v5-json-pretty none v5props -V 5 -t 'PFX/#' -q 1 -C 1 -F '%J' --pretty
+EXPECT_EMPTY=1 case_sub timeout none none -t 'PFX/#' -W 1
 
 # What --remove-retained left: r2 (filtered out) in both trees, r1 in none.
 left() { timeout 5 mosquitto_sub -h 127.0.0.1 -p "$PORT" -t "$1/#" --retained-only -W 1 -v 2>/dev/null | sed "s#$1#P#"; }
@@ -165,19 +186,20 @@ else
 fi
 
 # --- pub: the same flags to mosquitto_pub and mqtt pub, seen by one subscriber.
-# case_pub NAME STDIN PUB_ARGS...: @ is the topic prefix.
+# case_pub NAME COUNT STDIN PUB_ARGS...: PFX is the topic prefix; COUNT
+# messages are expected.
 case_pub() {
-    local name="$1" input="$2"
-    shift 2
+    local name="$1" count="$2" input="$3"
+    shift 3
     local impl
     for impl in mosq ours; do
         local prefix="pub/$impl/$name" out="$WORK/pub.$name.$impl.out"
         timeout "$CLIENT_TIMEOUT" stdbuf -oL mosquitto_sub -d -h 127.0.0.1 -p "$PORT" -V 5 -q 2 \
-            -t "$prefix/#" -W 3 -F '%t|%q|%r|%l|%p|%C|%P|%R|%F' >"$out" 2>/dev/null &
+            -t "$prefix/#" -C "$count" -W 10 -F '%t|%q|%r|%l|%p|%C|%P|%R|%F' >"$out" 2>/dev/null &
         local pid=$!
         wait_for "$out" '^Subscribed (mid' "$pid" || { fail "pub-$name" "subscriber not ready"; return; }
         # shellcheck disable=SC2046
-        printf '%b' "$input" | timeout "$CLIENT_TIMEOUT" $(tool "$impl" pub) -h 127.0.0.1 -p "$PORT" "${@//@/$prefix}" \
+        printf '%b' "$input" | timeout "$CLIENT_TIMEOUT" $(tool "$impl" pub) -h 127.0.0.1 -p "$PORT" "${@//PFX/$prefix}" \
             >"$WORK/pub.$name.$impl.pubout" 2>&1
         echo "exit $?" >>"$WORK/pub.$name.$impl.pubout"
         wait "$pid"
@@ -194,19 +216,19 @@ case_pub() {
 }
 
 printf 'file payload\nwith two lines\n' >"$WORK/payload.txt"
-case_pub message '' -t @/m -m 'a message' -q 1
-case_pub retain '' -t @/r -m 'retained' -r -q 2
-case_pub null '' -t @/n -n -q 1
-case_pub file '' -t @/f -f "$WORK/payload.txt" -q 1
-case_pub stdin-file 'all\nof stdin\n' -t @/s -s -q 2
-case_pub stdin-lines 'one\ntwo\n\nfour\n' -t @/l -l -q 1
-case_pub repeat '' -t @/rep -m again --repeat 3 -q 1
-case_pub v5-properties '' -V mqttv5 -t @/p -m props -q 1 -D publish content-type text/plain \
-    -D publish user-property k v -D publish response-topic @/reply -D publish payload-format-indicator 1
-case_pub v31 '' -V mqttv31 -t @/v31 -m 'three one' -q 1 -i side-by-side-31
+case_pub message 1 '' -t PFX/m -m 'a message' -q 1
+case_pub retain 1 '' -t PFX/r -m 'retained' -r -q 2
+case_pub null 1 '' -t PFX/n -n -q 1
+case_pub file 1 '' -t PFX/f -f "$WORK/payload.txt" -q 1
+case_pub stdin-file 1 'all\nof stdin\n' -t PFX/s -s -q 2
+case_pub stdin-lines 4 'one\ntwo\n\nfour\n' -t PFX/l -l -q 1
+case_pub repeat 3 '' -t PFX/rep -m again --repeat 3 -q 1
+case_pub v5-properties 1 '' -V mqttv5 -t PFX/p -m props -q 1 -D publish content-type text/plain \
+    -D publish user-property k v -D publish response-topic PFX/reply -D publish payload-format-indicator 1
+case_pub v31 1 '' -V mqttv31 -t PFX/v31 -m 'three one' -q 1 -i side-by-side-31
 # Clear what the cases retained.
-pub_to pub/mosq/retain -t @/r -n -r
-pub_to pub/ours/retain -t @/r -n -r
+pub_to pub/mosq/retain -t PFX/r -n -r
+pub_to pub/ours/retain -t PFX/r -n -r
 
 if ! kill -0 "$BROKER_PID" 2>/dev/null; then
     fail broker "died during the run"

@@ -249,7 +249,7 @@ async fn v5_user_property_passes() {
     ok(&out);
     assert!(
         text(&out.stdout)
-            .contains(r#""properties":{"user-properties":{"k":"v"},"content-type":"text/plain"}"#),
+            .contains(r#""properties":{"content-type":"text/plain","user-properties":{"k":"v"}}"#),
         "{}",
         text(&out.stdout)
     );

@@ -269,20 +269,20 @@ fn json(
     if msg.qos.as_u8() > 0 {
         o.insert("mid".into(), msg.packet_id.into());
     }
+    // mosquitto_sub lists the properties in the order of the packet; the
+    // client keeps them by name, so they come in the order our client and
+    // broker send them (which is what mosquitto_sub prints against our
+    // broker).
     let p = &msg.properties;
     let mut props = Map::new();
-    if !p.user_properties.is_empty() {
-        let mut up = Map::new();
-        for (k, v) in &p.user_properties {
-            up.insert(k.clone(), v.clone().into());
-        }
-        props.insert("user-properties".into(), Value::Object(up));
+    if let Some(f) = p.payload_format_utf8 {
+        props.insert("payload-format-indicator".into(), u8::from(f).into());
+    }
+    if let Some(e) = p.message_expiry_secs {
+        props.insert("message-expiry-interval".into(), e.into());
     }
     if let Some(ct) = &p.content_type {
         props.insert("content-type".into(), ct.clone().into());
-    }
-    if let Some(f) = p.payload_format_utf8 {
-        props.insert("payload-format-indicator".into(), u8::from(f).into());
     }
     if let Some(rt) = &p.response_topic {
         props.insert("response-topic".into(), rt.clone().into());
@@ -293,8 +293,12 @@ fn json(
             String::from_utf8_lossy(cd).into_owned().into(),
         );
     }
-    if let Some(e) = p.message_expiry_secs {
-        props.insert("message-expiry-interval".into(), e.into());
+    if !p.user_properties.is_empty() {
+        let mut up = Map::new();
+        for (k, v) in &p.user_properties {
+            up.insert(k.clone(), v.clone().into());
+        }
+        props.insert("user-properties".into(), Value::Object(up));
     }
     if let Some(id) = p.subscription_identifiers.first() {
         props.insert("subscription-identifier".into(), (*id).into());
