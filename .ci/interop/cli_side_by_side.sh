@@ -185,7 +185,8 @@ else
     fail "remove-retained state" "mosquitto: [$(left mosq/remove-retained)] ours: [$(left ours/remove-retained)]"
 fi
 
-# --- pub: the same flags to mosquitto_pub and mqtt pub, seen by one subscriber.
+# --- pub: the same flags to mosquitto_pub and mqtt pub, seen by one subscriber;
+# what the subscriber prints and the publisher's -d trace must be the same.
 # case_pub NAME COUNT STDIN PUB_ARGS...: PFX is the topic prefix; COUNT
 # messages are expected.
 case_pub() {
@@ -199,12 +200,13 @@ case_pub() {
         local pid=$!
         wait_for "$out" '^Subscribed (mid' "$pid" || { fail "pub-$name" "subscriber not ready"; return; }
         # shellcheck disable=SC2046
-        printf '%b' "$input" | timeout "$CLIENT_TIMEOUT" $(tool "$impl" pub) -h 127.0.0.1 -p "$PORT" "${@//PFX/$prefix}" \
+        # With -d: the publisher's packet trace is compared too.
+        printf '%b' "$input" | timeout "$CLIENT_TIMEOUT" $(tool "$impl" pub) -d -h 127.0.0.1 -p "$PORT" "${@//PFX/$prefix}" \
             >"$WORK/pub.$name.$impl.pubout" 2>&1
         echo "exit $?" >>"$WORK/pub.$name.$impl.pubout"
         wait "$pid"
         messages "$out" | sed "s#$prefix#P#g" >"$WORK/pub.$name.$impl.txt"
-        tail -n 1 "$WORK/pub.$name.$impl.pubout" >>"$WORK/pub.$name.$impl.txt"
+        sed -E -e 's/Client [^ ]+ /Client X /' -e "s#$prefix#P#g" "$WORK/pub.$name.$impl.pubout" >>"$WORK/pub.$name.$impl.txt"
     done
     if ! cmp -s "$WORK/pub.$name.mosq.txt" "$WORK/pub.$name.ours.txt"; then
         fail "pub-$name" "differs:$(diff "$WORK/pub.$name.mosq.txt" "$WORK/pub.$name.ours.txt" | head -20 | sed 's/^/    /')"
