@@ -155,6 +155,12 @@ pub fn client_id(c: &Common, default_prefix: &str) -> String {
 
 pub fn options(c: &Common, default_prefix: &str) -> Result<ConnectOptions, ClientError> {
     let version = version(c)?;
+    if !c.properties.is_empty() && !version.is_v5() {
+        return Err(ClientError::Invalid(format!(
+            "-D sets MQTT 5 properties; it cannot be used with -V {}",
+            c.version
+        )));
+    }
     if c.pw.is_some() && c.username.is_none() && !version.is_v5() {
         // MQTT 3.1.1 section 3.1.2.9 [MQTT-3.1.2-22]: no password without
         // a user name. Say so before the broker refuses a malformed CONNECT.
