@@ -103,10 +103,16 @@ impl Client {
     /// task that keeps the connection alive and reconnects. A refusal or a
     /// failure of this first attempt is returned as an error.
     pub async fn connect(opts: ConnectOptions) -> Result<(Client, Messages), ClientError> {
-        if opts.version == mqtt_codec::ProtocolVersion::V3_1 {
-            return Err(ClientError::Invalid(
-                "MQTT 3.1 is not supported by the client; use 3.1.1 or 5".into(),
-            ));
+        // MQTT 3.1 (protocol "MQIsdp", level 3) is 3.1.1 on the wire but for
+        // the client identifier: 1 to 23 characters, none assigned by the
+        // server (3.1 section 3.1, Client Identifier).
+        if opts.version == mqtt_codec::ProtocolVersion::V3_1
+            && !(1..=23).contains(&opts.client_id.len())
+        {
+            return Err(ClientError::Invalid(format!(
+                "MQTT 3.1 needs a client identifier of 1 to 23 characters, not {:?}",
+                opts.client_id
+            )));
         }
         let (tx, rx) = mpsc::channel(opts.offline_queue.max(1));
         let (in_tx, in_rx) = mpsc::channel(opts.incoming_capacity.max(1));

@@ -33,11 +33,15 @@ use tokio::time::Instant;
 
 use crate::client::{Command, Shared};
 use crate::error::ClientError;
+use crate::events::ClientEvent;
 use crate::message::{Message, OutgoingMessage};
 use crate::options::ConnectOptions;
 use crate::transport::{self, Stream};
 
 type Done<T> = oneshot::Sender<Result<T, ClientError>>;
+
+/// Longest wait, on `disconnect`, for the PUBREL of QoS 2 messages received.
+const STOP_LINGER: Duration = Duration::from_secs(5);
 
 /// Stop taking commands while this much waits to be written.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
@@ -166,6 +170,13 @@ impl EventLoop {
         }
     }
 
+    /// Tells the application's hook, if any, what happened.
+    fn emit(&self, event: &ClientEvent<'_>) {
+        if let Some(hook) = &self.opts.on_event {
+            hook.call(event);
+        }
+    }
+
     fn version(&self) -> ProtocolVersion {
         self.opts.version
     }
@@ -242,9 +253,11 @@ impl EventLoop {
             password: o.password.as_deref(),
         };
         let mut out = BytesMut::new();
-        Packet::Connect(connect)
+        let packet = Packet::Connect(connect);
+        packet
             .encode_to(o.version, &mut out, usize::MAX)
             .map_err(|e| ClientError::Invalid(e.to_string()))?;
+        self.emit(&ClientEvent::Sent(&packet));
         stream
             .write_all(&out)
             .await
@@ -252,6 +265,15 @@ impl EventLoop {
 
         let mut buf = BytesMut::with_capacity(256);
         let (header, frame) = loop {
+            // 0x15 / 0x16 open a TLS alert / handshake record: a TLS port
+            // answering plain MQTT. Say so rather than "invalid header".
+            if o.tls.is_none() && matches!(buf.first(), Some(0x15 | 0x16)) {
+                return Err(ClientError::Connection(format!(
+                    "{}:{} answered with TLS (first byte {:#04x}): it looks like a TLS port; \
+                     connect with TLS",
+                    o.host, o.port, buf[0]
+                )));
+            }
             if let Status::Complete(h) = check_header(&buf, MAX_PACKET_SIZE)
                 .map_err(|e| ClientError::Protocol(e.to_string()))?
             {
@@ -276,6 +298,7 @@ impl EventLoop {
             o.version,
         )
         .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.emit(&ClientEvent::Received(&packet));
         let Packet::ConnAck(ack) = packet else {
             return Err(ClientError::Protocol("expected CONNACK".into()));
         };
@@ -332,6 +355,7 @@ impl EventLoop {
                 Exit::Lost(e) => e,
             };
             tracing::debug!(error = %err, "connection lost");
+            self.emit(&ClientEvent::ConnectionLost(&err));
             for w in self.flush_waiters.drain(..) {
                 let _ = w.send(Err(err.clone()));
             }
@@ -350,11 +374,15 @@ impl EventLoop {
                     Ok(c) => break c,
                     Err(e) => {
                         tracing::debug!(error = %e, "reconnect failed");
+                        self.emit(&ClientEvent::ReconnectFailed(&e));
                         backoff = (backoff * 2).min(self.opts.max_backoff);
                     }
                 }
             };
             self.shared.connected.store(true, Ordering::Release);
+            self.emit(&ClientEvent::Reconnected {
+                session_present: conn.session_present,
+            });
         }
         self.fail_all(&ClientError::Closed);
     }
@@ -405,7 +433,16 @@ impl EventLoop {
         let incoming = self.incoming.clone();
         let mut last_tx = Instant::now();
         let mut ping_sent: Option<Instant> = None;
+        // Set by `disconnect` while a QoS 2 message we received still
+        // awaits its PUBREL: the exchange is finished first (briefly), so
+        // the server does not keep it for a session that may never return.
+        let mut stopping: Option<Instant> = None;
         loop {
+            if let Some(deadline) = stopping {
+                if !self.awaiting_pubrel() || Instant::now() >= deadline {
+                    return self.close(&mut wr, &mut out).await;
+                }
+            }
             let ping_at = if keep_alive.is_zero() {
                 None
             } else {
@@ -425,18 +462,14 @@ impl EventLoop {
                 || ping_sent.is_some();
             tokio::select! {
                 biased;
-                _ = stop.changed() => {
-                    self.send(&mut out, &Packet::Disconnect(Disconnect::NORMAL));
-                    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                        wr.write_all(&out).await?;
-                        wr.flush().await?;
-                        wr.shutdown().await
-                    }).await;
-                    for w in self.flush_waiters.drain(..) {
-                        let _ = w.send(Ok(ReasonCode::Success));
+                _ = stop.changed(), if stopping.is_none() => {
+                    if self.awaiting_pubrel() {
+                        stopping = Some(Instant::now() + STOP_LINGER);
+                        continue;
                     }
-                    return Exit::Stopped;
+                    return self.close(&mut wr, &mut out).await;
                 }
+                _ = sleep_until_opt(stopping) => continue,
                 written = wr.write(&out), if !out.is_empty() => match written {
                     Ok(0) | Err(_) => return Exit::Lost(ClientError::Connection("write failed".into())),
                     Ok(n) => {
@@ -475,7 +508,7 @@ impl EventLoop {
                         }
                     }
                 }
-                cmd = self.commands.recv(), if take_commands => match cmd {
+                cmd = self.commands.recv(), if take_commands && stopping.is_none() => match cmd {
                     Some(cmd) => self.handle_command(cmd, &mut out),
                     // Every handle is gone: nothing more can be asked.
                     None => {
@@ -519,6 +552,34 @@ impl EventLoop {
             .await;
         }
         Exit::Lost(e.into_error())
+    }
+
+    /// Whether a QoS 2 message we received and answered with PUBREC still
+    /// awaits the server's PUBREL.
+    fn awaiting_pubrel(&self) -> bool {
+        self.incoming_qos2
+            .iter()
+            .any(|pid| !self.unacked.contains(pid))
+    }
+
+    /// Sends DISCONNECT after what is already queued, closes, and completes
+    /// the QoS 0 publishes that were written.
+    async fn close(
+        &mut self,
+        wr: &mut tokio::io::WriteHalf<Box<dyn Stream>>,
+        out: &mut BytesMut,
+    ) -> Exit {
+        self.send(out, &Packet::Disconnect(Disconnect::NORMAL));
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            wr.write_all(out).await?;
+            wr.flush().await?;
+            wr.shutdown().await
+        })
+        .await;
+        for w in self.flush_waiters.drain(..) {
+            let _ = w.send(Ok(ReasonCode::Success));
+        }
+        Exit::Stopped
     }
 
     /// After CONNACK: resend what the session still owes, or restore the
@@ -591,8 +652,9 @@ impl EventLoop {
     }
 
     fn send(&self, out: &mut BytesMut, packet: &Packet<'_>) {
-        if let Err(e) = packet.encode_to(self.version(), out, usize::MAX) {
-            tracing::warn!(error = %e, "packet not encodable");
+        match packet.encode_to(self.version(), out, usize::MAX) {
+            Ok(_) => self.emit(&ClientEvent::Sent(packet)),
+            Err(e) => tracing::warn!(error = %e, "packet not encodable"),
         }
     }
 
@@ -725,7 +787,10 @@ impl EventLoop {
             payload: &msg.payload,
         });
         match packet.encode_to(self.version(), out, self.server.max_packet_size as usize) {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.emit(&ClientEvent::Sent(&packet));
+                Ok(())
+            }
             // Over the server's Maximum Packet Size.
             Err(EncodeError::BufferTooSmall { .. }) => {
                 Err(ClientError::Rejected(ReasonCode::PacketTooLarge))
@@ -749,6 +814,7 @@ impl EventLoop {
                 self.version(),
             )
             .map_err(ReadError::decode)?;
+            self.emit(&ClientEvent::Received(&packet));
             self.handle_packet(packet, &frame, out)?;
         }
     }

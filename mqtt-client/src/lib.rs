@@ -27,12 +27,16 @@ pub mod blocking;
 mod client;
 mod error;
 mod event_loop;
+mod events;
 mod message;
 mod options;
 mod transport;
 
 pub use client::{Client, Messages, PublishToken};
 pub use error::{reason_text, ClientError};
+pub use events::{ClientEvent, EventHook};
 pub use message::{Message, OutgoingMessage, PublishProperties};
+/// The codec's packet types, as seen by an [`EventHook`].
+pub use mqtt_codec::Packet;
 pub use mqtt_codec::{ProtocolVersion, QoS, ReasonCode, RetainHandling, SubscriptionOptions};
 pub use options::{ConnectOptions, TlsOptions, Will};

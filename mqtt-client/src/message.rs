@@ -80,6 +80,9 @@ pub struct Message {
     pub retain: bool,
     /// The DUP flag.
     pub dup: bool,
+    /// The packet identifier it arrived with (QoS 1 and 2), for display
+    /// (mosquitto_sub's `%m`); 0 for QoS 0.
+    pub packet_id: u16,
     /// MQTT 5 properties.
     pub properties: PublishProperties,
 }
@@ -92,6 +95,7 @@ impl Message {
             qos: p.qos_pid.qos(),
             retain: p.retain,
             dup: p.dup,
+            packet_id: p.qos_pid.pid().map_or(0, |pid| pid.get()),
             properties: PublishProperties::from_codec(&p.properties),
         }
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use mqtt_codec::{ProtocolVersion, QoS};
 
+use crate::events::EventHook;
 use crate::message::PublishProperties;
 
 /// How to verify and present certificates.
@@ -99,6 +100,12 @@ pub struct ConnectOptions {
     /// the application takes them, which holds the server to its inflight
     /// window.
     pub incoming_capacity: usize,
+    /// Local address to bind the socket to before connecting (which
+    /// interface to leave by), like mosquitto's `-A`.
+    pub bind_address: Option<std::net::IpAddr>,
+    /// Called with every packet sent and received and every loss and
+    /// regain of the connection (see [`ClientEvent`](crate::ClientEvent)).
+    pub on_event: Option<EventHook>,
 }
 
 impl ConnectOptions {
@@ -127,6 +134,8 @@ impl ConnectOptions {
             min_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(30),
             incoming_capacity: 1024,
+            bind_address: None,
+            on_event: None,
         }
     }
 

@@ -22,7 +22,7 @@ fn conn_err(what: &str, e: impl std::fmt::Display) -> ClientError {
 
 /// Opens TCP (and TLS when configured) to the server.
 pub async fn open(opts: &ConnectOptions) -> Result<Box<dyn Stream>, ClientError> {
-    let tcp = TcpStream::connect((opts.host.as_str(), opts.port))
+    let tcp = connect_tcp(opts)
         .await
         .map_err(|e| conn_err(&format!("{}:{}", opts.host, opts.port), e))?;
     let _ = tcp.set_nodelay(true);
@@ -37,6 +37,32 @@ pub async fn open(opts: &ConnectOptions) -> Result<Box<dyn Stream>, ClientError>
         .await
         .map_err(|e| conn_err("TLS handshake", e))?;
     Ok(Box::new(stream))
+}
+
+/// TCP to the server, from `bind_address` when one is set (the first
+/// resolved address of the same family as the bind address is used).
+async fn connect_tcp(opts: &ConnectOptions) -> std::io::Result<TcpStream> {
+    let Some(local) = opts.bind_address else {
+        return TcpStream::connect((opts.host.as_str(), opts.port)).await;
+    };
+    let remote = tokio::net::lookup_host((opts.host.as_str(), opts.port))
+        .await?
+        .find(|a| a.is_ipv4() == local.is_ipv4())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::AddrNotAvailable,
+                format!("no address of {} in the family of {local}", opts.host),
+            )
+        })?;
+    let socket = if local.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket
+        .bind(std::net::SocketAddr::new(local, 0))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("bind to {local}: {e}")))?;
+    socket.connect(remote).await
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

@@ -391,3 +391,62 @@ async fn offline_queue_full_is_reported() {
     client.disconnect().await.unwrap();
     new.shutdown().await;
 }
+
+/// `ConnectOptions::on_event` sees the packets of a connection in order, the
+/// loss of the connection and the reconnection (with whether the server kept
+/// the session).
+#[tokio::test]
+async fn event_hook_sees_packets_loss_and_reconnection() {
+    let old = broker().await;
+    let addr = old.local_addr();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    let mut o = opts(addr, ProtocolVersion::V5, "watched");
+    o.min_backoff = Duration::from_millis(10);
+    o.max_backoff = Duration::from_millis(50);
+    o.on_event = Some(mqtt_client::EventHook::new(move |e| {
+        use mqtt_client::{ClientEvent, Packet};
+        let line = match e {
+            ClientEvent::Sent(Packet::Connect(_)) => "sent CONNECT",
+            ClientEvent::Received(Packet::ConnAck(_)) => "received CONNACK",
+            ClientEvent::Sent(Packet::Subscribe(_)) => "sent SUBSCRIBE",
+            ClientEvent::Received(Packet::SubAck(_)) => "received SUBACK",
+            ClientEvent::ConnectionLost(_) => "lost",
+            ClientEvent::Reconnected {
+                session_present: false,
+            } => "reconnected, new session",
+            _ => return,
+        };
+        log.lock().unwrap().push(line.to_owned());
+    }));
+    let (client, _messages) = connect(o).await;
+    client
+        .subscribe("watched/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    old.shutdown().await;
+    until("the client notices", || !client.is_connected()).await;
+    let new = broker_on(addr).await;
+    until("the restored subscription's SUBACK", || {
+        seen.lock().unwrap().len() >= 10
+    })
+    .await;
+    client.disconnect().await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            "sent CONNECT",
+            "received CONNACK",
+            "sent SUBSCRIBE",
+            "received SUBACK",
+            "lost",
+            "sent CONNECT",
+            "received CONNACK",
+            "reconnected, new session",
+            "sent SUBSCRIBE",
+            "received SUBACK",
+        ]
+    );
+    new.shutdown().await;
+}

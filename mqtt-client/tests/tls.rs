@@ -196,3 +196,37 @@ async fn client_certificate_for_mutual_tls() {
     );
     broker.shutdown().await;
 }
+
+/// Plain MQTT to a TLS port: the server answers with a TLS alert (first
+/// byte 0x15); the tool says it looks like a TLS port and how to use TLS,
+/// not "invalid fixed header flags".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_tool_on_a_tls_port_says_to_use_tls() {
+    let dir = Dir::new("plain-to-tls");
+    let ca = Ca::new("test ca");
+    let broker = tls_broker(&dir, &ca, false).await;
+    let port = broker.local_addr().port();
+    let out = common::cli::run(port, &["pub", "-t", "x", "-m", "y"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = common::cli::text(&out.stderr);
+    assert!(err.contains("looks like a TLS port"), "{err}");
+    assert!(err.contains("--cafile"), "{err}");
+    assert!(!err.contains("fixed header"), "{err}");
+    // And with --cafile it connects.
+    let ca_path = ca_file(&dir, &ca);
+    let out = common::cli::run(
+        port,
+        &[
+            "pub",
+            "--cafile",
+            ca_path.to_str().unwrap(),
+            "-t",
+            "x",
+            "-m",
+            "y",
+        ],
+    )
+    .await;
+    common::cli::ok(&out);
+    broker.shutdown().await;
+}

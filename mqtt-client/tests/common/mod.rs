@@ -4,6 +4,8 @@
 //! cannot be made to produce on demand.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
