@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 use crate::acl::AclView;
 use crate::broker::{split_filter, BrokerState};
 use crate::config::ListenerConfig;
+use crate::drop_log::DropReason;
 use crate::log::describe;
 use crate::message::Message;
 use crate::route::RouteCache;
@@ -1419,7 +1420,8 @@ impl Conn {
             };
             st.pending_bytes -= d.msg.size();
             if d.msg.is_expired(now) {
-                self.broker.stats.dropped_expired.inc();
+                self.broker
+                    .dropped(DropReason::Expired, &self.client_id, &d.msg.topic);
                 self.broker.forget_message(&session, &st, &d);
                 continue;
             }
@@ -1563,8 +1565,8 @@ impl Conn {
         };
         let packet = Packet::Publish(publish);
         if !self.send_within(out, &packet, self.client_max_packet as usize) {
-            self.broker.stats.dropped_too_large.inc();
-            tracing::debug!(client = %self.client_id, "message larger than the client's maximum packet size dropped");
+            self.broker
+                .dropped(DropReason::TooLarge, &self.client_id, &d.msg.topic);
             return false;
         }
         if let Some(a) = new_alias {

@@ -23,6 +23,7 @@ pub mod auth;
 mod broker;
 pub mod config;
 mod connection;
+pub mod drop_log;
 mod log;
 mod message;
 mod retained;
