@@ -31,7 +31,11 @@ fn parse(text: &str) -> Vec<Vector> {
         while !rest.is_empty() {
             let rest1 = rest.strip_prefix('"').expect("key");
             let (key, after) = rest1.split_once('"').expect("key end");
-            let after = after.trim_start().strip_prefix(':').expect("colon").trim_start();
+            let after = after
+                .trim_start()
+                .strip_prefix(':')
+                .expect("colon")
+                .trim_start();
             let (value, next) = if let Some(s) = after.strip_prefix('"') {
                 let (val, n) = s.split_once('"').expect("string end");
                 (val.to_string(), n)

@@ -18,6 +18,9 @@ use mqtt_client::{
     PublishProperties, QoS, ReasonCode, RetainHandling, SubscriptionOptions, TlsOptions, Will,
 };
 
+#[path = "mqtt/fernet_cli.rs"]
+mod fernet_cli;
+
 const EXIT_TIMEOUT: u8 = 27;
 
 #[derive(Parser)]
@@ -40,6 +43,9 @@ enum Cmd {
     /// Subscribe and print messages (like mosquitto_sub).
     #[command(disable_help_flag = true)]
     Sub(SubArgs),
+    /// Print a new Fernet key (for --fernet-key-file), like Python's
+    /// `Fernet.generate_key()`.
+    Keygen,
 }
 
 #[derive(Args, Clone)]
@@ -139,6 +145,8 @@ struct PubArgs {
     /// Retain the message.
     #[arg(short = 'r', long)]
     retain: bool,
+    #[command(flatten)]
+    fernet: fernet_cli::FernetArgs,
 }
 
 #[derive(Args)]
@@ -183,6 +191,11 @@ struct SubArgs {
     /// MQTT 5 subscription identifier.
     #[arg(long)]
     subscription_identifier: Option<u32>,
+    #[command(flatten)]
+    fernet: fernet_cli::FernetArgs,
+    /// With --fernet-key-file: refuse tokens older than SECS.
+    #[arg(long, value_name = "SECS", requires = "fernet_key_file")]
+    fernet_ttl: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -190,6 +203,7 @@ fn main() -> ExitCode {
     let common = match &cli.command {
         Cmd::Pub(a) => &a.common,
         Cmd::Sub(a) => &a.common,
+        Cmd::Keygen => return ExitCode::from(fernet_cli::keygen()),
     };
     // A refused MQTT 5 connection exits with the reason code itself.
     let v5 = parse_version(&common.version).is_ok_and(|v| v.is_v5());
@@ -213,6 +227,7 @@ fn main() -> ExitCode {
         match cli.command {
             Cmd::Pub(a) => run_pub(a).await,
             Cmd::Sub(a) => run_sub(a).await,
+            Cmd::Keygen => Ok(fernet_cli::keygen()),
         }
     });
     match result {
@@ -348,6 +363,7 @@ async fn run_pub(a: PubArgs) -> Result<u8, ClientError> {
     let qos = parse_qos(a.common.qos)?;
     let props = publish_properties(&a.common.properties)?;
     let opts = options(&a.common, "mqtt-pub")?;
+    let key = a.fernet.key()?;
     let payload = if let Some(m) = &a.message {
         Some(Bytes::from(m.clone()))
     } else if let Some(f) = &a.file {
@@ -372,7 +388,12 @@ async fn run_pub(a: PubArgs) -> Result<u8, ClientError> {
     let (client, _messages) = Client::connect(opts).await?;
     let message = |payload: Bytes| OutgoingMessage {
         topic: a.topic.clone(),
-        payload,
+        // -n stays empty: it clears a retained message.
+        payload: if a.null {
+            payload
+        } else {
+            fernet_cli::seal(key.as_ref(), payload)
+        },
         qos,
         retain: a.retain,
         properties: props.clone(),
@@ -405,6 +426,7 @@ fn report(r: Result<ReasonCode, ClientError>) -> Result<(), ClientError> {
 async fn run_sub(a: SubArgs) -> Result<u8, ClientError> {
     let qos = parse_qos(a.common.qos)?;
     let opts = options(&a.common, "mqtt-sub")?;
+    let key = a.fernet.key()?;
     let retain_handling = match a.retain_handling {
         0 => RetainHandling::SendOnSubscribe,
         1 => RetainHandling::SendIfNew,
@@ -448,6 +470,9 @@ async fn run_sub(a: SubArgs) -> Result<u8, ClientError> {
             if a.no_retained && msg.retain {
                 continue;
             }
+            let Some(msg) = fernet_cli::open(key.as_ref(), a.fernet_ttl, msg) else {
+                continue;
+            };
             let mut out = stdout.lock();
             let _ = out.write_all(&render(&a, &msg));
             let _ = out.flush();
