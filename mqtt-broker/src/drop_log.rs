@@ -257,6 +257,9 @@ mod tests {
         let t0 = Instant::now();
         log.decide(DropReason::QueueFull, t0);
         assert!(log.due(t0 + 30 * SEC).is_empty());
-        assert_eq!(log.decide(DropReason::QueueFull, t0 + 31 * SEC).summary, None);
+        assert_eq!(
+            log.decide(DropReason::QueueFull, t0 + 31 * SEC).summary,
+            None
+        );
     }
 }

@@ -31,6 +31,7 @@ mod route;
 mod security;
 mod server;
 mod session;
+mod splice;
 pub mod stats;
 pub mod store;
 mod sys;

@@ -108,7 +108,10 @@ impl Broker {
             state.clone(),
             shutdown_rx.clone(),
         )));
-        tasks.push(tokio::spawn(crate::drop_log::run(state.clone(), shutdown_rx)));
+        tasks.push(tokio::spawn(crate::drop_log::run(
+            state.clone(),
+            shutdown_rx,
+        )));
         Ok(BrokerHandle {
             state,
             addrs,
