@@ -2,8 +2,10 @@
 # A large message, as the course sends an image or a file (issue 14): with
 # the broker's default configuration, a 200 MiB file published with
 # `mqtt pub -f` arrives byte-identical at `mqtt sub -C 1 -N`, and the same
-# with paho-mqtt at both ends. While relaying it, the broker's peak RSS
-# (VmHWM) stays under 2.5x the payload size; the figure is printed.
+# with paho-mqtt at both ends. While relaying it, the broker holds about one
+# copy: its peak RSS (VmHWM) stays under 1.5x the payload size (the issue
+# asks for 2.5x; 1.5x catches a second copy coming back). The figure is
+# printed.
 #
 #   bash .ci/interop/large_message_test.sh
 #
@@ -68,7 +70,7 @@ hwm_ok() {
     awk -v kib="$kib" -v size="$SIZE" -v what="$1" 'BEGIN {
         r = kib * 1024 / size
         printf "broker peak RSS relaying %d MiB (%s): %.0f MiB = %.2fx the payload\n", size / 1048576, what, kib / 1024, r
-        exit !(r < 2.5)
+        exit !(r < 1.5)
     }'
 }
 
@@ -87,7 +89,7 @@ check "mqtt pub -f of $MIB MiB is acknowledged" \
 check "mqtt sub -C 1 -N exits 0" wait "$SUB"
 echo "relayed in $((SECONDS - start)) s"
 check "mqtt sub output is byte-identical" cmp "$WORK/big.bin" "$WORK/out.bin"
-check "broker peak RSS under 2.5x the payload" hwm_ok "mqtt pub -f -> mqtt sub"
+check "broker peak RSS under 1.5x the payload" hwm_ok "mqtt pub -f -> mqtt sub"
 check "nothing dropped" bash -c "! grep -q 'message dropped' '$WORK/broker.log'"
 rm -f "$WORK/out.bin"
 
@@ -96,7 +98,7 @@ start_broker
 check "paho publishes $MIB MiB and paho receives it" \
     timeout 600 python3 "$ROOT/.ci/interop/large_message_paho.py" 127.0.0.1 "$PORT" "$WORK/big.bin" "$WORK/out.bin"
 check "paho subscriber's payload is byte-identical" cmp "$WORK/big.bin" "$WORK/out.bin"
-check "broker peak RSS under 2.5x the payload" hwm_ok "paho -> paho"
+check "broker peak RSS under 1.5x the payload" hwm_ok "paho -> paho"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
