@@ -54,7 +54,9 @@ async fn qos() -> Result {
         client.publish("lab/qos", text, qos, false).await?;
     }
     for _ in 0..3 {
-        let Some(msg) = messages.recv().await else { break };
+        let Some(msg) = messages.recv().await else {
+            break;
+        };
         let text = String::from_utf8_lossy(&msg.payload);
         println!("{text} -> received with QoS {}", msg.qos.as_u8());
     }
