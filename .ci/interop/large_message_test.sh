@@ -23,7 +23,9 @@ TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BROKER="${MQTT_BROKER_BIN:-$TARGET/release/mqtt-broker}"
 [ -x "$BROKER" ] || (cd "$ROOT" && cargo build --quiet --release -p mqtt-broker) || exit 2
 if [ -z "${MQTT_BIN:-}" ]; then
-    (cd "$ROOT" && cargo build --quiet --release -p mqtt-client --bin mqtt) || exit 2
+    # The same build as lecture_test.sh (examples bring the dev-dependencies'
+    # features), so the second script to run finds it done.
+    (cd "$ROOT" && cargo build --quiet --release -p mqtt-client --bin mqtt --example lecture) || exit 2
     MQTT_BIN="$TARGET/release/mqtt"
 fi
 BROKER="$(cd "$(dirname "$BROKER")" && pwd)/$(basename "$BROKER")"
