@@ -19,6 +19,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
 use crate::config::Config;
+use crate::drop_log::{DropLog, DropReason};
 use crate::message::Message;
 use crate::retained::RetainedStore;
 use crate::route::{Route, RouteCache};
@@ -65,6 +66,8 @@ pub struct BrokerState {
     /// a client at the instant a session expires.
     #[cfg(test)]
     before_expiry: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Rate-limited warnings for dropped messages.
+    pub drops: DropLog,
 }
 
 /// What `attach` found.
@@ -86,6 +89,10 @@ impl BrokerState {
         let security = Security::load(&config)?;
         Ok(BrokerState {
             store,
+            drops: DropLog::new(
+                config.drop_warnings_per_interval,
+                Duration::from_secs(config.drop_warning_interval_secs),
+            ),
             security: RwLock::new(Arc::new(security)),
             auth_permits: tokio::sync::Semaphore::new(4),
             pending_connects: std::sync::atomic::AtomicUsize::new(0),
@@ -108,6 +115,19 @@ impl BrokerState {
     /// the new files; a file that cannot be read keeps the old contents.
     pub fn reload_security(&self) {
         crate::security::reload(self);
+    }
+
+    /// Counts a dropped message under its reason and writes the
+    /// rate-limited warning naming the client and topic.
+    pub fn dropped(&self, reason: DropReason, client: &str, topic: &str) {
+        let counter = match reason {
+            DropReason::QueueFull => &self.stats.dropped_queue_full,
+            DropReason::OfflineQos0 => &self.stats.dropped_offline_qos0,
+            DropReason::Expired => &self.stats.dropped_expired,
+            DropReason::TooLarge => &self.stats.dropped_too_large,
+        };
+        counter.inc();
+        self.drops.record(reason, client, topic);
     }
 
     /// Number of sessions, connected or not.
@@ -600,7 +620,7 @@ impl BrokerState {
                         seq: m.seq,
                     };
                     if d.msg.is_expired(now) {
-                        self.stats.dropped_expired.inc();
+                        self.dropped(DropReason::Expired, &stored.client_id, &d.msg.topic);
                         if let Some(store) = store {
                             store.del_message(&stored.client_id, m.seq);
                         }

@@ -153,6 +153,12 @@ pub struct Config {
     pub durability: crate::store::Durability,
     /// Milliseconds between syncs with `periodic` (and WAL checkpoints).
     pub sync_interval_ms: u64,
+    // Issue 14: drop warnings.
+    /// Dropped messages logged one by one per reason and interval; the
+    /// rest of the interval's drops are logged as one summary line.
+    pub drop_warnings_per_interval: u32,
+    /// Seconds of one drop-warning interval (at least 1).
+    pub drop_warning_interval_secs: u64,
 }
 
 impl Default for Config {
@@ -185,6 +191,8 @@ impl Default for Config {
             data_dir: PathBuf::from("mqtt-data"),
             durability: crate::store::Durability::Always,
             sync_interval_ms: 1000,
+            drop_warnings_per_interval: 10,
+            drop_warning_interval_secs: 60,
         }
     }
 }

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use mqtt_codec::{
     check_header, decode_body, ConnAck, Connect, DecodeError, Disconnect, FixedHeader, List,
     Packet, Pid, Property, PropertyId, ProtocolVersion, PubResp, Publish, QoS, QosPid, ReasonCode,
@@ -24,10 +24,12 @@ use tokio::sync::oneshot;
 use crate::acl::AclView;
 use crate::broker::{split_filter, BrokerState};
 use crate::config::ListenerConfig;
+use crate::drop_log::DropReason;
 use crate::log::describe;
 use crate::message::Message;
 use crate::route::RouteCache;
 use crate::session::{Delivery, Kick, OutState, Outgoing, Session, SessionState, SubRecord};
+use crate::splice::{Spliced, SPLICE_MIN};
 use crate::store::StoredState;
 use crate::transport::{ReadSide, Transport};
 
@@ -580,6 +582,9 @@ struct Conn {
     held: BytesMut,
     /// Acknowledgements waiting for a sync, oldest first.
     durable_acks: std::collections::VecDeque<(oneshot::Receiver<()>, BytesMut)>,
+    /// Large payloads written from the message, between the bytes of the
+    /// write buffer (see `splice`).
+    spliced: Spliced,
 }
 
 impl Conn {
@@ -818,6 +823,7 @@ impl Conn {
                 .is_some_and(|s| s.durability() == crate::store::Durability::Always),
             held: BytesMut::new(),
             durable_acks: Default::default(),
+            spliced: Spliced::default(),
         };
         Ok((conn, out))
     }
@@ -870,12 +876,12 @@ impl Conn {
                     // A dropped sender: the session was handed on.
                     Ok(Kick::TakenOver) | Err(_) => Close::TakenOver,
                 },
-                written = wr.write(out), if !out.is_empty() => {
+                written = wr.write(self.spliced.next(out)), if self.spliced.has_output(out) => {
                     match written {
                         Ok(0) | Err(_) => return Close::Network,
                         Ok(n) => {
                             self.broker.stats.bytes_sent.add(n as u64);
-                            out.advance(n);
+                            self.spliced.advance(out, n);
                             if out.is_empty() {
                                 // Nothing waits: an idle connection keeps no
                                 // write buffer.
@@ -904,7 +910,7 @@ impl Conn {
                         }
                     }
                 }
-                read = reader.fill(), if out.len() < WRITE_HIGH_WATER && paused_until.is_none() => {
+                read = reader.fill(), if out.len() + self.spliced.pending() < WRITE_HIGH_WATER && paused_until.is_none() => {
                     match read {
                         Ok(0) | Err(_) => return Close::Network,
                         Ok(n) => {
@@ -917,7 +923,7 @@ impl Conn {
                         }
                     }
                 }
-                _ = session.notify.notified(), if out.len() < WRITE_HIGH_WATER => self.fill(out),
+                _ = session.notify.notified(), if out.len() + self.spliced.pending() < WRITE_HIGH_WATER => self.fill(out),
                 _ = wait_front(&mut self.durable_acks), if !self.durable_acks.is_empty() => self.release_acks(out),
             }
         }
@@ -1039,6 +1045,29 @@ impl Conn {
             return false;
         }
         tracing::debug!(target: "mqtt_broker::packets", "{} <- {}", self.client_id, describe(packet));
+        self.broker.stats.messages_sent.inc();
+        true
+    }
+
+    /// Sends a PUBLISH whose large payload is written from the message
+    /// (see `splice`): the header goes into `out`, the payload is queued
+    /// after it. Says whether it was within the client's Maximum Packet
+    /// Size.
+    fn send_spliced(&mut self, out: &mut BytesMut, publish: Publish<'_>, payload: &Bytes) -> bool {
+        let mut head = BytesMut::new();
+        let headless = Packet::Publish(Publish {
+            payload: &[],
+            ..publish
+        });
+        if push_packet(&mut head, self.version, &headless, usize::MAX).is_err() {
+            return false;
+        }
+        let limit = self.client_max_packet as usize;
+        if crate::splice::put_header(out, &head, payload.len(), limit).is_none() {
+            return false;
+        }
+        self.spliced.push(out.len(), payload.clone());
+        tracing::debug!(target: "mqtt_broker::packets", "{} <- {}", self.client_id, describe(&Packet::Publish(publish)));
         self.broker.stats.messages_sent.inc();
         true
     }
@@ -1484,7 +1513,7 @@ impl Conn {
         }
         // Held packets count against the high water mark too.
         let waiting: usize = self.durable_acks.iter().map(|(_, b)| b.len()).sum();
-        while out.len() + self.held.len() + waiting < WRITE_HIGH_WATER {
+        while out.len() + self.spliced.pending() + self.held.len() + waiting < WRITE_HIGH_WATER {
             let Some(front) = st.pending.front() else {
                 break;
             };
@@ -1496,7 +1525,8 @@ impl Conn {
             };
             st.pending_bytes -= d.msg.size();
             if d.msg.is_expired(now) {
-                self.broker.stats.dropped_expired.inc();
+                self.broker
+                    .dropped(DropReason::Expired, &self.client_id, &d.msg.topic);
                 self.broker.forget_message(&session, &st, &d);
                 continue;
             }
@@ -1513,8 +1543,14 @@ impl Conn {
             };
             let hold = self.hold_outgoing(&st, d.qos == QoS::ExactlyOnce);
             let mut held = std::mem::take(&mut self.held);
-            let written =
-                self.write_publish(&d, qos_pid, false, now, if hold { &mut held } else { out });
+            let written = self.write_publish(
+                &d,
+                qos_pid,
+                false,
+                now,
+                if hold { &mut held } else { out },
+                !hold,
+            );
             self.held = held;
             if !written {
                 self.broker.forget_message(&session, &st, &d);
@@ -1577,7 +1613,7 @@ impl Conn {
                 match o.state {
                     OutState::AwaitPubAck | OutState::AwaitPubRec => {
                         let qos_pid = QosPid::from_qos(o.delivery.qos, o.pid);
-                        self.write_publish(&o.delivery, qos_pid, true, now, to);
+                        self.write_publish(&o.delivery, qos_pid, true, now, to, !hold);
                     }
                     OutState::AwaitPubComp => {
                         let pid = o.pid;
@@ -1594,7 +1630,8 @@ impl Conn {
 
     /// Encodes one PUBLISH to this client. Returns false when the message is
     /// larger than the client accepts; it is dropped and counted
-    /// [MQTT-5: 3.1.2-25].
+    /// [MQTT-5: 3.1.2-25]. `direct` says `out` is the write buffer itself (not
+    /// `held`), so a large payload can be spliced in rather than copied.
     fn write_publish(
         &mut self,
         d: &Delivery,
@@ -1602,6 +1639,7 @@ impl Conn {
         dup: bool,
         now: Instant,
         out: &mut BytesMut,
+        direct: bool,
     ) -> bool {
         let mut props = Vec::new();
         let mut topic: &str = &d.msg.topic;
@@ -1639,9 +1677,14 @@ impl Conn {
             payload: &d.msg.payload,
         };
         let packet = Packet::Publish(publish);
-        if !self.send_within(out, &packet, self.client_max_packet as usize) {
-            self.broker.stats.dropped_too_large.inc();
-            tracing::debug!(client = %self.client_id, "message larger than the client's maximum packet size dropped");
+        let sent = if direct && d.msg.payload.len() >= SPLICE_MIN {
+            self.send_spliced(out, publish, &d.msg.payload)
+        } else {
+            self.send_within(out, &packet, self.client_max_packet as usize)
+        };
+        if !sent {
+            self.broker
+                .dropped(DropReason::TooLarge, &self.client_id, &d.msg.topic);
             return false;
         }
         if let Some(a) = new_alias {
@@ -1656,7 +1699,7 @@ impl Conn {
 
     /// Sends the server's DISCONNECT if any, flushes, and hands the session
     /// back with the will and expiry the close calls for.
-    async fn finish<W: AsyncWrite + Unpin>(self, close: Close, wr: &mut W, out: &mut BytesMut) {
+    async fn finish<W: AsyncWrite + Unpin>(mut self, close: Close, wr: &mut W, out: &mut BytesMut) {
         let publish_will = match close {
             Close::Disconnect { will } => will,
             Close::Network | Close::Server(..) | Close::TakenOver => true,
@@ -1688,9 +1731,16 @@ impl Conn {
                 self.send(out, &Packet::Disconnect(Disconnect::new(reason)));
             }
         }
-        if !out.is_empty() {
+        if self.spliced.has_output(out) {
+            let spliced = &mut self.spliced;
             let _ = tokio::time::timeout(CLOSE_FLUSH, async {
-                wr.write_all(out).await?;
+                while spliced.has_output(out) {
+                    let n = wr.write(spliced.next(out)).await?;
+                    if n == 0 {
+                        return Err(std::io::ErrorKind::WriteZero.into());
+                    }
+                    spliced.advance(out, n);
+                }
                 wr.flush().await
             })
             .await;

@@ -114,7 +114,14 @@ impl Broker {
                 done_tx.clone(),
             )));
         }
-        tasks.push(tokio::spawn(crate::sys::run(state.clone(), shutdown_rx)));
+        tasks.push(tokio::spawn(crate::sys::run(
+            state.clone(),
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::drop_log::run(
+            state.clone(),
+            shutdown_rx,
+        )));
         Ok(BrokerHandle {
             state,
             addrs,

@@ -16,6 +16,7 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::broker::BrokerState;
 use crate::config::QueuePolicy;
+use crate::drop_log::DropReason;
 use crate::message::Message;
 
 /// One message on its way to one session.
@@ -242,32 +243,40 @@ impl Session {
     }
 
     /// Queues a message for delivery, applying the queue limits. Returns
-    /// false when the message was dropped (and counted).
+    /// false when the message was dropped (counted and logged).
+    ///
+    /// The limits bound a backlog, not a message: an empty queue always
+    /// takes the next message, whatever its size (the packet size limits,
+    /// `max_packet_size` on the way in and the client's Maximum Packet Size
+    /// on the way out, are what bound one message). Otherwise a message
+    /// is queued only if the queue then holds at most
+    /// `max_queued_messages` messages and `max_queued_bytes` bytes;
+    /// `drop_new` drops the message that does not fit, `drop_oldest` drops
+    /// from the front until it fits (or the queue is empty).
     ///
     /// `bypass_limits` is for retained messages sent because of a SUBSCRIBE:
     /// a wildcard subscription receives all of them, paced by flow control,
     /// rather than having them cut short by the queue limit.
     pub fn enqueue(&self, mut d: Delivery, broker: &BrokerState, bypass_limits: bool) -> bool {
         let config = &broker.config;
-        let stats = &broker.stats;
         let online = self.is_online();
         if !online && d.qos == QoS::AtMostOnce && !config.queue_qos0_messages {
-            stats.dropped_offline_qos0.inc();
+            broker.dropped(DropReason::OfflineQos0, &self.id, &d.msg.topic);
             return false;
         }
         let size = d.msg.size();
         {
             let mut st = self.lock();
             let full = |st: &SessionState| {
-                st.pending.len() >= config.max_queued_messages
-                    || st.pending_bytes + size > config.max_queued_bytes
+                !st.pending.is_empty()
+                    && (st.pending.len() >= config.max_queued_messages
+                        || st.pending_bytes + size > config.max_queued_bytes)
             };
             if !bypass_limits && full(&st) {
                 match config.queue_policy {
                     QueuePolicy::DropNew => {
                         drop(st);
-                        stats.dropped_queue_full.inc();
-                        tracing::debug!(client = %self.id, "queue full: message dropped");
+                        broker.dropped(DropReason::QueueFull, &self.id, &d.msg.topic);
                         return false;
                     }
                     QueuePolicy::DropOldest => {
@@ -276,10 +285,9 @@ impl Session {
                                 break;
                             };
                             st.pending_bytes -= old.msg.size();
-                            stats.dropped_queue_full.inc();
+                            broker.dropped(DropReason::QueueFull, &self.id, &old.msg.topic);
                             broker.forget_message(self, &st, &old);
                         }
-                        tracing::debug!(client = %self.id, "queue full: oldest message dropped");
                     }
                 }
             }

@@ -22,6 +22,8 @@
 //!   with DUP and PUBREL resent), subscriptions restored when the server lost
 //!   the session, a bounded offline queue ([`ClientError::QueueFull`]).
 //! - [`blocking`] offers the same client without an async runtime.
+//! - [`payload_crypto`] (feature `fernet`, on by default) encrypts payloads
+//!   end to end as Fernet tokens, as Python's `cryptography` does.
 
 pub mod blocking;
 mod client;
@@ -30,6 +32,8 @@ mod event_loop;
 mod events;
 mod message;
 mod options;
+#[cfg(feature = "fernet")]
+pub mod payload_crypto;
 mod transport;
 
 pub use client::{Client, Messages, PublishToken};

@@ -31,6 +31,9 @@ pub enum Cmd {
     /// Subscribe and print messages (like mosquitto_sub).
     #[command(disable_help_flag = true)]
     Sub(SubArgs),
+    /// Print a new Fernet key (for --fernet-key-file), like Python's
+    /// `Fernet.generate_key()`.
+    Keygen,
 }
 
 #[derive(Args, Clone)]
@@ -162,6 +165,8 @@ pub struct PubArgs {
     /// MQTT 5 Response Topic (as mosquitto_rr's -e).
     #[arg(short = 'e', long = "response-topic")]
     pub response_topic: Option<String>,
+    #[command(flatten)]
+    pub fernet: crate::fernet_cli::FernetArgs,
 }
 
 #[derive(Args)]
@@ -227,13 +232,20 @@ pub struct SubArgs {
     /// MQTT 5 subscription identifier.
     #[arg(long)]
     pub subscription_identifier: Option<u32>,
+    #[command(flatten)]
+    pub fernet: crate::fernet_cli::FernetArgs,
+    /// With --fernet-key-file: refuse tokens older than SECS.
+    #[arg(long, value_name = "SECS", requires = "fernet_key_file")]
+    pub fernet_ttl: Option<u64>,
 }
 
 impl Cmd {
-    pub fn common(&self) -> &Common {
+    /// The connection flags; `keygen` has none.
+    pub fn common(&self) -> Option<&Common> {
         match self {
-            Cmd::Pub(a) => &a.common,
-            Cmd::Sub(a) => &a.common,
+            Cmd::Pub(a) => Some(&a.common),
+            Cmd::Sub(a) => Some(&a.common),
+            Cmd::Keygen => None,
         }
     }
 }

@@ -8,6 +8,7 @@
 mod args;
 mod connect;
 mod errors;
+mod fernet_cli;
 mod output;
 mod publish;
 mod subscribe;
@@ -21,7 +22,9 @@ use args::{Cli, Cmd};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let common = cli.command.common();
+    let Some(common) = cli.command.common() else {
+        return ExitCode::from(fernet_cli::keygen());
+    };
     let version = match connect::version(common) {
         Ok(v) => v,
         Err(e) => {
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         match cli.command {
             Cmd::Pub(a) => publish::run_pub(a).await,
             Cmd::Sub(a) => subscribe::run_sub(a).await,
+            Cmd::Keygen => Ok(fernet_cli::keygen()),
         }
     });
     match result {

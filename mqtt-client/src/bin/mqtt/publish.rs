@@ -42,6 +42,7 @@ pub async fn run_pub(a: PubArgs) -> Result<u8, ClientError> {
     let qos = parse_qos(a.common.qos)?;
     let mut props = publish_properties(&a.common.properties)?;
     let opts = options(&a.common, "mqtt-pub")?;
+    let key = a.fernet.key()?;
     if let Some(rt) = &a.response_topic {
         if !opts.version.is_v5() {
             return Err(ClientError::Invalid(
@@ -75,7 +76,12 @@ pub async fn run_pub(a: PubArgs) -> Result<u8, ClientError> {
     let (client, _messages) = connect(opts, a.common.debug, quiet).await?;
     let message = |payload: Bytes| OutgoingMessage {
         topic: a.topic.clone(),
-        payload,
+        // -n stays empty: it clears a retained message.
+        payload: if a.null {
+            payload
+        } else {
+            crate::fernet_cli::seal(key.as_ref(), payload)
+        },
         qos,
         retain: a.retain,
         properties: props.clone(),

@@ -18,6 +18,7 @@ use crate::publish::connect;
 pub async fn run_sub(a: SubArgs) -> Result<u8, ClientError> {
     let qos = parse_qos(a.common.qos)?;
     let opts = options(&a.common, "mqtt-sub")?;
+    let key = a.fernet.key()?;
     let retain_handling = match a.retain_handling {
         0 => RetainHandling::SendOnSubscribe,
         1 => RetainHandling::SendIfNew,
@@ -107,6 +108,9 @@ pub async fn run_sub(a: SubArgs) -> Result<u8, ClientError> {
             if chance < 100.0 && random_percent() >= chance {
                 continue;
             }
+            let Some(msg) = crate::fernet_cli::open(key.as_ref(), a.fernet_ttl, msg) else {
+                continue;
+            };
             let mut out = stdout.lock();
             let _ = out.write_all(&output.render(&msg));
             let _ = out.flush();
