@@ -34,6 +34,27 @@ pub struct ListenerConfig {
     /// TLS for this listener.
     #[serde(default)]
     pub tls: Option<TlsListenerConfig>,
+    // --- WebSocket listeners (issue 15) ---
+    /// `mqtt` (default): MQTT over TCP; `websockets`: MQTT over WebSocket
+    /// (ws, or wss with `tls`), Mosquitto's `protocol websockets`.
+    #[serde(default)]
+    pub protocol: ListenerProtocol,
+    /// On a WebSocket listener: serve static files from this folder to
+    /// plain HTTP GET requests on the same port (Mosquitto's `http_dir`).
+    /// Nothing outside it can be read.
+    #[serde(default)]
+    pub http_dir: Option<PathBuf>,
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerProtocol {
+    /// MQTT directly over TCP (or TLS).
+    #[default]
+    Mqtt,
+    /// MQTT over WebSocket (RFC 6455; MQTT 5.0 / 3.1.1 section 6).
+    Websockets,
 }
 
 /// TLS settings of a listener (rustls; TLS 1.2 and 1.3 only).
@@ -57,6 +78,17 @@ pub struct TlsListenerConfig {
 }
 
 impl ListenerConfig {
+    /// A plain MQTT listener on `bind` with the defaults.
+    pub fn new(bind: SocketAddr) -> Self {
+        ListenerConfig {
+            bind,
+            allow_anonymous: None,
+            tls: None,
+            protocol: ListenerProtocol::Mqtt,
+            http_dir: None,
+        }
+    }
+
     /// Whether anonymous clients may connect on this listener.
     pub fn allows_anonymous(&self) -> bool {
         self.allow_anonymous.unwrap_or(self.bind.ip().is_loopback())
@@ -142,11 +174,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listeners: vec![ListenerConfig {
-                bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
-                allow_anonymous: None,
-                tls: None,
-            }],
+            listeners: vec![ListenerConfig::new(SocketAddr::from(([127, 0, 0, 1], 1883)))],
             max_packet_size: mqtt_codec::MAX_PACKET_SIZE,
             max_connections: 100_000,
             connect_timeout_secs: 10,
@@ -219,6 +247,14 @@ impl Config {
         if self.max_packet_size < 16 || self.max_packet_size > mqtt_codec::MAX_PACKET_SIZE {
             return fail("max_packet_size must be between 16 and 268435460");
         }
+        for l in &self.listeners {
+            if l.http_dir.is_some() && l.protocol != ListenerProtocol::Websockets {
+                return Err(ConfigError(format!(
+                    "listener {}: http_dir needs protocol = \"websockets\"",
+                    l.bind
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -232,9 +268,8 @@ impl Config {
     pub fn ephemeral() -> Config {
         Config {
             listeners: vec![ListenerConfig {
-                bind: SocketAddr::from(([127, 0, 0, 1], 0)),
                 allow_anonymous: Some(true),
-                tls: None,
+                ..ListenerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)))
             }],
             sys_interval_secs: 0,
             durability: crate::store::Durability::None,

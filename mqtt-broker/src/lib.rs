@@ -36,6 +36,7 @@ mod sys;
 mod tls;
 mod topic_index;
 mod transport;
+mod ws;
 
-pub use config::{Config, ListenerConfig, QueuePolicy};
+pub use config::{Config, ListenerConfig, ListenerProtocol, QueuePolicy};
 pub use server::{Broker, BrokerHandle};

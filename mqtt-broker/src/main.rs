@@ -134,11 +134,7 @@ fn main() -> ExitCode {
     };
     if let Some(port) = args.port {
         if args.config.is_none() {
-            config.listeners = vec![ListenerConfig {
-                bind: SocketAddr::from(([127, 0, 0, 1], port)),
-                allow_anonymous: None,
-                tls: None,
-            }];
+            config.listeners = vec![ListenerConfig::new(SocketAddr::from(([127, 0, 0, 1], port)))];
         } else {
             for l in &mut config.listeners {
                 l.bind.set_port(port);
