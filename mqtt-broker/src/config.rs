@@ -174,7 +174,10 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listeners: vec![ListenerConfig::new(SocketAddr::from(([127, 0, 0, 1], 1883)))],
+            listeners: vec![ListenerConfig::new(SocketAddr::from((
+                [127, 0, 0, 1],
+                1883,
+            )))],
             max_packet_size: mqtt_codec::MAX_PACKET_SIZE,
             max_connections: 100_000,
             connect_timeout_secs: 10,

@@ -134,7 +134,10 @@ fn main() -> ExitCode {
     };
     if let Some(port) = args.port {
         if args.config.is_none() {
-            config.listeners = vec![ListenerConfig::new(SocketAddr::from(([127, 0, 0, 1], port)))];
+            config.listeners = vec![ListenerConfig::new(SocketAddr::from((
+                [127, 0, 0, 1],
+                port,
+            )))];
         } else {
             for l in &mut config.listeners {
                 l.bind.set_port(port);

@@ -74,10 +74,12 @@ impl HttpDir {
     /// Resolves every symbolic link in `path` and requires the result to be
     /// inside the folder.
     async fn inside(&self, path: &Path) -> Result<PathBuf, Response> {
-        let real = tokio::fs::canonicalize(path).await.map_err(|e| match e.kind() {
-            io::ErrorKind::PermissionDenied => forbidden(),
-            _ => not_found(),
-        })?;
+        let real = tokio::fs::canonicalize(path)
+            .await
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::PermissionDenied => forbidden(),
+                _ => not_found(),
+            })?;
         if real.starts_with(&self.root) {
             Ok(real)
         } else {
@@ -164,9 +166,6 @@ mod tests {
             content_type(Path::new("mqtt.min.js")),
             "text/javascript; charset=utf-8"
         );
-        assert_eq!(
-            content_type(Path::new("blob")),
-            "application/octet-stream"
-        );
+        assert_eq!(content_type(Path::new("blob")), "application/octet-stream");
     }
 }
