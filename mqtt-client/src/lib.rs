@@ -21,6 +21,9 @@
 //!   exponential backoff and jitter, session resume (unacknowledged PUBLISH
 //!   with DUP and PUBREL resent), subscriptions restored when the server lost
 //!   the session, a bounded offline queue ([`ClientError::QueueFull`]).
+//! - [`ConnectOptions::from_url`] takes `mqtt://`, `mqtts://`, `ws://` and
+//!   `wss://` URLs; WebSocket (MQTT over WebSocket, section 6) runs over
+//!   the same TCP and TLS code.
 //! - [`blocking`] offers the same client without an async runtime.
 
 pub mod blocking;
@@ -30,9 +33,12 @@ mod event_loop;
 mod message;
 mod options;
 mod transport;
+mod url;
+mod websocket;
 
 pub use client::{Client, Messages, PublishToken};
 pub use error::{reason_text, ClientError};
 pub use message::{Message, OutgoingMessage, PublishProperties};
 pub use mqtt_codec::{ProtocolVersion, QoS, ReasonCode, RetainHandling, SubscriptionOptions};
-pub use options::{ConnectOptions, TlsOptions, Will};
+pub use options::{ConnectOptions, TlsOptions, WebSocketOptions, Will};
+pub use url::BrokerUrl;

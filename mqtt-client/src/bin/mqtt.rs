@@ -47,6 +47,15 @@ struct Common {
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
+    /// Broker URL instead of -h -p -u -P -t, like mosquitto_pub -L:
+    /// mqtt(s)://[user[:password]@]host[:port]/topic, or
+    /// ws(s)://[user[:password]@]host[:port]/path/topic (MQTT over
+    /// WebSocket; the first path segment is the WebSocket path).
+    #[arg(short = 'L', long = "url")]
+    url: Option<String>,
+    /// WebSocket request path, set from a ws:// or wss:// -L URL.
+    #[arg(skip)]
+    ws_path: Option<String>,
     /// Broker host.
     #[arg(short = 'h', long, default_value = "localhost")]
     host: String,
@@ -119,8 +128,8 @@ struct PubArgs {
     #[command(flatten)]
     common: Common,
     /// Topic to publish to.
-    #[arg(short = 't', long)]
-    topic: String,
+    #[arg(short = 't', long, required_unless_present = "url")]
+    topic: Option<String>,
     /// Message payload.
     #[arg(short = 'm', long, group = "payload")]
     message: Option<String>,
@@ -146,7 +155,7 @@ struct SubArgs {
     #[command(flatten)]
     common: Common,
     /// Topic filter to subscribe to (repeatable).
-    #[arg(short = 't', long, required = true)]
+    #[arg(short = 't', long, required_unless_present = "url")]
     topic: Vec<String>,
     /// Exit after this many messages.
     #[arg(short = 'C', long)]
@@ -186,7 +195,35 @@ struct SubArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    let url = match &mut cli.command {
+        Cmd::Pub(a) => {
+            let mut topics = Vec::new();
+            let r = apply_url(&mut a.common, &mut topics);
+            if a.topic.is_none() {
+                a.topic = topics.pop();
+            }
+            r.and_then(|()| match a.topic {
+                Some(_) => Ok(()),
+                None => Err(ClientError::Invalid(
+                    "no topic: give -t or put it in the -L URL".into(),
+                )),
+            })
+        }
+        Cmd::Sub(a) => apply_url(&mut a.common, &mut a.topic).and_then(|()| {
+            if a.topic.is_empty() {
+                Err(ClientError::Invalid(
+                    "no topic: give -t or put it in the -L URL".into(),
+                ))
+            } else {
+                Ok(())
+            }
+        }),
+    };
+    if let Err(e) = url {
+        eprintln!("Error: {e}");
+        return ExitCode::FAILURE;
+    }
     let common = match &cli.command {
         Cmd::Pub(a) => &a.common,
         Cmd::Sub(a) => &a.common,
@@ -298,6 +335,41 @@ fn publish_properties(raw: &[String]) -> Result<PublishProperties, ClientError> 
     Ok(p)
 }
 
+/// `-L URL`, like mosquitto_pub -L: fills host, port, credentials, TLS and
+/// topic as -h -p -u -P -t would. `mqtt(s)://host[:port]/topic`; for
+/// `ws(s)://host[:port]/path/topic` the first path segment is the WebSocket
+/// request path (`ws://host:9001/mqtt/room_temp`: path `/mqtt`, topic
+/// `room_temp`), since brokers other than ours and Mosquitto want one.
+/// A topic in the URL is added to `topics`.
+fn apply_url(c: &mut Common, topics: &mut Vec<String>) -> Result<(), ClientError> {
+    let Some(url) = c.url.clone() else {
+        return Ok(());
+    };
+    let u = mqtt_client::BrokerUrl::parse(&url)?;
+    let path = u.path.strip_prefix('/').unwrap_or(&u.path);
+    let topic = if u.websocket {
+        let (segment, topic) = path.split_once('/').unwrap_or((path, ""));
+        c.ws_path = Some(format!("/{segment}"));
+        topic
+    } else {
+        path
+    };
+    if !topic.is_empty() {
+        topics.push(topic.to_string());
+    }
+    c.host = u.host;
+    c.port = Some(u.port);
+    if u.username.is_some() {
+        c.username = u.username;
+        c.pw = u.password;
+    }
+    // mqtts:// and wss:// mean TLS: with no CA given, the system's roots.
+    if u.tls && c.cafile.is_none() && !c.insecure && c.cert.is_none() {
+        c.tls_use_os_certs = true;
+    }
+    Ok(())
+}
+
 fn options(c: &Common, default_prefix: &str) -> Result<ConnectOptions, ClientError> {
     let version = parse_version(&c.version)?;
     let tls =
@@ -324,6 +396,10 @@ fn options(c: &Common, default_prefix: &str) -> Result<ConnectOptions, ClientErr
     o.username = c.username.clone();
     o.password = c.pw.clone().map(Bytes::from);
     o.tls = tls;
+    o.websocket = c
+        .ws_path
+        .clone()
+        .map(|path| mqtt_client::WebSocketOptions { path });
     // A command-line tool reports a lost connection instead of retrying.
     o.reconnect = false;
     for (name, v) in properties_for(&c.properties, "connect")? {
@@ -371,7 +447,7 @@ async fn run_pub(a: PubArgs) -> Result<u8, ClientError> {
     };
     let (client, _messages) = Client::connect(opts).await?;
     let message = |payload: Bytes| OutgoingMessage {
-        topic: a.topic.clone(),
+        topic: a.topic.clone().unwrap_or_default(),
         payload,
         qos,
         retain: a.retain,
