@@ -284,7 +284,7 @@ async function bad() {
     await waitLog("upgrade refused (400");
   });
 
-  await check("plain HTTP request on a listener without the file: HTTP 404", async () => {
+  await check("plain HTTP request for a missing file in http_dir: HTTP 404", async () => {
     const out = (await rawExchange("GET /no-such-file HTTP/1.1\r\nHost: x\r\n\r\n")).toString();
     assert(out.startsWith("HTTP/1.1 404 "), out.split("\r\n")[0]);
   });
