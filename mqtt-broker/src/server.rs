@@ -104,8 +104,7 @@ impl Broker {
             tasks.push(tokio::spawn(accept_loop(
                 listener,
                 cfg,
-                tls,
-                ws,
+                Layers { tls, ws },
                 state.clone(),
                 limit.clone(),
                 shutdown_rx.clone(),
@@ -124,11 +123,18 @@ impl Broker {
     }
 }
 
+/// What a listener's connections run over before MQTT: TLS (optional),
+/// then a WebSocket upgrade (optional).
+#[derive(Clone)]
+struct Layers {
+    tls: Option<Arc<TlsListener>>,
+    ws: Option<Arc<WsListener>>,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     cfg: Arc<ListenerConfig>,
-    tls: Option<Arc<TlsListener>>,
-    ws: Option<Arc<WsListener>>,
+    layers: Layers,
     state: Arc<BrokerState>,
     limit: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
@@ -160,22 +166,17 @@ async fn accept_loop(
         let done = done.clone();
         // One task type per transport: a plain connection's task is not
         // sized for the TLS handshake, which is several times larger.
-        if let Some(ws) = &ws {
-            let (state, cfg, shutdown, tls, ws) = (
-                state.clone(),
-                cfg.clone(),
-                shutdown.clone(),
-                tls.clone(),
-                ws.clone(),
-            );
+        if layers.ws.is_some() {
+            let (state, cfg, shutdown, layers) =
+                (state.clone(), cfg.clone(), shutdown.clone(), layers.clone());
             tokio::spawn(async move {
-                serve_ws(stream, peer, pending, state, cfg, tls, &ws, shutdown).await;
+                serve_ws(stream, peer, pending, state, cfg, layers, shutdown).await;
                 drop(permit);
                 drop(done);
             });
             continue;
         }
-        match &tls {
+        match &layers.tls {
             None => {
                 let incoming = Box::new(connection::Incoming {
                     stream,
@@ -232,18 +233,17 @@ async fn serve_tls(
 
 /// A WebSocket listener's connection: TLS first if configured (wss), then
 /// the HTTP upgrade and MQTT (`ws.rs`).
-#[allow(clippy::too_many_arguments)]
 async fn serve_ws(
     stream: TcpStream,
     peer: SocketAddr,
     pending: connection::PendingConnect,
     state: Arc<BrokerState>,
     cfg: Arc<ListenerConfig>,
-    tls: Option<Arc<TlsListener>>,
-    ws: &WsListener,
+    layers: Layers,
     shutdown: watch::Receiver<bool>,
 ) {
-    match tls {
+    let Some(ws) = &layers.ws else { return };
+    match &layers.tls {
         None => {
             let accepted = ws::Accepted {
                 stream,
@@ -257,7 +257,7 @@ async fn serve_ws(
         }
         Some(tls) => {
             let Some((stream, identity)) =
-                tls_handshake(stream, peer, &state, &tls, shutdown.clone()).await
+                tls_handshake(stream, peer, &state, tls, shutdown.clone()).await
             else {
                 return;
             };
