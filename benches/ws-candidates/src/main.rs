@@ -119,7 +119,12 @@ async fn client(addr: SocketAddr, secs: f64, payload: usize) -> f64 {
     assert!(payload < 126);
     let mut frame = vec![0x82, 0x80 | payload as u8, 1, 2, 3, 4];
     frame.extend((0..payload).map(|i| (i as u8) ^ [1, 2, 3, 4][i % 4]));
-    let batch: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * 256).collect();
+    let batch: Vec<u8> = frame
+        .iter()
+        .copied()
+        .cycle()
+        .take(frame.len() * 256)
+        .collect();
     let echoed_len = (2 + payload) as u64;
     let (mut rd, mut wr) = s.into_split();
     let received = Arc::new(AtomicU64::new(0));
@@ -163,7 +168,9 @@ fn main() {
         for round in 1..=2 {
             for (which, addr) in &addrs {
                 let rate = client(*addr, secs, payload).await;
-                println!("round {round} {which:?}: {rate:.0} echoed msg/s ({payload}-byte payloads)");
+                println!(
+                    "round {round} {which:?}: {rate:.0} echoed msg/s ({payload}-byte payloads)"
+                );
             }
         }
     });
