@@ -808,3 +808,30 @@ fn websocket_listener_parses_from_toml() {
         Some(std::path::Path::new("www"))
     );
 }
+
+/// Keep alive is the TCP code path too: a WebSocket client silent for 1.5 x
+/// its keep alive is disconnected (MQTT 5: 0x8D) [MQTT-3.1.2-24]. Real
+/// time, as in keepalive.rs: the broker's keep alive runs on the system
+/// clock.
+#[tokio::test]
+async fn silent_websocket_client_is_disconnected_after_one_and_a_half_keep_alives() {
+    let broker = ws_broker(|_| {}).await;
+    let v = ProtocolVersion::V5;
+    let mut c = WsClient::open(broker.local_addr(), v).await;
+    let connect = mqtt_codec::Connect {
+        keep_alive: 1,
+        ..connect_packet(v, "quiet", true)
+    };
+    let start = std::time::Instant::now();
+    c.send(&Packet::Connect(connect)).await;
+    c.expect_connack(ReasonCode::Success).await;
+    match c.recv().await.packet() {
+        Packet::Disconnect(d) => assert_eq!(d.reason, ReasonCode::KeepAliveTimeout),
+        other => panic!("{other:?}"),
+    }
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1400) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+}
