@@ -19,7 +19,7 @@
 #   bash .ci/interop/websockets_test.sh
 #
 # Installs what it needs (.ci/lib.sh), uses MQTT_BROKER_BIN (or builds the
-# broker) and MQTT_BIN (or builds the `mqtt` tool), starts everything on
+# broker) and MQTT_BIN (or builds the `mqtt` tool, debug), starts everything on
 # free ports of 127.0.0.1 and stops it on exit. The last line is
 # "N passed, M failed"; the exit status is non-zero on any failure.
 set -uo pipefail
@@ -53,8 +53,9 @@ if [ -z "${MQTT_BROKER_BIN:-}" ]; then
     MQTT_BROKER_BIN="$TARGET/release/mqtt-broker"
 fi
 if [ -z "${MQTT_BIN:-}" ]; then
-    cargo build --quiet --release -p mqtt-client --bin mqtt || { echo "build failed" >&2; exit 2; }
-    MQTT_BIN="$TARGET/release/mqtt"
+    # The debug build: `cargo test --workspace` has built it already in CI.
+    cargo build --quiet -p mqtt-client --bin mqtt || { echo "build failed" >&2; exit 2; }
+    MQTT_BIN="$TARGET/debug/mqtt"
 fi
 
 # --- a certificate for wss:// (127.0.0.1 and localhost) ---------------------------------
