@@ -263,3 +263,55 @@ async fn mqtt_pub_with_a_bad_url_fails_with_a_message() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// RFC 6455 section 4.1: a server that upgrades without choosing the
+/// offered `mqtt` subprotocol is not spoken to; the client fails with a
+/// connection error instead of sending CONNECT into the void.
+#[tokio::test]
+async fn server_that_does_not_echo_the_subprotocol_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut b).await.unwrap();
+            head.push(b[0]);
+        }
+        let text = String::from_utf8(head).unwrap();
+        assert!(text.contains("Sec-WebSocket-Protocol: mqtt\r\n"), "{text}");
+        let key = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("sec-websocket-key: ")
+                    .or(l.strip_prefix("Sec-WebSocket-Key: "))
+            })
+            .unwrap();
+        let accept =
+            tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
+        let resp = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        s.write_all(resp.as_bytes()).await.unwrap();
+        // Whatever the client does next, it must not be a CONNECT frame.
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+        rest
+    });
+    let mut o = ConnectOptions::from_url(&format!("ws://{addr}/mqtt")).unwrap();
+    o.reconnect = false;
+    let err = within("connect error", mqtt_client::Client::connect(o))
+        .await
+        .err()
+        .expect("connecting fails");
+    assert!(
+        matches!(&err, mqtt_client::ClientError::Connection(m) if m.contains("WebSocket")),
+        "{err}"
+    );
+    let rest = server.await.unwrap();
+    // A masked binary frame would start with 0x82; nothing of the kind.
+    assert!(rest.first() != Some(&0x82), "{rest:02x?}");
+}
