@@ -835,3 +835,33 @@ async fn silent_websocket_client_is_disconnected_after_one_and_a_half_keep_alive
         "{waited:?}"
     );
 }
+
+/// The commented-out WebSocket listeners of the example file, uncommented,
+/// parse into what they say.
+#[test]
+fn example_config_websocket_listeners_parse() {
+    let text = include_str!("../mqtt-broker.example.toml");
+    let start = text
+        .find("# --- WebSocket listeners")
+        .expect("WebSocket example");
+    let start = start
+        + text[start..]
+            .find("# [[listeners]]")
+            .expect("listener table");
+    let end = start + text[start..].find("\n\n").expect("end of the block");
+    let block: String = text[start..end]
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+        .collect();
+    let config = Config::from_toml(&block).expect("WebSocket example parses");
+    assert_eq!(config.listeners.len(), 2);
+    assert!(config
+        .listeners
+        .iter()
+        .all(|l| l.protocol == ListenerProtocol::Websockets));
+    assert_eq!(
+        config.listeners[0].http_dir.as_deref(),
+        Some(std::path::Path::new("examples/web"))
+    );
+    assert!(config.listeners[1].tls.is_some());
+}
