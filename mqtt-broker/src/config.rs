@@ -37,6 +37,27 @@ pub struct ListenerConfig {
     /// TLS for this listener.
     #[serde(default)]
     pub tls: Option<TlsListenerConfig>,
+    // --- WebSocket listeners (issue 15) ---
+    /// `mqtt` (default): MQTT over TCP; `websockets`: MQTT over WebSocket
+    /// (ws, or wss with `tls`), Mosquitto's `protocol websockets`.
+    #[serde(default)]
+    pub protocol: ListenerProtocol,
+    /// On a WebSocket listener: serve static files from this folder to
+    /// plain HTTP GET requests on the same port (Mosquitto's `http_dir`).
+    /// Nothing outside it can be read.
+    #[serde(default)]
+    pub http_dir: Option<PathBuf>,
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerProtocol {
+    /// MQTT directly over TCP (or TLS).
+    #[default]
+    Mqtt,
+    /// MQTT over WebSocket (RFC 6455; MQTT 5.0 / 3.1.1 section 6).
+    Websockets,
 }
 
 /// TLS settings of a listener (rustls; TLS 1.2 and 1.3 only).
@@ -60,6 +81,17 @@ pub struct TlsListenerConfig {
 }
 
 impl ListenerConfig {
+    /// A plain MQTT listener on `bind` with the defaults.
+    pub fn new(bind: SocketAddr) -> Self {
+        ListenerConfig {
+            bind,
+            allow_anonymous: None,
+            tls: None,
+            protocol: ListenerProtocol::Mqtt,
+            http_dir: None,
+        }
+    }
+
     /// Whether anonymous clients may connect on this listener: only when
     /// it says so.
     pub fn allows_anonymous(&self) -> bool {
@@ -71,9 +103,8 @@ impl ListenerConfig {
     /// Mosquitto 2 does without a `listener` line.
     pub fn local_only(port: u16) -> ListenerConfig {
         ListenerConfig {
-            bind: SocketAddr::from(([127, 0, 0, 1], port)),
             allow_anonymous: Some(true),
-            tls: None,
+            ..ListenerConfig::new(SocketAddr::from(([127, 0, 0, 1], port)))
         }
     }
 }
@@ -238,6 +269,14 @@ impl Config {
         }
         if self.max_packet_size < 16 || self.max_packet_size > mqtt_codec::MAX_PACKET_SIZE {
             return fail("max_packet_size must be between 16 and 268435460");
+        }
+        for l in &self.listeners {
+            if l.http_dir.is_some() && l.protocol != ListenerProtocol::Websockets {
+                return Err(ConfigError(format!(
+                    "listener {}: http_dir needs protocol = \"websockets\"",
+                    l.bind
+                )));
+            }
         }
         Ok(())
     }

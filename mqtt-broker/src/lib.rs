@@ -38,6 +38,7 @@ mod sys;
 mod tls;
 mod topic_index;
 mod transport;
+mod ws;
 
-pub use config::{Config, ListenerConfig, QueuePolicy};
+pub use config::{Config, ListenerConfig, ListenerProtocol, QueuePolicy};
 pub use server::{Broker, BrokerHandle};

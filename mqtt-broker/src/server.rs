@@ -10,13 +10,15 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_rustls::server::TlsStream;
 
 use crate::broker::BrokerState;
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, ListenerConfig, ListenerProtocol};
 use crate::connection;
 use crate::stats::Stats;
 use crate::store::{Durability, Restored, Store};
 use crate::tls::{self, PeerIdentity, TlsListener, WriteThrough};
+use crate::ws::{self, WsListener};
 
 /// A running broker.
 pub struct Broker;
@@ -50,10 +52,14 @@ impl Broker {
                 })?)),
                 None => None,
             };
+            let ws = match l.protocol {
+                ListenerProtocol::Websockets => Some(Arc::new(WsListener::new(l)?)),
+                ListenerProtocol::Mqtt => None,
+            };
             let listener = TcpListener::bind(l.bind).await.map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.bind))
             })?;
-            bound.push((listener, Arc::new(l.clone()), tls));
+            bound.push((listener, Arc::new(l.clone()), tls, ws));
         }
         let (store, restored) = match config.durability {
             Durability::None => (None, Restored::default()),
@@ -82,13 +88,14 @@ impl Broker {
         let mut addrs = Vec::new();
         let mut tasks = Vec::new();
         let mut tls_listeners = Vec::new();
-        for (listener, cfg, tls) in bound {
+        for (listener, cfg, tls, ws) in bound {
             let addr = listener.local_addr()?;
             addrs.push(addr);
             tracing::info!(
                 %addr,
                 anonymous = cfg.allows_anonymous(),
                 tls = tls.is_some(),
+                websockets = ws.is_some(),
                 "listening"
             );
             // Said on its own line so that an open listener is not missed
@@ -107,7 +114,7 @@ impl Broker {
             tasks.push(tokio::spawn(accept_loop(
                 listener,
                 cfg,
-                tls,
+                Layers { tls, ws },
                 state.clone(),
                 limit.clone(),
                 shutdown_rx.clone(),
@@ -133,10 +140,18 @@ impl Broker {
     }
 }
 
+/// What a listener's connections run over before MQTT: TLS (optional),
+/// then a WebSocket upgrade (optional).
+#[derive(Clone)]
+struct Layers {
+    tls: Option<Arc<TlsListener>>,
+    ws: Option<Arc<WsListener>>,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     cfg: Arc<ListenerConfig>,
-    tls: Option<Arc<TlsListener>>,
+    layers: Layers,
     state: Arc<BrokerState>,
     limit: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
@@ -168,7 +183,17 @@ async fn accept_loop(
         let done = done.clone();
         // One task type per transport: a plain connection's task is not
         // sized for the TLS handshake, which is several times larger.
-        match &tls {
+        if layers.ws.is_some() {
+            let (state, cfg, shutdown, layers) =
+                (state.clone(), cfg.clone(), shutdown.clone(), layers.clone());
+            tokio::spawn(async move {
+                serve_ws(stream, peer, pending, state, cfg, layers, shutdown).await;
+                drop(permit);
+                drop(done);
+            });
+            continue;
+        }
+        match &layers.tls {
             None => {
                 let incoming = Box::new(connection::Incoming {
                     stream,
@@ -207,24 +232,91 @@ async fn serve_tls(
     state: Arc<BrokerState>,
     cfg: Arc<ListenerConfig>,
     tls: &TlsListener,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
+    let Some((stream, identity)) = tls_handshake(stream, peer, &state, tls, shutdown).await else {
+        return;
+    };
+    connection::serve(Box::new(connection::Incoming {
+        stream: WriteThrough::new(stream),
+        peer,
+        broker: state,
+        listener: cfg,
+        tls_identity: identity,
+        pending,
+    }))
+    .await;
+}
+
+/// A WebSocket listener's connection: TLS first if configured (wss), then
+/// the HTTP upgrade and MQTT (`ws.rs`).
+async fn serve_ws(
+    stream: TcpStream,
+    peer: SocketAddr,
+    pending: connection::PendingConnect,
+    state: Arc<BrokerState>,
+    cfg: Arc<ListenerConfig>,
+    layers: Layers,
+    shutdown: watch::Receiver<bool>,
+) {
+    let Some(ws) = &layers.ws else { return };
+    match &layers.tls {
+        None => {
+            let accepted = ws::Accepted {
+                stream,
+                peer,
+                pending,
+                broker: state,
+                listener: cfg,
+                tls_identity: None,
+            };
+            ws::serve(accepted, ws, shutdown).await;
+        }
+        Some(tls) => {
+            let Some((stream, identity)) =
+                tls_handshake(stream, peer, &state, tls, shutdown.clone()).await
+            else {
+                return;
+            };
+            let accepted = ws::Accepted {
+                stream,
+                peer,
+                pending,
+                broker: state,
+                listener: cfg,
+                tls_identity: identity,
+            };
+            ws::serve(accepted, ws, shutdown).await;
+        }
+    }
+}
+
+/// The TLS handshake, bounded by the connect timeout, and the client
+/// certificate's name when the listener uses it as the user name. `None`:
+/// the connection is to be closed (logged and counted here).
+async fn tls_handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: &BrokerState,
+    tls: &TlsListener,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<(TlsStream<TcpStream>, Option<String>)> {
     let acceptor = tls.acceptor();
     let handshake = tokio::select! {
         r = tokio::time::timeout(state.config.connect_timeout(), acceptor.accept(stream)) => r,
-        _ = shutdown.changed() => return,
+        _ = shutdown.changed() => return None,
     };
     let stream = match handshake {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             state.stats.tls_handshake_failures.inc();
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return;
+            return None;
         }
         Err(_) => {
             state.stats.tls_handshake_failures.inc();
             tracing::debug!(%peer, "TLS handshake not finished in time");
-            return;
+            return None;
         }
     };
     let identity = if tls.identity_as_username() {
@@ -236,21 +328,13 @@ async fn serve_tls(
             PeerIdentity::Unusable => {
                 state.stats.auth_failures.inc();
                 tracing::warn!(%peer, "client certificate without a Common Name: closing");
-                return;
+                return None;
             }
         }
     } else {
         None
     };
-    connection::serve(Box::new(connection::Incoming {
-        stream: WriteThrough::new(stream),
-        peer,
-        broker: state,
-        listener: cfg,
-        tls_identity: identity,
-        pending,
-    }))
-    .await;
+    Some((stream, identity))
 }
 
 impl BrokerHandle {

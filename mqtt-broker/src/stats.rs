@@ -88,6 +88,10 @@ pub struct Stats {
     /// TLS handshakes that failed or did not finish within the connect
     /// timeout.
     pub tls_handshake_failures: Counter,
+    /// WebSocket upgrade requests refused (no `mqtt` subprotocol, not an
+    /// upgrade, too slow, too large) and WebSocket connections closed for a
+    /// framing violation (text frame, oversized or malformed frame).
+    pub websocket_errors: Counter,
 }
 
 impl Stats {

@@ -317,9 +317,8 @@ async fn v5_connect_with_unknown_authentication_method_gets_0x8c() {
 async fn anonymous_client_is_refused_when_the_listener_requires_a_user() {
     let broker = broker_with(Config {
         listeners: vec![ListenerConfig {
-            bind: ([127, 0, 0, 1], 0).into(),
             allow_anonymous: Some(false),
-            tls: None,
+            ..ListenerConfig::new(([127, 0, 0, 1], 0).into())
         }],
         ..Config::ephemeral()
     })

@@ -178,9 +178,9 @@ async fn tls_broker_with(
     allow_anonymous: bool,
 ) -> BrokerHandle {
     config.listeners = vec![ListenerConfig {
-        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         allow_anonymous: Some(allow_anonymous),
         tls: Some(tls.clone()),
+        ..ListenerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)))
     }];
     broker_with(config).await
 }

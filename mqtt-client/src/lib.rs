@@ -21,6 +21,9 @@
 //!   exponential backoff and jitter, session resume (unacknowledged PUBLISH
 //!   with DUP and PUBREL resent), subscriptions restored when the server lost
 //!   the session, a bounded offline queue ([`ClientError::QueueFull`]).
+//! - [`ConnectOptions::from_url`] takes `mqtt://`, `mqtts://`, `ws://` and
+//!   `wss://` URLs; WebSocket (MQTT over WebSocket, section 6) runs over
+//!   the same TCP and TLS code.
 //! - [`blocking`] offers the same client without an async runtime.
 //! - [`payload_crypto`] (feature `fernet`, on by default) encrypts payloads
 //!   end to end as Fernet tokens, as Python's `cryptography` does.
@@ -35,6 +38,8 @@ mod options;
 #[cfg(feature = "fernet")]
 pub mod payload_crypto;
 mod transport;
+mod url;
+mod websocket;
 
 pub use client::{Client, Messages, PublishToken};
 pub use error::{reason_text, ClientError};
@@ -43,4 +48,5 @@ pub use message::{Message, OutgoingMessage, PublishProperties};
 /// The codec's packet types, as seen by an [`EventHook`].
 pub use mqtt_codec::Packet;
 pub use mqtt_codec::{ProtocolVersion, QoS, ReasonCode, RetainHandling, SubscriptionOptions};
-pub use options::{ConnectOptions, TlsOptions, Will};
+pub use options::{ConnectOptions, TlsOptions, WebSocketOptions, Will};
+pub use url::BrokerUrl;

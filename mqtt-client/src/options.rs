@@ -26,6 +26,14 @@ pub struct TlsOptions {
     pub server_name: Option<String>,
 }
 
+/// MQTT over WebSocket (`ws://`, `wss://` with [`ConnectOptions::tls`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSocketOptions {
+    /// The HTTP request path of the upgrade, e.g. `/mqtt` (what EMQX, HiveMQ
+    /// and most brokers expect; Mosquitto and this broker accept any).
+    pub path: String,
+}
+
 /// The will message.
 #[derive(Debug, Clone)]
 pub struct Will {
@@ -69,6 +77,8 @@ pub struct ConnectOptions {
     pub will: Option<Will>,
     /// TLS, when set.
     pub tls: Option<TlsOptions>,
+    /// MQTT over WebSocket, when set (over TLS too when `tls` is set).
+    pub websocket: Option<WebSocketOptions>,
     /// MQTT 5 Receive Maximum the client announces.
     pub receive_maximum: Option<u16>,
     /// MQTT 5 Maximum Packet Size the client accepts.
@@ -123,6 +133,7 @@ impl ConnectOptions {
             password: None,
             will: None,
             tls: None,
+            websocket: None,
             receive_maximum: None,
             max_packet_size: None,
             topic_alias_maximum: 0,
@@ -137,6 +148,43 @@ impl ConnectOptions {
             bind_address: None,
             on_event: None,
         }
+    }
+
+    /// Options from a URL: `mqtt://host[:port]` (TCP, port 1883),
+    /// `mqtts://` (TLS, 8883), `ws://host[:port]/path` (WebSocket, 80) or
+    /// `wss://` (WebSocket over TLS, 443), with an optional
+    /// `user[:password]@` before the host. An `mqtt(s)://` path must be
+    /// empty or `/`; a WebSocket path is the upgrade's request path.
+    ///
+    /// ```
+    /// let o = mqtt_client::ConnectOptions::from_url("wss://broker.example:8884/mqtt").unwrap();
+    /// assert_eq!((o.host.as_str(), o.port), ("broker.example", 8884));
+    /// assert_eq!(o.websocket.unwrap().path, "/mqtt");
+    /// assert!(o.tls.is_some());
+    /// ```
+    pub fn from_url(url: &str) -> Result<Self, crate::ClientError> {
+        let u = crate::url::BrokerUrl::parse(url)?;
+        if !u.websocket && !matches!(u.path.as_str(), "" | "/") {
+            return Err(crate::ClientError::Invalid(format!(
+                "{url}: an {}:// URL has no path",
+                u.scheme
+            )));
+        }
+        let mut o = ConnectOptions::new(u.host, u.port);
+        if u.tls {
+            o.tls = Some(TlsOptions::default());
+        }
+        if u.websocket {
+            let path = if u.path.is_empty() {
+                "/".into()
+            } else {
+                u.path
+            };
+            o.websocket = Some(WebSocketOptions { path });
+        }
+        o.username = u.username;
+        o.password = u.password.map(Bytes::from);
+        Ok(o)
     }
 
     /// Sets the client identifier.

@@ -1,4 +1,5 @@
-//! Opening the byte stream: TCP, optionally wrapped in TLS through rustls.
+//! Opening the byte stream: TCP, optionally wrapped in TLS through rustls,
+//! optionally carrying a WebSocket (`websocket.rs`).
 
 use std::sync::Arc;
 
@@ -20,8 +21,18 @@ fn conn_err(what: &str, e: impl std::fmt::Display) -> ClientError {
     ClientError::Connection(format!("{what}: {e}"))
 }
 
-/// Opens TCP (and TLS when configured) to the server.
+/// Opens TCP (and TLS, and a WebSocket, when configured) to the server.
 pub async fn open(opts: &ConnectOptions) -> Result<Box<dyn Stream>, ClientError> {
+    let stream = open_tcp_tls(opts).await?;
+    match &opts.websocket {
+        Some(ws) => Ok(Box::new(
+            crate::websocket::upgrade(stream, opts, &ws.path).await?,
+        )),
+        None => Ok(stream),
+    }
+}
+
+async fn open_tcp_tls(opts: &ConnectOptions) -> Result<Box<dyn Stream>, ClientError> {
     let tcp = connect_tcp(opts)
         .await
         .map_err(|e| conn_err(&format!("{}:{}", opts.host, opts.port), e))?;

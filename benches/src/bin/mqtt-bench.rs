@@ -144,6 +144,10 @@ struct Args {
     /// Topic prefix (default bench/<random>).
     #[arg(long)]
     topic_prefix: Option<String>,
+    /// Connect over WebSocket (subprotocol mqtt) with this request path,
+    /// e.g. `--websocket /mqtt` against a `protocol = "websockets"` listener.
+    #[arg(long, value_name = "PATH")]
+    websocket: Option<String>,
 }
 
 /// Counters the progress line reads.
@@ -161,6 +165,13 @@ fn main() -> ExitCode {
     if args.payload < HEADER_LEN {
         eprintln!("mqtt-bench: --payload raised to {HEADER_LEN} bytes (the header)");
         args.payload = HEADER_LEN;
+    }
+    if let Some(path) = &args.websocket {
+        if args.scenario == Scenario::Idle {
+            eprintln!("mqtt-bench: the idle scenario is TCP only");
+            return ExitCode::FAILURE;
+        }
+        mqtt_benches::load::ws::use_websocket(path);
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();

@@ -1,6 +1,6 @@
 //! Building blocks of the `mqtt-bench` load generator: a latency histogram,
 //! the payload format, loss/duplicate tracking, `/proc` sampling, MQTT
-//! helpers over tokio TCP, and the report.
+//! helpers over tokio TCP (or WebSocket), and the report.
 
 pub mod hist;
 pub mod payload;
@@ -8,3 +8,4 @@ pub mod proc;
 pub mod proto;
 pub mod report;
 pub mod track;
+pub mod ws;

@@ -1,4 +1,4 @@
-//! MQTT 3.1.1 over tokio TCP with `mqtt-codec`: connecting, subscribing,
+//! MQTT 3.1.1 over tokio TCP (or WebSocket, `ws.rs`) with `mqtt-codec`: connecting, subscribing,
 //! and a pre-encoded PUBLISH template that is copied and patched per
 //! message instead of encoded from scratch.
 
@@ -12,7 +12,6 @@ use mqtt_codec::{
     QosPid, Status, Subscribe, SubscribeFilter, SubscriptionOptions,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 /// The protocol the generator speaks.
@@ -60,9 +59,9 @@ pub const DISCONNECT: [u8; 2] = [0xe0, 0];
 /// (or SUBACK).
 pub struct Conn {
     /// Read half.
-    pub rd: OwnedReadHalf,
+    pub rd: super::ws::Rd,
     /// Write half.
-    pub wr: OwnedWriteHalf,
+    pub wr: super::ws::Wr,
     /// Bytes read but not consumed yet.
     pub buf: BytesMut,
 }
@@ -84,7 +83,7 @@ impl Conn {
         let fut = async {
             let stream = TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
-            let (rd, wr) = stream.into_split();
+            let (rd, wr) = super::ws::open(stream, addr).await?;
             let mut conn = Conn {
                 rd,
                 wr,

@@ -38,6 +38,15 @@ pub enum Cmd {
 
 #[derive(Args, Clone)]
 pub struct Common {
+    /// Broker URL instead of -h -p -u -P -t, like mosquitto_pub -L:
+    /// mqtt(s)://[user[:password]@]host[:port]/topic, or
+    /// ws(s)://[user[:password]@]host[:port]/path/topic (MQTT over
+    /// WebSocket; the first path segment is the WebSocket path).
+    #[arg(short = 'L', long = "url")]
+    pub url: Option<String>,
+    /// WebSocket request path, set from a ws:// or wss:// -L URL.
+    #[arg(skip)]
+    pub ws_path: Option<String>,
     /// Broker host.
     #[arg(short = 'h', long, default_value = "localhost")]
     pub host: String,
@@ -134,9 +143,9 @@ pub struct Common {
 pub struct PubArgs {
     #[command(flatten)]
     pub common: Common,
-    /// Topic to publish to.
-    #[arg(short = 't', long)]
-    pub topic: String,
+    /// Topic to publish to (or the path of an -L URL).
+    #[arg(short = 't', long, required_unless_present = "url")]
+    pub topic: Option<String>,
     /// Message payload.
     #[arg(short = 'm', long, group = "payload")]
     pub message: Option<String>,
@@ -174,7 +183,7 @@ pub struct SubArgs {
     #[command(flatten)]
     pub common: Common,
     /// Topic filter to subscribe to (repeatable).
-    #[arg(short = 't', long, required_unless_present = "unsubscribe")]
+    #[arg(short = 't', long, required_unless_present_any = ["unsubscribe", "url"])]
     pub topic: Vec<String>,
     /// Do not print messages whose topic matches this filter (repeatable).
     #[arg(short = 'T', long = "filter-out")]
@@ -240,6 +249,32 @@ pub struct SubArgs {
 }
 
 impl Cmd {
+    /// Applies an `-L` URL (host, port, credentials, TLS, WebSocket path,
+    /// topic), then checks that there is a topic.
+    pub fn apply_url(&mut self) -> Result<(), mqtt_client::ClientError> {
+        let no_topic = || {
+            mqtt_client::ClientError::Invalid("no topic: give -t or put it in the -L URL".into())
+        };
+        match self {
+            Cmd::Pub(a) => {
+                let mut topics = Vec::new();
+                crate::connect::apply_url(&mut a.common, &mut topics)?;
+                if a.topic.is_none() {
+                    a.topic = topics.pop();
+                }
+                a.topic.as_ref().map(|_| ()).ok_or_else(no_topic)
+            }
+            Cmd::Sub(a) => {
+                crate::connect::apply_url(&mut a.common, &mut a.topic)?;
+                if a.topic.is_empty() && a.unsubscribe.is_empty() {
+                    return Err(no_topic());
+                }
+                Ok(())
+            }
+            Cmd::Keygen => Ok(()),
+        }
+    }
+
     /// The connection flags; `keygen` has none.
     pub fn common(&self) -> Option<&Common> {
         match self {

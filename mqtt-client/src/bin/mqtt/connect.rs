@@ -153,6 +153,41 @@ pub fn client_id(c: &Common, default_prefix: &str) -> String {
     }
 }
 
+/// `-L URL`, like mosquitto_pub -L: fills host, port, credentials, TLS and
+/// topic as -h -p -u -P -t would. `mqtt(s)://host[:port]/topic`; for
+/// `ws(s)://host[:port]/path/topic` the first path segment is the WebSocket
+/// request path (`ws://host:9001/mqtt/room_temp`: path `/mqtt`, topic
+/// `room_temp`), since brokers other than ours and Mosquitto want one.
+/// A topic in the URL is added to `topics`.
+pub fn apply_url(c: &mut Common, topics: &mut Vec<String>) -> Result<(), ClientError> {
+    let Some(url) = c.url.clone() else {
+        return Ok(());
+    };
+    let u = mqtt_client::BrokerUrl::parse(&url)?;
+    let path = u.path.strip_prefix('/').unwrap_or(&u.path);
+    let topic = if u.websocket {
+        let (segment, topic) = path.split_once('/').unwrap_or((path, ""));
+        c.ws_path = Some(format!("/{segment}"));
+        topic
+    } else {
+        path
+    };
+    if !topic.is_empty() {
+        topics.push(topic.to_string());
+    }
+    c.host = u.host;
+    c.port = Some(u.port);
+    if u.username.is_some() {
+        c.username = u.username;
+        c.pw = u.password;
+    }
+    // mqtts:// and wss:// mean TLS: with no CA given, the system's roots.
+    if u.tls && c.cafile.is_none() && !c.insecure && c.cert.is_none() {
+        c.tls_use_os_certs = true;
+    }
+    Ok(())
+}
+
 pub fn options(c: &Common, default_prefix: &str) -> Result<ConnectOptions, ClientError> {
     let version = version(c)?;
     if !c.properties.is_empty() && !version.is_v5() {
@@ -183,6 +218,10 @@ pub fn options(c: &Common, default_prefix: &str) -> Result<ConnectOptions, Clien
     o.username = c.username.clone();
     o.password = c.pw.clone().map(Bytes::from);
     o.tls = tls;
+    o.websocket = c
+        .ws_path
+        .clone()
+        .map(|path| mqtt_client::WebSocketOptions { path });
     o.bind_address = c.bind_address;
     o.max_inflight = c.max_inflight.max(1);
     // Reconnect with backoff (as mosquitto_sub does), unless asked not to.

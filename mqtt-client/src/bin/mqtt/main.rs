@@ -21,7 +21,11 @@ use clap::Parser;
 use args::{Cli, Cmd};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Err(e) = cli.command.apply_url() {
+        eprintln!("Error: {e}");
+        return ExitCode::FAILURE;
+    }
     let Some(common) = cli.command.common() else {
         return ExitCode::from(fernet_cli::keygen());
     };

@@ -75,7 +75,7 @@ pub async fn run_pub(a: PubArgs) -> Result<u8, ClientError> {
     let quiet = a.common.quiet;
     let (client, _messages) = connect(opts, a.common.debug, quiet).await?;
     let message = |payload: Bytes| OutgoingMessage {
-        topic: a.topic.clone(),
+        topic: a.topic.clone().unwrap_or_default(),
         // -n stays empty: it clears a retained message.
         payload: if a.null {
             payload
