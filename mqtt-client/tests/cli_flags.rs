@@ -353,6 +353,9 @@ async fn json_payload_and_pretty() {
         "{}",
         text(&out.stderr)
     );
+    // The first tool has exited, but the broker may not have dropped its
+    // subscription yet: `sub` counts subscriptions, so wait for that first.
+    until("first sub gone", || broker.subscription_count() == 0).await;
 
     let child = sub(
         &broker,
