@@ -137,6 +137,10 @@ pub struct Config {
     pub durability: crate::store::Durability,
     /// Milliseconds between syncs with `periodic` (and WAL checkpoints).
     pub sync_interval_ms: u64,
+    // --- Bridges (issue 16) ---
+    /// Bridges to other brokers (`[[bridges]]`), Mosquitto's bridge
+    /// settings without their `bridge_` prefixes; see `bridge/config.rs`.
+    pub bridges: Vec<crate::bridge::BridgeConfig>,
 }
 
 impl Default for Config {
@@ -173,6 +177,7 @@ impl Default for Config {
             data_dir: PathBuf::from("mqtt-data"),
             durability: crate::store::Durability::Always,
             sync_interval_ms: 1000,
+            bridges: Vec::new(),
         }
     }
 }
@@ -219,6 +224,7 @@ impl Config {
         if self.max_packet_size < 16 || self.max_packet_size > mqtt_codec::MAX_PACKET_SIZE {
             return fail("max_packet_size must be between 16 and 268435460");
         }
+        crate::bridge::check(&self.bridges).map_err(ConfigError)?;
         Ok(())
     }
 

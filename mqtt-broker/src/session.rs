@@ -118,6 +118,11 @@ pub struct SessionState {
     pub next_seq: u64,
     /// Entries of `inflight` with `unsent` set.
     pub unsent: usize,
+    /// Queue limits (messages, bytes) of this session instead of the
+    /// broker's: a bridge has its own.
+    pub queue_limits: Option<(usize, usize)>,
+    /// Messages this session's full queue dropped.
+    pub dropped: u64,
 }
 
 impl SessionState {
@@ -253,13 +258,16 @@ impl Session {
         let size = d.msg.size();
         {
             let mut st = self.lock();
+            let (max_messages, max_bytes) = st
+                .queue_limits
+                .unwrap_or((config.max_queued_messages, config.max_queued_bytes));
             let full = |st: &SessionState| {
-                st.pending.len() >= config.max_queued_messages
-                    || st.pending_bytes + size > config.max_queued_bytes
+                st.pending.len() >= max_messages || st.pending_bytes + size > max_bytes
             };
             if !bypass_limits && full(&st) {
                 match config.queue_policy {
                     QueuePolicy::DropNew => {
+                        st.dropped += 1;
                         drop(st);
                         stats.dropped_queue_full.inc();
                         tracing::debug!(client = %self.id, "queue full: message dropped");
@@ -271,6 +279,7 @@ impl Session {
                                 break;
                             };
                             st.pending_bytes -= old.msg.size();
+                            st.dropped += 1;
                             stats.dropped_queue_full.inc();
                             broker.forget_message(self, &st, &old);
                         }
