@@ -231,7 +231,6 @@ impl Link {
                     self.status.connects.fetch_add(1, Ordering::Relaxed);
                     let (queued, inflight) = self.depth();
                     tracing::info!(bridge = %name, remote = %format!("{host}:{port}"), session_present, queued, inflight, "bridge connected");
-                    self.notify_local(true);
                     let end = self.serve(conn, session_present, &mut shutdown).await;
                     self.status.connected.store(false, Ordering::Release);
                     self.notify_local(false);
@@ -430,6 +429,9 @@ impl Link {
         session_present: bool,
         shutdown: &mut watch::Receiver<bool>,
     ) -> End {
+        if !session_present || !self.subscribed_once {
+            self.subscribe_remote(&mut c, session_present);
+        }
         if self.bridge.cfg.notifications {
             // QoS 0: a PUBACK for an id the session does not track could
             // be taken for one it does. If the connection fails before it
@@ -444,9 +446,9 @@ impl Link {
             };
             self.send(&mut c, &Packet::Publish(p));
         }
-        if !session_present || !self.subscribed_once {
-            self.subscribe_remote(&mut c, session_present);
-        }
+        // After the SUBSCRIBEs: whoever sees `1` on either side knows the
+        // bridge's subscriptions are in place.
+        self.notify_local(true);
         self.resend_inflight(&mut c, session_present);
         self.fill(&mut c);
         let ka = c.keep_alive;

@@ -1,0 +1,428 @@
+//! Bridges (`[[bridges]]`), with this broker on both ends: a local broker
+//! bridged to a remote one, both in this process, clients on both sides.
+//! The same rules against a real Mosquitto are in
+//! `.ci/interop/bridge_test.sh`.
+//!
+//! Waiting for a bridge: it publishes `1` to its notification topic on the
+//! remote after its SUBSCRIBEs, so a remote client that sees `1` knows the
+//! bridge's in lines are in place.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use mqtt_broker::{BrokerHandle, Config};
+use mqtt_codec::{Packet, ProtocolVersion, PubResp, QoS};
+
+const V3: ProtocolVersion = ProtocolVersion::V3_1_1;
+const V5: ProtocolVersion = ProtocolVersion::V5;
+const STATE: &str = "bridge/edge/state";
+
+/// A local broker configuration with one bridge to `remote`. `lines` are
+/// topic lines; `extra` more keys of the `[[bridges]]` entry.
+fn bridged(remote: SocketAddr, version: &str, lines: &[&str], extra: &str) -> Config {
+    let topics: Vec<String> = lines.iter().map(|l| format!("'{l}'")).collect();
+    let text = format!(
+        r#"
+listeners = [{{ bind = "127.0.0.1:0", allow_anonymous = true }}]
+sys_interval_secs = 0
+durability = "none"
+
+[[bridges]]
+name = "up"
+address = "{remote}"
+protocol_version = "{version}"
+remote_clientid = "edge"
+notification_topic = "{STATE}"
+restart_timeout = 1
+topics = [{}]
+{extra}
+"#,
+        topics.join(", ")
+    );
+    Config::from_toml(&text).expect("bridge configuration")
+}
+
+/// Waits until the bridge says `1` on the remote.
+async fn wait_up(remote: SocketAddr) {
+    let mut c = RawClient::connect(remote, V5, "watch-state").await;
+    c.subscribe(1, STATE, QoS::AtMostOnce).await;
+    loop {
+        let got = c.recv_publish().await;
+        if got.publish().payload == b"1" {
+            break;
+        }
+    }
+    c.disconnect().await;
+}
+
+/// Receives one PUBLISH, acknowledges it, and returns (topic, payload, QoS,
+/// retain).
+async fn take(c: &mut RawClient) -> (String, Vec<u8>, QoS, bool) {
+    let got = c.recv_publish().await;
+    let p = got.publish();
+    c.ack_delivery(&p).await;
+    (
+        p.topic.to_string(),
+        p.payload.to_vec(),
+        p.qos_pid.qos(),
+        p.retain,
+    )
+}
+
+async fn start_pair(version: &str, lines: &[&str], extra: &str) -> (BrokerHandle, BrokerHandle) {
+    let remote = broker().await;
+    let local = broker_with(bridged(remote.local_addr(), version, lines, extra)).await;
+    wait_up(remote.local_addr()).await;
+    (remote, local)
+}
+
+// A message crosses an out line with the local prefix swapped for the remote
+// one, at the lower of its QoS and the line's (mosquitto.conf(5), `topic`).
+async fn out_line(version: &str, cv: ProtocolVersion) {
+    let (remote, local) = start_pair(version, &["sensors/# out 1 edge/ site/"], "").await;
+    let mut sub = RawClient::connect(remote.local_addr(), cv, "cloud-sub").await;
+    sub.subscribe(1, "site/#", QoS::ExactlyOnce).await;
+    let mut publ = RawClient::connect(local.local_addr(), cv, "pub").await;
+    publ.publish_flow(publish("edge/other", b"x", QoS::AtLeastOnce, 1, false))
+        .await;
+    publ.publish_flow(publish("edge/sensors/t", b"21", QoS::ExactlyOnce, 2, false))
+        .await;
+    publ.publish_flow(publish("edge/sensors/h", b"40", QoS::AtMostOnce, 0, false))
+        .await;
+    assert_eq!(
+        take(&mut sub).await,
+        (
+            "site/sensors/t".into(),
+            b"21".to_vec(),
+            QoS::AtLeastOnce,
+            false
+        ),
+        "QoS 2 crosses a QoS 1 line at QoS 1; edge/other matches no line"
+    );
+    assert_eq!(
+        take(&mut sub).await,
+        (
+            "site/sensors/h".into(),
+            b"40".to_vec(),
+            QoS::AtMostOnce,
+            false
+        )
+    );
+    sub.expect_nothing_pending().await;
+    local.shutdown().await;
+    remote.shutdown().await;
+}
+
+#[tokio::test]
+async fn out_line_swaps_prefixes_and_caps_qos_v311() {
+    out_line("mqttv311", V3).await;
+}
+
+#[tokio::test]
+async fn out_line_swaps_prefixes_and_caps_qos_v5() {
+    out_line("mqttv50", V5).await;
+}
+
+// An in line subscribes on the remote to remote-prefix + pattern and
+// publishes here under local-prefix + the rest, keeping QoS 2.
+async fn in_line(version: &str) {
+    let (remote, local) = start_pair(version, &["cmd/# in 2 dev/ cloud/"], "").await;
+    let mut sub = RawClient::connect(local.local_addr(), V5, "dev-sub").await;
+    sub.subscribe(1, "dev/#", QoS::ExactlyOnce).await;
+    let mut publ = RawClient::connect(remote.local_addr(), V5, "cloud-pub").await;
+    publ.publish_flow(publish(
+        "cloud/cmd/reboot",
+        b"now",
+        QoS::ExactlyOnce,
+        1,
+        false,
+    ))
+    .await;
+    assert_eq!(
+        take(&mut sub).await,
+        (
+            "dev/cmd/reboot".into(),
+            b"now".to_vec(),
+            QoS::ExactlyOnce,
+            false
+        )
+    );
+    local.shutdown().await;
+    remote.shutdown().await;
+}
+
+#[tokio::test]
+async fn in_line_swaps_prefixes_and_keeps_qos_2_v311() {
+    in_line("mqttv311").await;
+}
+
+#[tokio::test]
+async fn in_line_swaps_prefixes_and_keeps_qos_2_v5() {
+    in_line("mqttv50").await;
+}
+
+// Retained messages stay retained across the bridge in both directions:
+// Retain As Published with MQTT 5 [MQTT-3.8.3-4], `try_private` with 3.1.1.
+async fn retained_both_ways(version: &str) {
+    let (remote, local) = start_pair(version, &["r/# both 1"], "").await;
+    // A message published after each retained one, on each side, is seen
+    // on the other side after it: then the retained one has arrived.
+    let mut rs = RawClient::connect(remote.local_addr(), V5, "rs").await;
+    rs.subscribe(1, "r/mark-l", QoS::AtLeastOnce).await;
+    let mut ls = RawClient::connect(local.local_addr(), V5, "ls").await;
+    ls.subscribe(1, "r/mark-r", QoS::AtLeastOnce).await;
+    let mut lp = RawClient::connect(local.local_addr(), V5, "lp").await;
+    lp.publish_flow(publish("r/local", b"L", QoS::AtLeastOnce, 1, true))
+        .await;
+    lp.publish_flow(publish("r/mark-l", b"m", QoS::AtLeastOnce, 2, false))
+        .await;
+    let mut rp = RawClient::connect(remote.local_addr(), V5, "rp").await;
+    rp.publish_flow(publish("r/remote", b"R", QoS::AtLeastOnce, 1, true))
+        .await;
+    rp.publish_flow(publish("r/mark-r", b"m", QoS::AtLeastOnce, 2, false))
+        .await;
+    assert_eq!(take(&mut rs).await.0, "r/mark-l");
+    assert_eq!(take(&mut ls).await.0, "r/mark-r");
+    rs.subscribe(2, "r/local", QoS::AtLeastOnce).await;
+    assert_eq!(
+        take(&mut rs).await,
+        ("r/local".into(), b"L".to_vec(), QoS::AtLeastOnce, true)
+    );
+    ls.subscribe(2, "r/remote", QoS::AtLeastOnce).await;
+    assert_eq!(
+        take(&mut ls).await,
+        ("r/remote".into(), b"R".to_vec(), QoS::AtLeastOnce, true)
+    );
+    local.shutdown().await;
+    remote.shutdown().await;
+}
+
+#[tokio::test]
+async fn retained_messages_stay_retained_across_the_bridge_v311() {
+    retained_both_ways("mqttv311").await;
+}
+
+#[tokio::test]
+async fn retained_messages_stay_retained_across_the_bridge_v5() {
+    retained_both_ways("mqttv50").await;
+}
+
+// A `both` line on the same topics on both sides: each message arrives once
+// on each side, never echoed back (No Local with MQTT 5; `try_private` or
+// the bridge's memory of what it sent with 3.1.1).
+async fn no_loop(version: &str, extra: &str) {
+    let (remote, local) = start_pair(version, &["loop/# both 1"], extra).await;
+    let mut ls = RawClient::connect(local.local_addr(), V5, "ls").await;
+    ls.subscribe(1, "loop/#", QoS::AtLeastOnce).await;
+    let mut rs = RawClient::connect(remote.local_addr(), V5, "rs").await;
+    rs.subscribe(1, "loop/#", QoS::AtLeastOnce).await;
+    let mut lp = RawClient::connect(local.local_addr(), V5, "lp").await;
+    let mut rp = RawClient::connect(remote.local_addr(), V5, "rp").await;
+
+    lp.publish_flow(publish("loop/a", b"A", QoS::AtLeastOnce, 1, false))
+        .await;
+    assert_eq!(take(&mut rs).await.1, b"A");
+    rp.publish_flow(publish("loop/b", b"B", QoS::AtLeastOnce, 1, false))
+        .await;
+    // An echo of A would reach the local side before B.
+    assert_eq!(take(&mut ls).await.1, b"A");
+    assert_eq!(take(&mut ls).await.1, b"B", "A came back over the bridge");
+    lp.publish_flow(publish("loop/c", b"C", QoS::AtLeastOnce, 2, false))
+        .await;
+    // An echo of B would reach the remote side before C.
+    assert_eq!(take(&mut rs).await.1, b"B");
+    assert_eq!(take(&mut rs).await.1, b"C", "B came back over the bridge");
+    assert_eq!(take(&mut ls).await.1, b"C");
+    rp.publish_flow(publish("loop/d", b"D", QoS::AtLeastOnce, 2, false))
+        .await;
+    assert_eq!(take(&mut rs).await.1, b"D");
+    assert_eq!(take(&mut ls).await.1, b"D", "C came back over the bridge");
+    ls.expect_nothing_pending().await;
+    rs.expect_nothing_pending().await;
+    local.shutdown().await;
+    remote.shutdown().await;
+}
+
+#[tokio::test]
+async fn both_line_does_not_loop_v5() {
+    no_loop("mqttv50", "").await;
+}
+
+#[tokio::test]
+async fn both_line_does_not_loop_v311_with_try_private() {
+    no_loop("mqttv311", "try_private = true").await;
+}
+
+#[tokio::test]
+async fn both_line_does_not_loop_v311_without_try_private() {
+    no_loop("mqttv311", "try_private = false").await;
+}
+
+// While the remote is down, QoS 1 messages wait in the bridge's queue and
+// go out in order when it is back; a per-bridge limit drops (and counts)
+// the rest.
+#[tokio::test]
+async fn messages_queued_while_the_remote_is_down_arrive_in_order() {
+    let dir = ScratchDir::new("bridge-down");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let remote_config = || {
+        Config::from_toml(&format!(
+            "listeners = [{{ bind = \"127.0.0.1:{port}\", allow_anonymous = true }}]\n\
+             sys_interval_secs = 0\ndata_dir = '{}'\n",
+            dir.file("remote").display()
+        ))
+        .unwrap()
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let remote = broker_with(remote_config()).await;
+    // A persistent subscriber on the remote, so what the bridge forwards
+    // while it is away waits for it there.
+    let mut sub =
+        RawClient::connect_session(addr, connect_packet(V3, "cloud-sub", false), false).await;
+    sub.subscribe(1, "q/#", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    let local = broker_with(bridged(
+        addr,
+        "mqttv311",
+        &["q/# out 1"],
+        "max_queued_messages = 150",
+    ))
+    .await;
+    wait_up(addr).await;
+    remote.shutdown().await;
+
+    let mut publ = RawClient::connect(local.local_addr(), V5, "pub").await;
+    for i in 0..200u32 {
+        let payload = i.to_string();
+        publ.publish_flow(publish(
+            "q/n",
+            payload.as_bytes(),
+            QoS::AtLeastOnce,
+            1,
+            false,
+        ))
+        .await;
+    }
+    assert_eq!(
+        local.stats().dropped_queue_full.get(),
+        50,
+        "the bridge's own limit (150) dropped and counted the rest"
+    );
+    let remote = broker_with(remote_config()).await;
+    let mut sub =
+        RawClient::connect_session(addr, connect_packet(V3, "cloud-sub", false), true).await;
+    for i in 0..150u32 {
+        let (_, payload, qos, _) = take(&mut sub).await;
+        assert_eq!(qos, QoS::AtLeastOnce);
+        assert_eq!(payload, i.to_string().as_bytes(), "in order, none lost");
+    }
+    sub.expect_nothing_pending().await;
+    local.shutdown().await;
+    remote.shutdown().await;
+}
+
+/// One connection accepted by a fake remote broker.
+struct FakeRemote {
+    listener: tokio::net::TcpListener,
+}
+
+impl FakeRemote {
+    async fn new() -> FakeRemote {
+        FakeRemote {
+            listener: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap()
+    }
+
+    /// Accepts the bridge, reads its CONNECT and answers CONNACK with
+    /// `session_present`.
+    async fn accept(&self, session_present: bool) -> RawClient {
+        let (stream, _) = tokio::time::timeout(TIMEOUT * 3, self.listener.accept())
+            .await
+            .expect("the bridge reconnects")
+            .unwrap();
+        let mut c = RawClient::from_stream(stream, V3);
+        match c.recv().await.packet() {
+            Packet::Connect(k) => {
+                assert!(!k.clean_start, "cleansession defaults to false");
+                assert_eq!(k.client_id, "edge");
+            }
+            p => panic!("expected CONNECT, got {p:?}"),
+        }
+        c.send(&Packet::ConnAck(connack(session_present))).await;
+        c
+    }
+}
+
+/// The next PUBLISH (skipping the state notification and SUBSCRIBEs).
+async fn next_publish(c: &mut RawClient) -> Received {
+    loop {
+        let got = c.recv().await;
+        if let Packet::Publish(p) = got.packet() {
+            if p.topic != STATE {
+                return got;
+            }
+        }
+    }
+}
+
+// After a reconnection to a remote that kept the session, every
+// unacknowledged PUBLISH goes again with DUP and the same packet id, and an
+// unfinished QoS 2 exchange resumes with PUBREL [MQTT-4.4.0-1].
+#[tokio::test]
+async fn unacknowledged_messages_are_resent_with_dup_and_pubrel_resumes() {
+    let fake = FakeRemote::new().await;
+    let local = broker_with(bridged(
+        fake.addr(),
+        "mqttv311",
+        &["q/# out 2"],
+        "try_private = false",
+    ))
+    .await;
+    let mut remote = fake.accept(false).await;
+    let mut publ = RawClient::connect(local.local_addr(), V5, "pub").await;
+    publ.publish_flow(publish("q/1", b"one", QoS::AtLeastOnce, 1, false))
+        .await;
+    publ.publish_flow(publish("q/2", b"two", QoS::ExactlyOnce, 2, false))
+        .await;
+    let first = next_publish(&mut remote).await;
+    let second = next_publish(&mut remote).await;
+    let (p1, p2) = (first.publish(), second.publish());
+    assert_eq!((p1.topic, p1.dup), ("q/1", false));
+    assert_eq!((p2.topic, p2.dup), ("q/2", false));
+    let pid2 = p2.qos_pid.pid().unwrap();
+    // q/2 gets as far as PUBREC; q/1 is never acknowledged.
+    remote.send(&Packet::PubRec(PubResp::new(pid2))).await;
+    remote.expect(&Packet::PubRel(PubResp::new(pid2))).await;
+    drop(remote);
+
+    let mut remote = fake.accept(true).await;
+    let again = next_publish(&mut remote).await;
+    let p = again.publish();
+    assert_eq!(
+        (p.topic, p.dup, p.qos_pid, p.payload),
+        ("q/1", true, p1.qos_pid, &b"one"[..]),
+        "QoS 1 resent with DUP and its packet id"
+    );
+    remote.expect(&Packet::PubRel(PubResp::new(pid2))).await;
+    remote
+        .send(&Packet::PubAck(PubResp::new(p.qos_pid.pid().unwrap())))
+        .await;
+    remote.send(&Packet::PubComp(PubResp::new(pid2))).await;
+    // Done: a new message gets through next, and nothing else comes first.
+    publ.publish_flow(publish("q/3", b"three", QoS::AtLeastOnce, 3, false))
+        .await;
+    let next = next_publish(&mut remote).await;
+    assert_eq!(next.publish().topic, "q/3");
+    assert!(!next.publish().dup);
+    local.shutdown().await;
+}
