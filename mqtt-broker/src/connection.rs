@@ -371,15 +371,15 @@ async fn refuse_bad_connect<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Whether a `$` topic is one a bridge may publish to: its connection
-/// state (`$SYS/broker/connection/<id>/state`, Mosquitto's notification
-/// topic, set by the bridge and by its will).
-fn bridge_state_topic(bridge: bool, topic: &str) -> bool {
-    bridge
-        && topic
-            .strip_prefix("$SYS/broker/connection/")
-            .and_then(|rest| rest.strip_suffix("/state"))
-            .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+/// Whether `topic` is the client's own connection state,
+/// `$SYS/broker/connection/<client id>/state`: the one `$` topic a client
+/// may publish to (and set its will on), because bridges (Mosquitto's, and
+/// ours, of any protocol version) report their state there.
+fn own_state_topic(client_id: &str, topic: &str) -> bool {
+    topic
+        .strip_prefix("$SYS/broker/connection/")
+        .and_then(|rest| rest.strip_suffix("/state"))
+        == Some(client_id)
 }
 
 /// A CONNECT with the bridge bit (0x80) on a 3.1 / 3.1.1 protocol level,
@@ -704,7 +704,7 @@ impl Conn {
         };
         if let Some(w) = &will {
             // Like a PUBLISH, a will may not go to a `$` topic.
-            let dollar = w.0.topic.starts_with('$') && !bridge_state_topic(bridge, &w.0.topic);
+            let dollar = w.0.topic.starts_with('$') && !own_state_topic(&client_id, &w.0.topic);
             if dollar || !acl.can_publish(&w.0.topic) {
                 tracing::warn!(%peer, client = %client_id, topic = %w.0.topic, "will topic not allowed");
                 return Err(refuse(ReasonCode::NotAuthorized));
@@ -1165,7 +1165,7 @@ impl Conn {
         let mut reason = ReasonCode::Success;
         if utf8 && std::str::from_utf8(p.payload).is_err() {
             reason = ReasonCode::PayloadFormatInvalid;
-        } else if (topic.starts_with('$') && !bridge_state_topic(self.bridge, &topic))
+        } else if (topic.starts_with('$') && !own_state_topic(&self.client_id, &topic))
             || !self.acl.can_publish(&topic)
         {
             // Clients do not publish into `$SYS` or other `$` topics, nor

@@ -426,3 +426,145 @@ async fn unacknowledged_messages_are_resent_with_dup_and_pubrel_resumes() {
     assert!(!next.publish().dup);
     local.shutdown().await;
 }
+
+// The same across a restart of this broker: the bridge's in-flight state is
+// its session's, kept in the store, so after the restart the PUBLISH goes
+// again with DUP and its packet id, and the PUBREL again [MQTT-4.4.0-1].
+#[tokio::test]
+async fn in_flight_state_survives_a_restart_of_this_broker() {
+    let dir = ScratchDir::new("bridge-restart");
+    let fake = FakeRemote::new().await;
+    let config = || {
+        let mut c = bridged(
+            fake.addr(),
+            "mqttv311",
+            &["q/# out 2"],
+            "try_private = false",
+        );
+        c.durability = mqtt_broker::store::Durability::Always;
+        c.data_dir = dir.file("data");
+        c
+    };
+    let local = broker_with(config()).await;
+    let mut remote = fake.accept(false).await;
+    let mut publ = RawClient::connect(local.local_addr(), V5, "pub").await;
+    publ.publish_flow(publish("q/1", b"one", QoS::AtLeastOnce, 1, false))
+        .await;
+    publ.publish_flow(publish("q/2", b"two", QoS::ExactlyOnce, 2, false))
+        .await;
+    let first = next_publish(&mut remote).await;
+    let second = next_publish(&mut remote).await;
+    let pid2 = second.publish().qos_pid.pid().unwrap();
+    remote.send(&Packet::PubRec(PubResp::new(pid2))).await;
+    remote.expect(&Packet::PubRel(PubResp::new(pid2))).await;
+    drop(publ);
+    local.shutdown().await;
+    drop(remote);
+
+    let local = broker_with(config()).await;
+    let mut remote = fake.accept(true).await;
+    let again = next_publish(&mut remote).await;
+    let (p, p1) = (again.publish(), first.publish());
+    assert_eq!(
+        (p.topic, p.dup, p.qos_pid, p.payload),
+        ("q/1", true, p1.qos_pid, &b"one"[..]),
+        "QoS 1 resent after the restart with DUP and its packet id"
+    );
+    remote.expect(&Packet::PubRel(PubResp::new(pid2))).await;
+    local.shutdown().await;
+}
+
+// Bridge state is in `$SYS`: the connection state (retained 1 / 0, as
+// Mosquitto's notifications) and the bridge's figures.
+#[tokio::test]
+async fn bridge_state_and_figures_are_in_sys() {
+    let remote = broker().await;
+    let mut config = bridged(remote.local_addr(), "mqttv50", &["s/# out 1"], "");
+    config.sys_interval_secs = 1;
+    config.bridges[0].notification_topic = None;
+    let local = broker_with(config).await;
+    let mut c = RawClient::connect(local.local_addr(), V5, "watch").await;
+    c.subscribe(1, "$SYS/broker/connection/edge/state", QoS::AtMostOnce)
+        .await;
+    loop {
+        let got = c.recv_publish().await;
+        if got.publish().payload == b"1" {
+            break;
+        }
+    }
+    c.subscribe(2, "$SYS/broker/bridges/up/connected", QoS::AtMostOnce)
+        .await;
+    // Updated every second: 0 until the first update after connecting.
+    loop {
+        let got = c.recv_publish().await;
+        if got.publish().payload == b"1" {
+            break;
+        }
+    }
+    c.send(&Packet::Unsubscribe(unsubscribe(
+        3,
+        &["$SYS/broker/bridges/up/connected"],
+    )))
+    .await;
+    loop {
+        if let Packet::UnsubAck(_) = c.recv().await.packet() {
+            break;
+        }
+    }
+    remote.shutdown().await;
+    // The remote gone, the local state says 0.
+    loop {
+        let got = c.recv_publish().await;
+        let p = got.publish();
+        if p.topic == "$SYS/broker/connection/edge/state" {
+            assert_eq!(p.payload, b"0");
+            break;
+        }
+    }
+    local.shutdown().await;
+}
+
+// Clients do not publish into `$SYS`, except their own connection state,
+// `$SYS/broker/connection/<client id>/state`, where bridges report (as
+// Mosquitto lets them); a will may go there too.
+#[tokio::test]
+async fn a_client_may_publish_only_its_own_connection_state_in_sys() {
+    let b = broker().await;
+    let mut watch = RawClient::connect(b.local_addr(), V5, "watch").await;
+    watch
+        .subscribe(1, "$SYS/broker/connection/#", QoS::AtMostOnce)
+        .await;
+    let mut k = connect_packet(V5, "edge-x", true);
+    let will = mqtt_codec::LastWill {
+        topic: "$SYS/broker/connection/edge-x/state",
+        payload: b"0",
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        properties: mqtt_codec::Properties::EMPTY,
+    };
+    k.will = Some(will);
+    let mut c = RawClient::connect_with(b.local_addr(), k).await;
+    c.publish_flow(publish(
+        "$SYS/broker/connection/other/state",
+        b"1",
+        QoS::AtLeastOnce,
+        1,
+        true,
+    ))
+    .await;
+    c.publish_flow(publish(
+        "$SYS/broker/connection/edge-x/state",
+        b"1",
+        QoS::AtLeastOnce,
+        2,
+        true,
+    ))
+    .await;
+    let got = watch.recv_publish().await;
+    assert_eq!(got.publish().topic, "$SYS/broker/connection/edge-x/state");
+    assert_eq!(got.publish().payload, b"1");
+    drop(c);
+    let got = watch.recv_publish().await;
+    assert_eq!(got.publish().payload, b"0", "the will");
+    b.shutdown().await;
+}
