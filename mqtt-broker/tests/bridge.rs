@@ -568,3 +568,39 @@ async fn a_client_may_publish_only_its_own_connection_state_in_sys() {
     assert_eq!(got.publish().payload, b"0", "the will");
     b.shutdown().await;
 }
+
+// The commented-out bridge in the example configuration, uncommented,
+// parses (its TLS files are read only when the broker starts).
+#[test]
+fn example_config_bridge_parses() {
+    let text = include_str!("../mqtt-broker.example.toml");
+    let start = text.find("# [[bridges]]").expect("bridge example");
+    let block: String = text[start..]
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+        .collect();
+    let config = Config::from_toml(&block).expect("bridge example parses");
+    let b = &config.bridges[0];
+    assert_eq!(b.name, "cloud");
+    assert_eq!(b.topics.len(), 3);
+    let checked = mqtt_broker::bridge::Bridge::check(b, 0).unwrap();
+    assert_eq!(checked.lines[0].remote_filter, "site1/sensors/#");
+    assert_eq!(checked.addresses[1], ("backup.example.com".to_string(), 8883));
+}
+
+// A bridge whose TLS files cannot be read stops the start, naming the
+// bridge and the key.
+#[tokio::test]
+async fn unreadable_bridge_tls_files_stop_the_start() {
+    let mut config = bridged("127.0.0.1:1".parse().unwrap(), "mqttv311", &["a/#"], "");
+    config.bridges[0].tls = Some(mqtt_broker::bridge::config::BridgeTls {
+        ca_file: Some("/nonexistent/ca.crt".into()),
+        ..Default::default()
+    });
+    let err = mqtt_broker::Broker::start(config)
+        .await
+        .err()
+        .expect("start refused");
+    let text = err.to_string();
+    assert!(text.contains("bridge \"up\"") && text.contains("tls.ca_file"), "{text}");
+}
