@@ -585,7 +585,10 @@ fn example_config_bridge_parses() {
     assert_eq!(b.topics.len(), 3);
     let checked = mqtt_broker::bridge::Bridge::check(b, 0).unwrap();
     assert_eq!(checked.lines[0].remote_filter, "site1/sensors/#");
-    assert_eq!(checked.addresses[1], ("backup.example.com".to_string(), 8883));
+    assert_eq!(
+        checked.addresses[1],
+        ("backup.example.com".to_string(), 8883)
+    );
 }
 
 // A bridge whose TLS files cannot be read stops the start, naming the
@@ -602,5 +605,8 @@ async fn unreadable_bridge_tls_files_stop_the_start() {
         .err()
         .expect("start refused");
     let text = err.to_string();
-    assert!(text.contains("bridge \"up\"") && text.contains("tls.ca_file"), "{text}");
+    assert!(
+        text.contains("bridge \"up\"") && text.contains("tls.ca_file"),
+        "{text}"
+    );
 }
