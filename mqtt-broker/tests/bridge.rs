@@ -610,3 +610,111 @@ async fn unreadable_bridge_tls_files_stop_the_start() {
         "{text}"
     );
 }
+
+/// A CA (PEM) and a server certificate and key for 127.0.0.1 signed by it.
+fn pki(name: &str) -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose, SanType,
+    };
+    let mut ca = CertificateParams::new(Vec::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, name);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    leaf.subject_alt_names
+        .push(SanType::IpAddress([127, 0, 0, 1].into()));
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    (ca_pem, cert.pem(), key.serialize_pem())
+}
+
+// TLS to the remote's TLS listener, verified against the bridge's CA file;
+// a remote whose certificate another CA signed is refused (and the bridge
+// stays down).
+#[tokio::test]
+async fn tls_to_the_remote_is_verified_against_the_ca_file() {
+    let dir = ScratchDir::new("bridge-tls");
+    let (ca, cert, key) = pki("bridge test CA");
+    let (other_ca, _, _) = pki("another CA");
+    for (name, text) in [
+        ("ca.crt", &ca),
+        ("other.crt", &other_ca),
+        ("server.crt", &cert),
+        ("server.key", &key),
+    ] {
+        std::fs::write(dir.file(name), text).unwrap();
+    }
+    let mut rc = Config::ephemeral();
+    rc.listeners[0].tls = Some(mqtt_broker::config::TlsListenerConfig {
+        cert_file: dir.file("server.crt"),
+        key_file: dir.file("server.key"),
+        ca_file: None,
+        require_certificate: false,
+        use_identity_as_username: false,
+    });
+    // A plain listener too, for the test's own subscriber.
+    let mut plain = rc.listeners[0].clone();
+    plain.tls = None;
+    rc.listeners.push(plain);
+    let remote = broker_with(rc).await;
+    let mut sub = RawClient::connect(remote.local_addrs()[1], V5, "sub").await;
+    sub.subscribe(1, "#", QoS::AtLeastOnce).await;
+    let mut config = bridged(remote.local_addr(), "mqttv311", &["t/# out 1"], "");
+    let mut wrong = config.bridges[0].clone();
+    config.bridges[0].tls = Some(mqtt_broker::bridge::config::BridgeTls {
+        ca_file: Some(dir.file("ca.crt")),
+        ..Default::default()
+    });
+    wrong.name = "wrong".into();
+    wrong.remote_clientid = Some("edge-wrong".into());
+    wrong.notification_topic = Some("bridge/wrong/state".into());
+    wrong.topics = vec!["w/# out 1".into()];
+    wrong.tls = Some(mqtt_broker::bridge::config::BridgeTls {
+        ca_file: Some(dir.file("other.crt")),
+        ..Default::default()
+    });
+    config.bridges.push(wrong);
+    let local = broker_with(config).await;
+
+    // The state topic on the local side says 1 for the good bridge only.
+    let mut watch = RawClient::connect(local.local_addr(), V5, "watch").await;
+    watch.subscribe(1, "bridge/+/state", QoS::AtMostOnce).await;
+    loop {
+        let got = watch.recv_publish().await;
+        let p = got.publish();
+        assert_ne!((p.topic, p.payload), ("bridge/wrong/state", &b"1"[..]));
+        if (p.topic, p.payload) == (STATE, &b"1"[..]) {
+            break;
+        }
+    }
+    let mut publ = RawClient::connect(local.local_addr(), V5, "pub").await;
+    publ.publish_flow(publish("t/x", b"over tls", QoS::AtLeastOnce, 1, false))
+        .await;
+    publ.publish_flow(publish("w/x", b"never", QoS::AtLeastOnce, 2, false))
+        .await;
+    let got = loop {
+        let (topic, payload, _, _) = take(&mut sub).await;
+        if topic != STATE {
+            break (topic, payload);
+        }
+    };
+    assert_eq!(got, ("t/x".to_string(), b"over tls".to_vec()));
+    let stats = remote.stats();
+    eventually("the remote saw the wrong bridge's handshake fail", || {
+        stats.tls_handshake_failures.get() > 0
+    })
+    .await;
+    assert_eq!(
+        remote.session_count(),
+        2,
+        "only the good bridge (and sub) got in"
+    );
+    local.shutdown().await;
+    remote.shutdown().await;
+}
