@@ -718,3 +718,66 @@ async fn tls_to_the_remote_is_verified_against_the_ca_file() {
     local.shutdown().await;
     remote.shutdown().await;
 }
+
+// Between MQTT 5 brokers a message keeps its properties across the bridge
+// (user properties in order, content type, correlation data, response
+// topic, payload format).
+#[tokio::test]
+async fn mqtt5_properties_cross_the_bridge() {
+    let (remote, local) = start_pair("mqttv50", &["p/# out 1"], "").await;
+    let mut sub = RawClient::connect(remote.local_addr(), V5, "sub").await;
+    sub.subscribe(1, "p/#", QoS::AtLeastOnce).await;
+    let props = [
+        mqtt_codec::Property::PayloadFormatIndicator(true),
+        mqtt_codec::Property::ContentType("text/plain"),
+        mqtt_codec::Property::ResponseTopic("p/reply"),
+        mqtt_codec::Property::CorrelationData(b"42"),
+        mqtt_codec::Property::UserProperty("site", "1"),
+        mqtt_codec::Property::UserProperty("site", "2"),
+    ];
+    let mut publ = RawClient::connect(local.local_addr(), V5, "pub").await;
+    publ.publish_flow(publish_props(
+        "p/x",
+        b"hi",
+        QoS::AtLeastOnce,
+        1,
+        false,
+        &props,
+    ))
+    .await;
+    let got = sub.recv_publish().await;
+    let p = got.publish();
+    assert_eq!(p.topic, "p/x");
+    assert_eq!(
+        props_by_id(p.properties),
+        props_by_id(mqtt_codec::Properties::from_slice(&props))
+    );
+    local.shutdown().await;
+    remote.shutdown().await;
+}
+
+// Where lines overlap, a message crosses at the QoS of the line that maps
+// it (the first that matches), not at the highest QoS of the overlapping
+// local subscriptions.
+#[tokio::test]
+async fn a_message_crosses_at_the_qos_of_the_line_that_maps_it() {
+    let (remote, local) =
+        start_pair("mqttv311", &["a/# out 0 l/ r0/", "a/b out 2 l/ r2/"], "").await;
+    let mut sub = RawClient::connect(remote.local_addr(), V5, "sub").await;
+    sub.subscribe(1, "#", QoS::ExactlyOnce).await;
+    let mut publ = RawClient::connect(local.local_addr(), V5, "pub").await;
+    publ.publish_flow(publish("l/a/b", b"x", QoS::ExactlyOnce, 1, false))
+        .await;
+    let got = loop {
+        let got = take(&mut sub).await;
+        if got.0 != STATE {
+            break got;
+        }
+    };
+    assert_eq!(
+        got,
+        ("r0/a/b".into(), b"x".to_vec(), QoS::AtMostOnce, false)
+    );
+    local.shutdown().await;
+    remote.shutdown().await;
+}

@@ -229,8 +229,8 @@ impl Link {
                     failures = 0;
                     self.status.connected.store(true, Ordering::Release);
                     self.status.connects.fetch_add(1, Ordering::Relaxed);
-                    let (queued, inflight) = self.depth();
-                    tracing::info!(bridge = %name, remote = %format!("{host}:{port}"), session_present, queued, inflight, "bridge connected");
+                    let (queued, inflight, dropped) = self.depth();
+                    tracing::info!(bridge = %name, remote = %format!("{host}:{port}"), session_present, queued, inflight, dropped, "bridge connected");
                     let end = self.serve(conn, session_present, &mut shutdown).await;
                     self.status.connected.store(false, Ordering::Release);
                     self.notify_local(false);
@@ -239,8 +239,8 @@ impl Link {
                 Err(e) => {
                     failures += 1;
                     next_addr += 1;
-                    let (queued, inflight) = self.depth();
-                    tracing::warn!(bridge = %name, remote = %format!("{host}:{port}"), error = %e, queued, inflight, "bridge cannot connect");
+                    let (queued, inflight, dropped) = self.depth();
+                    tracing::warn!(bridge = %name, remote = %format!("{host}:{port}"), error = %e, queued, inflight, dropped, "bridge cannot connect");
                     End::Lost(String::new())
                 }
             };
@@ -252,8 +252,8 @@ impl Link {
                     failures = failures.max(1);
                 }
                 End::Lost(reason) if !reason.is_empty() => {
-                    let (queued, inflight) = self.depth();
-                    tracing::warn!(bridge = %name, %reason, queued, inflight, "bridge disconnected");
+                    let (queued, inflight, dropped) = self.depth();
+                    tracing::warn!(bridge = %name, %reason, queued, inflight, dropped, "bridge disconnected");
                     failures = failures.max(1);
                 }
                 End::Lost(_) => {}
@@ -281,9 +281,10 @@ impl Link {
         tracing::info!(bridge = %name, "bridge stopped");
     }
 
-    fn depth(&self) -> (usize, usize) {
+    /// Queued, in flight, dropped by the queue limit so far.
+    fn depth(&self) -> (usize, usize, u64) {
         let st = self.session.lock();
-        (st.pending.len(), st.inflight.len())
+        (st.pending.len(), st.inflight.len(), st.dropped)
     }
 
     fn reattach(&mut self) {
@@ -618,7 +619,11 @@ impl Link {
                 OutState::AwaitPubAck | OutState::AwaitPubRec => {
                     let qos_pid = QosPid::from_qos(o.delivery.qos, o.pid);
                     let d = o.delivery.clone();
-                    if !self.write_publish(c, &d, qos_pid, true, now) {
+                    let sent = match self.out_topic(&d.msg.topic) {
+                        Some((_, topic)) => self.write_publish(c, &d, &topic, qos_pid, true, now),
+                        None => false,
+                    };
+                    if !sent {
                         if let Some(done) = st.inflight.remove(i) {
                             self.broker.forget_message(&session, &st, &done.delivery);
                         }
@@ -657,12 +662,18 @@ impl Link {
                 self.broker.forget_message(&session, &st, &d);
                 continue;
             }
-            d.qos = d.qos.min(c.max_qos);
+            let Some((line_qos, topic)) = self.out_topic(&d.msg.topic) else {
+                tracing::debug!(bridge = %self.bridge.cfg.name, topic = %d.msg.topic, "no out line maps the topic any more; dropped");
+                self.broker.forget_message(&session, &st, &d);
+                continue;
+            };
+            // The lower of the message's QoS, the line's and the remote's.
+            d.qos = d.qos.min(line_qos).min(c.max_qos);
             let qos_pid = match d.qos {
                 QoS::AtMostOnce => QosPid::AtMostOnce,
                 q => QosPid::from_qos(q, st.next_pid()),
             };
-            if !self.write_publish(c, &d, qos_pid, false, now) {
+            if !self.write_publish(c, &d, &topic, qos_pid, false, now) {
                 self.broker.forget_message(&session, &st, &d);
                 continue;
             }
@@ -687,27 +698,27 @@ impl Link {
         }
     }
 
-    /// Encodes one PUBLISH to the remote under its remote topic. False when
-    /// it cannot go (no line maps it any more, or it is larger than the
-    /// remote accepts): it is dropped, and counted.
+    /// The QoS of the first out line that maps a local topic, and the
+    /// remote topic it maps it to.
+    fn out_topic(&self, local: &str) -> Option<(QoS, String)> {
+        self.bridge
+            .lines
+            .iter()
+            .filter(|l| l.direction.out())
+            .find_map(|l| l.to_remote(local).map(|t| (l.qos, t)))
+    }
+
+    /// Encodes one PUBLISH to the remote under `topic`. False when it is
+    /// larger than the remote accepts: it is dropped, and counted.
     fn write_publish(
         &mut self,
         c: &mut Conn,
         d: &Delivery,
+        topic: &str,
         qos_pid: QosPid,
         dup: bool,
         now: Instant,
     ) -> bool {
-        let Some(topic) = self
-            .bridge
-            .lines
-            .iter()
-            .filter(|l| l.direction.out())
-            .find_map(|l| l.to_remote(&d.msg.topic))
-        else {
-            tracing::debug!(bridge = %self.bridge.cfg.name, topic = %d.msg.topic, "no out line maps the topic any more; dropped");
-            return false;
-        };
         let mut props = Vec::new();
         if self.version.is_v5() {
             d.msg.push_properties(now, &mut props);
@@ -717,7 +728,7 @@ impl Link {
             dup,
             qos_pid,
             retain,
-            topic: &topic,
+            topic,
             properties: Properties::from_slice(&props),
             payload: &d.msg.payload,
         });

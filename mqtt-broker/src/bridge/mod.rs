@@ -32,7 +32,8 @@ pub fn check(bridges: &[BridgeConfig]) -> Result<(), String> {
     config::check_all(bridges).map(|_| ())
 }
 
-/// Starts one task per configured bridge (and one for its `$SYS` topics).
+/// Starts one task per configured bridge (and one for its `$SYS` topics
+/// and drop warnings).
 pub(crate) fn start(
     broker: &Arc<BrokerState>,
     shutdown: &watch::Receiver<bool>,
@@ -65,7 +66,12 @@ pub(crate) fn start(
     Ok(tasks)
 }
 
-/// Publishes one bridge's figures under `$SYS/broker/bridges/<name>/`.
+/// How often a bridge's queue drops are looked at and logged.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Publishes one bridge's figures under `$SYS/broker/bridges/<name>/` every
+/// `sys_interval_secs`, and logs (at most every 10 s) the messages its full
+/// queue dropped.
 async fn sys_loop(
     broker: Arc<BrokerState>,
     name: String,
@@ -74,19 +80,37 @@ async fn sys_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let secs = broker.config.sys_interval_secs;
-    if secs == 0 {
-        return;
-    }
-    let mut tick = tokio::time::interval(Duration::from_secs(secs));
+    let mut sys_tick = (secs > 0).then(|| tokio::time::interval(Duration::from_secs(secs)));
+    let mut drop_tick = tokio::time::interval(DROP_LOG_INTERVAL);
+    let mut dropped_logged = 0u64;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
+        let publish_sys = tokio::select! {
+            _ = async {
+                match sys_tick.as_mut() {
+                    Some(t) => t.tick().await,
+                    // `$SYS` off: never.
+                    None => std::future::pending().await,
+                }
+            } => true,
+            _ = drop_tick.tick() => false,
             _ = shutdown.changed() => return,
-        }
+        };
         let (queued, inflight, dropped) = {
             let st = session.lock();
             (st.pending.len(), st.inflight.len(), st.dropped)
         };
+        if dropped > dropped_logged {
+            tracing::warn!(
+                bridge = %name,
+                dropped = dropped - dropped_logged,
+                queued,
+                "bridge queue full: messages for the remote dropped (max_queued_messages / max_queued_bytes)"
+            );
+            dropped_logged = dropped;
+        }
+        if !publish_sys {
+            continue;
+        }
         let values = [
             (
                 "connected",
