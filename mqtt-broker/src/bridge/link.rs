@@ -742,10 +742,10 @@ impl Link {
         }
         if self.remote_echoes && !dup {
             let comes_back = self.bridge.lines.iter().any(|l| {
-                l.direction.inward() && mqtt_codec::topic::matches(&l.remote_filter, &topic)
+                l.direction.inward() && mqtt_codec::topic::matches(&l.remote_filter, topic)
             });
             if comes_back {
-                self.echo.sent(&topic, &d.msg.payload);
+                self.echo.sent(topic, &d.msg.payload);
             }
         }
         self.broker.stats.publish_sent.inc();
