@@ -34,7 +34,7 @@ use mqtt_codec::{
     Properties, Property, ProtocolVersion, PubResp, Publish, QoS, QosPid, ReasonCode,
     RetainHandling, Status, Subscribe, SubscribeFilter, SubscriptionOptions,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{oneshot, watch};
 use tokio_rustls::rustls::ClientConfig;
 
@@ -101,7 +101,8 @@ pub struct Link {
 
 /// Per connection: what the remote allows, and the buffers.
 struct Conn {
-    stream: Box<dyn Stream>,
+    rd: ReadHalf<Box<dyn Stream>>,
+    wr: WriteHalf<Box<dyn Stream>>,
     rbuf: BytesMut,
     out: BytesMut,
     /// Acknowledgements of incoming messages, held until the store has
@@ -408,8 +409,10 @@ impl Link {
                 _ => {}
             }
         }
+        let (rd, wr) = tokio::io::split(stream);
         Conn {
-            stream,
+            rd,
+            wr,
             rbuf,
             out: BytesMut::new(),
             acks: BytesMut::new(),
@@ -460,12 +463,11 @@ impl Link {
         });
         tick.tick().await;
         loop {
-            if let Err(e) = self.flush(&mut c).await {
-                return End::Lost(e);
-            }
             let session = self.session.clone();
+            // Reading and writing go on together: a remote that is itself
+            // waiting to write to us is never stuck behind our write.
             tokio::select! {
-                r = c.stream.read_buf(&mut c.rbuf) => {
+                r = c.rd.read_buf(&mut c.rbuf) => {
                     match r {
                         Ok(0) => return End::Lost("closed by the remote".into()),
                         Ok(_) => {
@@ -475,6 +477,18 @@ impl Link {
                             }
                         }
                         Err(e) => return End::Lost(format!("read: {e}")),
+                    }
+                }
+                w = c.wr.write_buf(&mut c.out), if !c.out.is_empty() => {
+                    if let Err(e) = w {
+                        return End::Lost(format!("write: {e}"));
+                    }
+                    if c.out.is_empty() && c.out.capacity() > 4 * WRITE_HIGH_WATER {
+                        c.out = BytesMut::new();
+                    }
+                    if c.out.len() < WRITE_HIGH_WATER {
+                        // Room again: take more from the queue.
+                        self.fill(&mut c);
                     }
                 }
                 _ = session.notify.notified() => self.fill(&mut c),
@@ -518,24 +532,14 @@ impl Link {
                 properties: Properties::EMPTY,
             }),
         );
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.flush(c)).await;
-        let _ = c.stream.shutdown().await;
+        let _ = self.flush(c).await;
+        let _ = c.wr.shutdown().await;
     }
 
+    /// Writes what is buffered, within a bound (used on close).
     async fn flush(&self, c: &mut Conn) -> Result<(), String> {
-        if c.out.is_empty() {
-            return Ok(());
-        }
-        // A remote that stops reading is as good as gone.
-        let limit = c.keep_alive.max(Duration::from_secs(10)) * 3 / 2;
-        match tokio::time::timeout(limit, c.stream.write_all(&c.out)).await {
-            Ok(Ok(())) => {
-                c.out.clear();
-                if c.out.capacity() > 4 * WRITE_HIGH_WATER {
-                    c.out = BytesMut::new();
-                }
-                Ok(())
-            }
+        match tokio::time::timeout(Duration::from_secs(5), c.wr.write_all_buf(&mut c.out)).await {
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("write: {e}")),
             Err(_) => Err("the remote stopped reading".into()),
         }
