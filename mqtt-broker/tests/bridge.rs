@@ -679,20 +679,34 @@ async fn tls_to_the_remote_is_verified_against_the_ca_file() {
         ca_file: Some(dir.file("other.crt")),
         ..Default::default()
     });
+    let mut lax = wrong.clone();
+    lax.name = "lax".into();
+    lax.remote_clientid = Some("edge-lax".into());
+    lax.notification_topic = Some("bridge/lax/state".into());
+    lax.topics = vec!["lax/# out 1".into()];
+    lax.tls = Some(mqtt_broker::bridge::config::BridgeTls {
+        insecure: true,
+        ..Default::default()
+    });
     config.bridges.push(wrong);
+    config.bridges.push(lax);
     let local = broker_with(config).await;
 
     // The state topic on the local side says 1 for the good bridge only.
     let mut watch = RawClient::connect(local.local_addr(), V5, "watch").await;
     watch.subscribe(1, "bridge/+/state", QoS::AtMostOnce).await;
-    loop {
+    // ... and for the one that checks nothing (`insecure`).
+    let mut up = Vec::new();
+    while up.len() < 2 {
         let got = watch.recv_publish().await;
         let p = got.publish();
         assert_ne!((p.topic, p.payload), ("bridge/wrong/state", &b"1"[..]));
-        if (p.topic, p.payload) == (STATE, &b"1"[..]) {
-            break;
+        if p.payload == b"1" {
+            up.push(p.topic.to_string());
         }
     }
+    up.sort();
+    assert_eq!(up, [STATE, "bridge/lax/state"]);
     let mut publ = RawClient::connect(local.local_addr(), V5, "pub").await;
     publ.publish_flow(publish("t/x", b"over tls", QoS::AtLeastOnce, 1, false))
         .await;
@@ -700,7 +714,7 @@ async fn tls_to_the_remote_is_verified_against_the_ca_file() {
         .await;
     let got = loop {
         let (topic, payload, _, _) = take(&mut sub).await;
-        if topic != STATE {
+        if !topic.starts_with("bridge/") {
             break (topic, payload);
         }
     };
@@ -712,8 +726,8 @@ async fn tls_to_the_remote_is_verified_against_the_ca_file() {
     .await;
     assert_eq!(
         remote.session_count(),
-        2,
-        "only the good bridge (and sub) got in"
+        3,
+        "only the good and the insecure bridges (and sub) got in"
     );
     local.shutdown().await;
     remote.shutdown().await;
@@ -778,6 +792,36 @@ async fn a_message_crosses_at_the_qos_of_the_line_that_maps_it() {
         got,
         ("r0/a/b".into(), b"x".to_vec(), QoS::AtMostOnce, false)
     );
+    local.shutdown().await;
+    remote.shutdown().await;
+}
+
+// `outgoing_retain = false`: messages go out without their retain flag, so
+// the remote keeps no retained copy (Mosquitto's `bridge_outgoing_retain`).
+#[tokio::test]
+async fn outgoing_retain_false_clears_the_retain_flag() {
+    let (remote, local) = start_pair("mqttv50", &["o/# out 1"], "outgoing_retain = false").await;
+    let mut sub = RawClient::connect(remote.local_addr(), V5, "sub").await;
+    sub.subscribe_opts(
+        1,
+        "o/#",
+        mqtt_codec::SubscriptionOptions {
+            retain_as_published: true,
+            ..mqtt_codec::SubscriptionOptions::qos(QoS::AtLeastOnce)
+        },
+        None,
+    )
+    .await;
+    let mut publ = RawClient::connect(local.local_addr(), V5, "pub").await;
+    publ.publish_flow(publish("o/x", b"r", QoS::AtLeastOnce, 1, true))
+        .await;
+    assert_eq!(
+        take(&mut sub).await,
+        ("o/x".into(), b"r".to_vec(), QoS::AtLeastOnce, false)
+    );
+    let mut late = RawClient::connect(remote.local_addr(), V5, "late").await;
+    late.subscribe(1, "o/x", QoS::AtLeastOnce).await;
+    late.expect_nothing_pending().await;
     local.shutdown().await;
     remote.shutdown().await;
 }
