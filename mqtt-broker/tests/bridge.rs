@@ -295,7 +295,16 @@ async fn messages_queued_while_the_remote_is_down_arrive_in_order() {
     ))
     .await;
     wait_up(addr).await;
+    let mut watch = RawClient::connect(local.local_addr(), V5, "watch").await;
+    watch.subscribe(1, STATE, QoS::AtMostOnce).await;
     remote.shutdown().await;
+    // The bridge has seen the remote go (it says 0 here): from now on
+    // messages queue.
+    loop {
+        if watch.recv_publish().await.publish().payload == b"0" {
+            break;
+        }
+    }
 
     let mut publ = RawClient::connect(local.local_addr(), V5, "pub").await;
     for i in 0..200u32 {
