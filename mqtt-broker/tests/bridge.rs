@@ -834,3 +834,15 @@ async fn outgoing_retain_false_clears_the_retain_flag() {
     local.shutdown().await;
     remote.shutdown().await;
 }
+
+// A remote that accepts TCP but never answers CONNECT does not hold up a
+// shutdown (the attempt would otherwise wait for its 10 s timeout).
+#[tokio::test]
+async fn a_silent_remote_does_not_hold_up_shutdown() {
+    let silent = FakeRemote::new().await;
+    let local = broker_with(bridged(silent.addr(), "mqttv311", &["a/#"], "")).await;
+    let (_held, _) = silent.listener.accept().await.unwrap();
+    tokio::time::timeout(TIMEOUT, local.shutdown())
+        .await
+        .expect("shutdown within 5 s");
+}

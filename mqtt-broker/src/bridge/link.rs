@@ -225,7 +225,12 @@ impl Link {
             }
             let (host, port) =
                 self.bridge.addresses[next_addr % self.bridge.addresses.len()].clone();
-            let end = match self.connect(&host, port).await {
+            // A remote that does not answer must not hold up a shutdown.
+            let attempt = tokio::select! {
+                r = self.connect(&host, port) => r,
+                _ = shutdown.changed() => break,
+            };
+            let end = match attempt {
                 Ok((conn, session_present)) => {
                     failures = 0;
                     self.status.connected.store(true, Ordering::Release);
