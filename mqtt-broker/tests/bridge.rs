@@ -355,6 +355,11 @@ impl FakeRemote {
     /// Accepts the bridge, reads its CONNECT and answers CONNACK with
     /// `session_present`.
     async fn accept(&self, session_present: bool) -> RawClient {
+        self.accept_clean(session_present, false).await
+    }
+
+    /// `accept`, checking the CONNECT's Clean Session flag is `clean`.
+    async fn accept_clean(&self, session_present: bool, clean: bool) -> RawClient {
         let (stream, _) = tokio::time::timeout(TIMEOUT * 3, self.listener.accept())
             .await
             .expect("the bridge reconnects")
@@ -362,7 +367,7 @@ impl FakeRemote {
         let mut c = RawClient::from_stream(stream, V3);
         match c.recv().await.packet() {
             Packet::Connect(k) => {
-                assert!(!k.clean_start, "cleansession defaults to false");
+                assert_eq!(k.clean_start, clean, "Clean Session");
                 assert_eq!(k.client_id, "edge");
             }
             p => panic!("expected CONNECT, got {p:?}"),
@@ -845,4 +850,45 @@ async fn a_silent_remote_does_not_hold_up_shutdown() {
     tokio::time::timeout(TIMEOUT, local.shutdown())
         .await
         .expect("shutdown within 5 s");
+}
+
+// `cleansession = true`: the bridge starts a clean session on the remote
+// each time, and what was in flight to the old one is sent again; a message
+// the remote had PUBREC'd is done (no PUBREL to a session that never knew
+// it).
+#[tokio::test]
+async fn cleansession_true_starts_clean_and_resends_unacknowledged_messages_afresh() {
+    let fake = FakeRemote::new().await;
+    let local = broker_with(bridged(
+        fake.addr(),
+        "mqttv311",
+        &["q/# out 2"],
+        "try_private = false\ncleansession = true",
+    ))
+    .await;
+    let mut remote = fake.accept_clean(false, true).await;
+    let mut publ = RawClient::connect(local.local_addr(), V5, "pub").await;
+    publ.publish_flow(publish("q/1", b"one", QoS::AtLeastOnce, 1, false))
+        .await;
+    publ.publish_flow(publish("q/2", b"two", QoS::ExactlyOnce, 2, false))
+        .await;
+    let _first = next_publish(&mut remote).await;
+    let second = next_publish(&mut remote).await;
+    let pid2 = second.publish().qos_pid.pid().unwrap();
+    remote.send(&Packet::PubRec(PubResp::new(pid2))).await;
+    remote.expect(&Packet::PubRel(PubResp::new(pid2))).await;
+    drop(remote);
+
+    let mut remote = fake.accept_clean(false, true).await;
+    let again = next_publish(&mut remote).await;
+    assert_eq!(again.publish().topic, "q/1");
+    publ.publish_flow(publish("q/3", b"three", QoS::AtLeastOnce, 3, false))
+        .await;
+    // No PUBREL for q/2: the very next packet is q/3.
+    let next = remote.recv().await;
+    match next.packet() {
+        Packet::Publish(p) => assert_eq!(p.topic, "q/3"),
+        p => panic!("expected the PUBLISH of q/3, got {p:?}"),
+    }
+    local.shutdown().await;
 }
