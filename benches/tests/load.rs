@@ -114,3 +114,28 @@ fn idle_connections_are_counted() {
     assert_eq!(field(&json, "connected"), 50.0, "{json}");
     assert_eq!(field(&json, "alive_at_end"), 50.0, "{json}");
 }
+
+// `--sub-port` puts the subscribers on another broker (bridged runs): here a
+// second forwarder, which never sees a publish, so nothing can arrive.
+#[test]
+fn subscribers_go_to_the_sub_port() {
+    let publishers = forwarder();
+    let subscribers = forwarder();
+    let port = subscribers.port.to_string();
+    let json = bench(
+        publishers.port,
+        &[
+            "pairs",
+            "--clients",
+            "1",
+            "--qos",
+            "0",
+            "--sub-port",
+            &port,
+            "--drain-idle",
+            "0.2",
+        ],
+    );
+    assert!(field(&json, "sent") > 0.0, "{json}");
+    assert_eq!(field(&json, "delivered"), 0.0, "{json}");
+}

@@ -190,6 +190,10 @@ pub struct Config {
     pub drop_warnings_per_interval: u32,
     /// Seconds of one drop-warning interval (at least 1).
     pub drop_warning_interval_secs: u64,
+    // --- Bridges (issue 16) ---
+    /// Bridges to other brokers (`[[bridges]]`), Mosquitto's bridge
+    /// settings without their `bridge_` prefixes; see `bridge/config.rs`.
+    pub bridges: Vec<crate::bridge::BridgeConfig>,
 }
 
 impl Default for Config {
@@ -224,6 +228,7 @@ impl Default for Config {
             sync_interval_ms: 1000,
             drop_warnings_per_interval: 10,
             drop_warning_interval_secs: 60,
+            bridges: Vec::new(),
         }
     }
 }
@@ -278,6 +283,7 @@ impl Config {
                 )));
             }
         }
+        crate::bridge::check(&self.bridges).map_err(ConfigError)?;
         Ok(())
     }
 

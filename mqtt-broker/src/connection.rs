@@ -283,6 +283,11 @@ async fn open<S: Transport>(incoming: Box<Incoming<S>>) -> Option<Open<S>> {
         broker.stats.protocol_errors.inc();
         return None;
     }
+    // Mosquitto's bridges (`try_private`) set the high bit of the protocol
+    // level of a 3.1 / 3.1.1 CONNECT. Accept them, and treat the client as
+    // a bridge: it is not sent its own messages back, and retained ones
+    // keep their flag (see `Conn::bridge`).
+    let (frame, bridge) = unmark_bridge(frame);
     let connect = match decode_body(
         frame.header.packet_type,
         frame.header.flags,
@@ -306,6 +311,7 @@ async fn open<S: Transport>(incoming: Box<Incoming<S>>) -> Option<Open<S>> {
             &frame,
             peer,
             username.map(String::into_boxed_str),
+            bridge,
         ),
         Err(e) => Err(e),
     }
@@ -411,6 +417,46 @@ async fn refuse_bad_connect<W: AsyncWrite + Unpin>(
     let mut out = BytesMut::new();
     if push_packet(&mut out, version, &ack, usize::MAX).is_ok() {
         let _ = tokio::time::timeout(CLOSE_FLUSH, wr.write_all(&out)).await;
+    }
+}
+
+/// Whether `topic` is the client's own connection state,
+/// `$SYS/broker/connection/<client id>/state`: the one `$` topic a client
+/// may publish to (and set its will on), because bridges (Mosquitto's, and
+/// ours, of any protocol version) report their state there.
+fn own_state_topic(client_id: &str, topic: &str) -> bool {
+    topic
+        .strip_prefix("$SYS/broker/connection/")
+        .and_then(|rest| rest.strip_suffix("/state"))
+        == Some(client_id)
+}
+
+/// A CONNECT with the bridge bit (0x80) on a 3.1 / 3.1.1 protocol level,
+/// as Mosquitto's bridges send it, becomes a plain one; the flag says
+/// whether it was marked.
+fn unmark_bridge(frame: Frame) -> (Frame, bool) {
+    let body = frame.body();
+    let Some(name_len) = body
+        .get(..2)
+        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+    else {
+        return (frame, false);
+    };
+    let at = frame.header.header_len + 2 + name_len;
+    match frame.bytes.get(at) {
+        Some(0x83 | 0x84) => {
+            let mut bytes = frame.bytes.to_vec();
+            bytes[at] &= 0x7f;
+            let header = frame.header;
+            (
+                Frame {
+                    header,
+                    bytes: Bytes::from(bytes),
+                },
+                true,
+            )
+        }
+        _ => (frame, false),
     }
 }
 
@@ -585,6 +631,11 @@ struct Conn {
     /// Large payloads written from the message, between the bytes of the
     /// write buffer (see `splice`).
     spliced: Spliced,
+    /// A 3.x bridge that said so (Mosquitto's `try_private`): its
+    /// subscriptions get No Local and Retain As Published, so what it
+    /// forwards is not echoed back to it (a loop on a `both` line) and
+    /// retained messages stay retained on the other side.
+    bridge: bool,
 }
 
 impl Conn {
@@ -596,6 +647,7 @@ impl Conn {
         frame: &Frame,
         peer: SocketAddr,
         username: Option<Box<str>>,
+        bridge: bool,
     ) -> Result<(Conn, BytesMut), (ReasonCode, &'static str)> {
         let config = &broker.config;
         let v = c.protocol;
@@ -728,7 +780,8 @@ impl Conn {
         };
         if let Some(w) = &will {
             // Like a PUBLISH, a will may not go to a `$` topic.
-            if w.0.topic.starts_with('$') || !acl.can_publish(&w.0.topic) {
+            let dollar = w.0.topic.starts_with('$') && !own_state_topic(&client_id, &w.0.topic);
+            if dollar || !acl.can_publish(&w.0.topic) {
                 tracing::warn!(%peer, client = %client_id, topic = %w.0.topic, "will topic not allowed");
                 return Err(refuse(
                     ReasonCode::NotAuthorized,
@@ -824,6 +877,7 @@ impl Conn {
             held: BytesMut::new(),
             durable_acks: Default::default(),
             spliced: Spliced::default(),
+            bridge,
         };
         Ok((conn, out))
     }
@@ -1217,7 +1271,9 @@ impl Conn {
         let mut reason = ReasonCode::Success;
         if utf8 && std::str::from_utf8(p.payload).is_err() {
             reason = ReasonCode::PayloadFormatInvalid;
-        } else if topic.starts_with('$') || !self.acl.can_publish(&topic) {
+        } else if (topic.starts_with('$') && !own_state_topic(&self.client_id, &topic))
+            || !self.acl.can_publish(&topic)
+        {
             // Clients do not publish into `$SYS` or other `$` topics, nor
             // where the ACL does not let them. MQTT 5 says so in the ack;
             // 3.1.1 has no way to, so the message is dropped silently, as the
@@ -1346,8 +1402,11 @@ impl Conn {
             }
             let granted =
                 QoS::from_u8(f.options.qos.as_u8().min(config.max_qos)).unwrap_or_default();
+            let shared = split_filter(f.filter).0.is_some();
             let options = SubscriptionOptions {
                 qos: granted,
+                no_local: f.options.no_local || (self.bridge && !shared),
+                retain_as_published: f.options.retain_as_published || self.bridge,
                 ..f.options
             };
             let existed =

@@ -20,6 +20,7 @@
 
 pub mod acl;
 pub mod auth;
+pub mod bridge;
 mod broker;
 pub mod config;
 mod connection;

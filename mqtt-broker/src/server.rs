@@ -121,6 +121,9 @@ impl Broker {
                 done_tx.clone(),
             )));
         }
+        let bridges = crate::bridge::start(&state, &shutdown_rx)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        tasks.extend(bridges);
         tasks.push(tokio::spawn(crate::sys::run(
             state.clone(),
             shutdown_rx.clone(),

@@ -124,6 +124,11 @@ pub struct SessionState {
     /// The number of the connection's will in the store, deleted once
     /// the will is published or the connection leaves without one.
     pub will_stored: Option<u64>,
+    /// Queue limits (messages, bytes) of this session instead of the
+    /// broker's: a bridge has its own.
+    pub queue_limits: Option<(usize, usize)>,
+    /// Messages this session's full queue dropped.
+    pub dropped: u64,
 }
 
 impl SessionState {
@@ -267,14 +272,18 @@ impl Session {
         let size = d.msg.size();
         {
             let mut st = self.lock();
+            let (max_messages, max_bytes) = st
+                .queue_limits
+                .unwrap_or((config.max_queued_messages, config.max_queued_bytes));
             let full = |st: &SessionState| {
                 !st.pending.is_empty()
-                    && (st.pending.len() >= config.max_queued_messages
-                        || st.pending_bytes + size > config.max_queued_bytes)
+                    && (st.pending.len() >= max_messages
+                        || st.pending_bytes + size > max_bytes)
             };
             if !bypass_limits && full(&st) {
                 match config.queue_policy {
                     QueuePolicy::DropNew => {
+                        st.dropped += 1;
                         drop(st);
                         broker.dropped(DropReason::QueueFull, &self.id, &d.msg.topic);
                         return false;
@@ -285,6 +294,7 @@ impl Session {
                                 break;
                             };
                             st.pending_bytes -= old.msg.size();
+                            st.dropped += 1;
                             broker.dropped(DropReason::QueueFull, &self.id, &old.msg.topic);
                             broker.forget_message(self, &st, &old);
                         }

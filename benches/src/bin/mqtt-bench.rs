@@ -16,7 +16,12 @@
 //! mqtt-bench pairs   --clients 4 --rate 5000          # open loop, latency
 //! mqtt-bench shared  --clients 4 --members 3 --qos 1
 //! mqtt-bench idle    --clients 10000 --broker-pid $(pidof mqtt-broker)
+//! mqtt-bench pairs   --qos 1 -p 1883 --sub-port 1884   # bridged: see bridge.sh
 //! ```
+//!
+//! With `--sub-port` (and `--sub-host`) the subscribers connect to another
+//! broker than the publishers: a bridge between the two carries the
+//! messages, and the report is the bridged throughput, loss and latency.
 
 use std::io;
 use std::net::SocketAddr;
@@ -82,6 +87,13 @@ struct Args {
     /// Broker port.
     #[arg(short = 'p', long, default_value_t = 1883)]
     port: u16,
+    /// Subscribers connect to this host instead of --host (bridged runs).
+    #[arg(long)]
+    sub_host: Option<String>,
+    /// Subscribers connect to this port instead of --port: publishers on
+    /// one broker, subscribers on another, a bridge between them.
+    #[arg(long)]
+    sub_port: Option<u16>,
     /// QoS of publishes and subscriptions.
     #[arg(short = 'q', long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
     qos: u8,
@@ -190,10 +202,20 @@ fn main() -> ExitCode {
             .await?
             .next()
             .ok_or_else(|| io::Error::other("host not found"))?;
+        let sub_addr = match (&args.sub_host, args.sub_port) {
+            (None, None) => addr,
+            (host, port) => {
+                let host = host.as_deref().unwrap_or(args.host.as_str());
+                tokio::net::lookup_host((host, port.unwrap_or(args.port)))
+                    .await?
+                    .next()
+                    .ok_or_else(|| io::Error::other("subscriber host not found"))?
+            }
+        };
         if args.scenario == Scenario::Idle {
             run_idle(&args, addr).await
         } else {
-            run_load(&args, addr).await
+            run_load(&args, addr, sub_addr).await
         }
     });
     // Connections still open are dropped with the runtime.
@@ -692,7 +714,7 @@ fn broker_sample(args: &Args) -> Option<ProcSample> {
     args.broker_pid.and_then(|p| sample(&p.to_string()))
 }
 
-async fn run_load(args: &Args, addr: SocketAddr) -> io::Result<Report> {
+async fn run_load(args: &Args, addr: SocketAddr, sub_addr: SocketAddr) -> io::Result<Report> {
     let start = Instant::now();
     let id = run_id();
     let prefix = args
@@ -712,7 +734,7 @@ async fn run_load(args: &Args, addr: SocketAddr) -> io::Result<Report> {
     let rss_idle = broker_sample(args);
 
     let subs = open_all(
-        addr,
+        sub_addr,
         plan.filters
             .iter()
             .enumerate()

@@ -72,6 +72,16 @@ impl RawClient {
         }
     }
 
+    /// Wraps a socket accepted by a test playing the server (a fake remote
+    /// for a bridge).
+    pub fn from_stream(stream: TcpStream, version: ProtocolVersion) -> RawClient {
+        RawClient {
+            stream,
+            version,
+            buf: BytesMut::new(),
+        }
+    }
+
     /// Connects with `client_id` and clean start, and checks CONNACK success.
     pub async fn connect(addr: SocketAddr, version: ProtocolVersion, client_id: &str) -> RawClient {
         Self::connect_with(addr, connect_packet(version, client_id, true)).await
