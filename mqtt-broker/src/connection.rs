@@ -298,13 +298,16 @@ async fn open<S: Transport>(incoming: Box<Incoming<S>>) -> Option<Open<S>> {
     tracing::debug!(target: "mqtt_broker::packets", "{peer} -> {}", describe(&Packet::Connect(connect)));
 
     let accepted = match authenticate(&broker, &listener, &connect, tls_identity, peer).await {
-        Ok(username) => Conn::accept(
-            &broker,
-            &connect,
-            &frame,
-            peer,
-            username.map(String::into_boxed_str),
-        ),
+        Ok(username) => match claim_in_cluster(&broker, &connect).await {
+            Ok(()) => Conn::accept(
+                &broker,
+                &connect,
+                &frame,
+                peer,
+                username.map(String::into_boxed_str),
+            ),
+            Err(reason) => Err((reason, connect.protocol)),
+        },
         Err(reason) => Err((reason, connect.protocol)),
     };
     drop(pending);
@@ -328,6 +331,39 @@ async fn open<S: Transport>(incoming: Box<Incoming<S>>) -> Option<Open<S>> {
             None
         }
     }
+}
+
+/// In a cluster, makes this node the owner of the client id before the
+/// session is attached (`cluster::sessions`), taking over the session
+/// another node held for it. A client id taken by another node at the same
+/// moment is refused with 0x89 Server busy; without NATS, 0x88 Server
+/// unavailable (3.1.1: return code 3 for both), as this node cannot tell
+/// whether the id is in use elsewhere.
+#[cfg(feature = "cluster")]
+async fn claim_in_cluster(broker: &Arc<BrokerState>, c: &Connect<'_>) -> Result<(), ReasonCode> {
+    let Some(cluster) = &broker.cluster else {
+        return Ok(());
+    };
+    // An empty id gets one made unique by the node's name.
+    if c.client_id.is_empty() {
+        return Ok(());
+    }
+    let client_id: Arc<str> = c.client_id.into();
+    match cluster.claim(&client_id, c.clean_start).await {
+        Ok(Some(previous)) => {
+            tracing::info!(client = %client_id, from = %previous.node, "cluster: session moves to this node");
+            broker.adopt_session(&client_id, previous.expiry_secs, &previous.subscriptions);
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(crate::cluster::ClaimError::Lost) => Err(ReasonCode::ServerBusy),
+        Err(crate::cluster::ClaimError::Unavailable) => Err(ReasonCode::ServerUnavailable),
+    }
+}
+
+#[cfg(not(feature = "cluster"))]
+async fn claim_in_cluster(_: &Arc<BrokerState>, _: &Connect<'_>) -> Result<(), ReasonCode> {
+    Ok(())
 }
 
 /// Answers an undecodable CONNECT: CONNACK 0x01 (3.1.1) or 0x84 (5.0) for an
@@ -522,8 +558,65 @@ struct Conn {
     hold_acks: bool,
     /// Acknowledgements of the packets being handled now.
     held: BytesMut,
-    /// Acknowledgements waiting for a sync, oldest first.
-    durable_acks: std::collections::VecDeque<(oneshot::Receiver<()>, BytesMut)>,
+    /// Acknowledgements waiting for a sync or the cluster, oldest first.
+    durable_acks: std::collections::VecDeque<(Gate, BytesMut)>,
+    /// The cluster's answers for the QoS 1/2 messages of the packets being
+    /// handled now (`cluster::Cluster::forward`).
+    cluster_waits: Vec<oneshot::Receiver<bool>>,
+}
+
+/// What held acknowledgements wait for: a store sync, and the cluster
+/// storing the messages they acknowledge.
+struct Gate {
+    store: Option<oneshot::Receiver<()>>,
+    cluster: Vec<oneshot::Receiver<bool>>,
+    /// The cluster did not store a message: the acknowledgements must not go.
+    failed: bool,
+}
+
+impl Gate {
+    /// Waits for everything (cancel-safe: what completed is removed).
+    async fn wait(&mut self) {
+        if let Some(rx) = self.store.as_mut() {
+            let _ = rx.await;
+            self.store = None;
+        }
+        while let Some(rx) = self.cluster.last_mut() {
+            let stored = rx.await.unwrap_or(false);
+            self.cluster.pop();
+            if !stored {
+                self.failed = true;
+                return;
+            }
+        }
+    }
+
+    /// `Some(true)` when everything is done, `Some(false)` when the cluster
+    /// failed, `None` while something is pending.
+    fn check(&mut self) -> Option<bool> {
+        if self.failed {
+            return Some(false);
+        }
+        if let Some(rx) = self.store.as_mut() {
+            match rx.try_recv() {
+                Ok(()) | Err(oneshot::error::TryRecvError::Closed) => self.store = None,
+                Err(oneshot::error::TryRecvError::Empty) => return None,
+            }
+        }
+        while let Some(rx) = self.cluster.last_mut() {
+            match rx.try_recv() {
+                Ok(true) => {
+                    self.cluster.pop();
+                }
+                Ok(false) | Err(oneshot::error::TryRecvError::Closed) => {
+                    self.failed = true;
+                    return Some(false);
+                }
+                Err(oneshot::error::TryRecvError::Empty) => return None,
+            }
+        }
+        Some(true)
+    }
 }
 
 impl Conn {
@@ -735,12 +828,15 @@ impl Conn {
             rate_window: (Instant::now(), 0),
             read_paused_until: None,
             last_rx: Instant::now(),
-            hold_acks: broker
-                .store
-                .as_ref()
-                .is_some_and(|s| s.durability() == crate::store::Durability::Always),
+            // In a cluster, QoS 1/2 acknowledgements wait for JetStream.
+            hold_acks: broker.cluster.is_some()
+                || broker
+                    .store
+                    .as_ref()
+                    .is_some_and(|s| s.durability() == crate::store::Durability::Always),
             held: BytesMut::new(),
             durable_acks: Default::default(),
+            cluster_waits: Vec::new(),
         };
         Ok((conn, out))
     }
@@ -841,7 +937,11 @@ impl Conn {
                     }
                 }
                 _ = session.notify.notified(), if out.len() < WRITE_HIGH_WATER => self.fill(out),
-                _ = wait_front(&mut self.durable_acks), if !self.durable_acks.is_empty() => self.release_acks(out),
+                _ = wait_front(&mut self.durable_acks), if !self.durable_acks.is_empty() => {
+                    if let Err(close) = self.release_acks(out) {
+                        return close;
+                    }
+                }
             }
         }
     }
@@ -880,12 +980,21 @@ impl Conn {
         if self.held.is_empty() {
             return;
         }
-        let Some(store) = &self.broker.store else {
-            return;
+        let store = match &self.broker.store {
+            Some(store) if crate::store::ops_sent_on_this_thread() != mark => {
+                Some(store.barrier())
+            }
+            _ => None,
         };
-        if crate::store::ops_sent_on_this_thread() != mark {
-            self.durable_acks
-                .push_back((store.barrier(), self.held.split()));
+        let cluster = std::mem::take(&mut self.cluster_waits);
+        if store.is_some() || !cluster.is_empty() {
+            let gate = Gate {
+                store,
+                // `Gate` takes them from the back: the last one first.
+                cluster,
+                failed: false,
+            };
+            self.durable_acks.push_back((gate, self.held.split()));
         } else if let Some((_, waiting)) = self.durable_acks.back_mut() {
             waiting.unsplit(self.held.split());
         } else {
@@ -923,19 +1032,32 @@ impl Conn {
         }
     }
 
-    /// Moves acknowledgements whose sync has completed to the write buffer,
-    /// in order.
-    fn release_acks(&mut self, out: &mut BytesMut) {
-        while let Some((rx, _)) = self.durable_acks.front_mut() {
-            match rx.try_recv() {
-                Ok(()) | Err(oneshot::error::TryRecvError::Closed) => {
+    /// Moves acknowledgements whose sync (and cluster store) has completed
+    /// to the write buffer, in order. A message the cluster did not store
+    /// closes the connection with its acknowledgement and every later one
+    /// unsent, so the client sends them again (MQTT 5: DISCONNECT 0x80).
+    fn release_acks(&mut self, out: &mut BytesMut) -> Step {
+        while let Some((gate, _)) = self.durable_acks.front_mut() {
+            match gate.check() {
+                Some(true) => {
                     if let Some((_, bytes)) = self.durable_acks.pop_front() {
                         out.extend_from_slice(&bytes);
                     }
                 }
-                Err(oneshot::error::TryRecvError::Empty) => break,
+                Some(false) => {
+                    tracing::warn!(
+                        client = %self.client_id,
+                        "cluster did not store a QoS 1/2 message in time: closing without acknowledging it"
+                    );
+                    return Err(Close::Server(
+                        ReasonCode::UnspecifiedError,
+                        "the cluster could not store the message; send it again",
+                    ));
+                }
+                None => break,
             }
         }
+        Ok(())
     }
 
     fn decode_error(&self, e: DecodeError) -> Close {
@@ -1120,6 +1242,16 @@ impl Conn {
             tracing::debug!(client = %self.client_id, user = ?self.username, %topic, "publish denied");
         } else if self.topic_too_big(&topic) {
             reason = ReasonCode::TopicNameInvalid;
+        } else if self
+            .broker
+            .cluster
+            .as_ref()
+            .is_some_and(|c| !c.fits(topic.len() * 3 + p.payload.len() + frame.body().len()))
+        {
+            // Larger than one NATS message: it could reach only this node's
+            // subscribers, so it is refused as a whole.
+            tracing::warn!(client = %self.client_id, %topic, size = p.payload.len(), "message too large for the cluster (NATS max_payload): refused");
+            reason = ReasonCode::QuotaExceeded;
         } else {
             let payload = frame.bytes.slice_ref(p.payload);
             // The time its bytes were read: one clock read per read, not
@@ -1131,8 +1263,17 @@ impl Conn {
                 Some(self.client_id.clone()),
                 self.last_rx,
             );
-            if self.broker.publish_cached(Arc::new(msg), &mut self.route) == 0 {
-                reason = ReasonCode::NoMatchingSubscribers;
+            let msg = Arc::new(msg);
+            let matched = self.broker.publish_cached(msg.clone(), &mut self.route);
+            match &self.broker.cluster {
+                // Subscribers elsewhere are not known here.
+                Some(cluster) => {
+                    if let Some(stored) = cluster.forward(&msg) {
+                        self.cluster_waits.push(stored);
+                    }
+                }
+                None if matched == 0 => reason = ReasonCode::NoMatchingSubscribers,
+                None => {}
             }
         }
         if reason.is_error() {
@@ -1630,12 +1771,10 @@ impl Conn {
     }
 }
 
-/// Completes when the oldest held acknowledgement's sync is done.
-async fn wait_front(waiting: &mut std::collections::VecDeque<(oneshot::Receiver<()>, BytesMut)>) {
+/// Completes when the oldest held acknowledgement's gate is done.
+async fn wait_front(waiting: &mut std::collections::VecDeque<(Gate, BytesMut)>) {
     match waiting.front_mut() {
-        Some((rx, _)) => {
-            let _ = rx.await;
-        }
+        Some((gate, _)) => gate.wait().await,
         None => std::future::pending().await,
     }
 }
