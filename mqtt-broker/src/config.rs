@@ -207,6 +207,8 @@ pub struct ClusterConfig {
     /// Seconds QoS 1/2 messages stay in the message stream.
     pub message_retention_secs: u64,
     /// Most bytes the message stream keeps (oldest go first); -1: no limit.
+    /// JetStream reserves this much file storage on each replica when the
+    /// stream is created, and refuses the stream if a server has less.
     pub message_stream_max_bytes: i64,
     /// Messages waiting to be handed to NATS; QoS 0 beyond it are dropped
     /// (counted), QoS 1/2 beyond it are not acknowledged.
@@ -240,7 +242,7 @@ impl Default for ClusterConfig {
             replicas: 3,
             ack_timeout_ms: 10_000,
             message_retention_secs: 3600,
-            message_stream_max_bytes: 1 << 30,
+            message_stream_max_bytes: 256 << 20,
             max_outbound: 65_536,
             user: None,
             password: None,

@@ -981,9 +981,7 @@ impl Conn {
             return;
         }
         let store = match &self.broker.store {
-            Some(store) if crate::store::ops_sent_on_this_thread() != mark => {
-                Some(store.barrier())
-            }
+            Some(store) if crate::store::ops_sent_on_this_thread() != mark => Some(store.barrier()),
             _ => None,
         };
         let cluster = std::mem::take(&mut self.cluster_waits);
@@ -1422,6 +1420,10 @@ impl Conn {
         // A stored session's subscriptions are durable before they are
         // acknowledged, like its messages.
         if self.session.lock().persistent {
+            if let Some(c) = &self.broker.cluster {
+                // ... and written to the cluster's session record.
+                self.cluster_waits.push(c.records_written());
+            }
             self.send_ack(out, &Packet::SubAck(ack));
         } else {
             self.send(out, &Packet::SubAck(ack));
@@ -1501,6 +1503,10 @@ impl Conn {
         // A stored session's subscriptions are durable before they are
         // acknowledged, like its messages.
         if self.session.lock().persistent {
+            if let Some(c) = &self.broker.cluster {
+                // ... and written to the cluster's session record.
+                self.cluster_waits.push(c.records_written());
+            }
             self.send_ack(out, &Packet::UnsubAck(ack));
         } else {
             self.send(out, &Packet::UnsubAck(ack));

@@ -44,6 +44,9 @@ mod cluster {
         pub fn session_ended(&self, _: &Arc<str>) {
             match *self {}
         }
+        pub fn records_written(&self) -> tokio::sync::oneshot::Receiver<bool> {
+            match *self {}
+        }
         pub fn node(&self) -> &str {
             match *self {}
         }

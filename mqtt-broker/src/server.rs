@@ -319,9 +319,7 @@ impl BrokerHandle {
 
 /// Connects to NATS when the configuration has `[cluster]`.
 #[cfg(feature = "cluster")]
-async fn connect_cluster(
-    config: &Config,
-) -> io::Result<Option<Arc<crate::cluster::Cluster>>> {
+async fn connect_cluster(config: &Config) -> io::Result<Option<Arc<crate::cluster::Cluster>>> {
     match &config.cluster {
         Some(c) => crate::cluster::Cluster::connect(c)
             .await
@@ -332,9 +330,7 @@ async fn connect_cluster(
 }
 
 #[cfg(not(feature = "cluster"))]
-async fn connect_cluster(
-    _config: &Config,
-) -> io::Result<Option<Arc<crate::cluster::Cluster>>> {
+async fn connect_cluster(_config: &Config) -> io::Result<Option<Arc<crate::cluster::Cluster>>> {
     // `Config::validate` has refused `[cluster]` in this build.
     Ok(None)
 }

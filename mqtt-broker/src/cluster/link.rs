@@ -194,7 +194,10 @@ impl Link {
             if self.is_ready() {
                 return true;
             }
-            if tokio::time::timeout_at(deadline, events.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, events.changed())
+                .await
+                .is_err()
+            {
                 return self.is_ready();
             }
         }

@@ -201,7 +201,29 @@ impl Cluster {
         disconnected_at_ms: Option<u64>,
         subscriptions: Vec<u8>,
     ) {
-        sessions::save(self, client_id, expiry_secs, disconnected_at_ms, subscriptions);
+        sessions::save(
+            self,
+            client_id,
+            expiry_secs,
+            disconnected_at_ms,
+            subscriptions,
+        );
+    }
+
+    /// Answers once the session record writes asked for so far are done, so
+    /// a SUBACK can wait until the subscription would move with its client.
+    pub fn records_written(&self) -> oneshot::Receiver<bool> {
+        let (tx, rx) = oneshot::channel();
+        if let Err(e) = self.records.try_send(sessions::RecordOp::Flush(tx)) {
+            if let mpsc::error::TrySendError::Full(sessions::RecordOp::Flush(tx))
+            | mpsc::error::TrySendError::Closed(sessions::RecordOp::Flush(tx)) = e
+            {
+                // The record write was dropped (and logged) already; the
+                // subscription holds on this node all the same.
+                let _ = tx.send(true);
+            }
+        }
+        rx
     }
 
     /// The session of `client_id` ended here: its record goes, unless
@@ -240,7 +262,12 @@ impl Cluster {
     /// every cluster task.
     pub async fn close(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.records.send(sessions::RecordOp::Flush(tx)).await.is_ok() {
+        if self
+            .records
+            .send(sessions::RecordOp::Flush(tx))
+            .await
+            .is_ok()
+        {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), rx).await;
         }
         let (tx, rx) = oneshot::channel();
@@ -248,8 +275,8 @@ impl Cluster {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), rx).await;
         }
         let _ = self.shutdown.send(true);
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.link.client.flush())
-            .await;
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(1), self.link.client.flush()).await;
         for t in self.tasks.lock().drain(..) {
             t.abort();
         }

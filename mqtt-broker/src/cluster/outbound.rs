@@ -240,9 +240,7 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Outbound>)
                 durable: true,
                 ack,
             } => {
-                let msg = PublishMessage::build()
-                    .payload(payload)
-                    .headers(headers);
+                let msg = PublishMessage::build().payload(payload).headers(headers);
                 let first = cluster
                     .link
                     .js

@@ -115,7 +115,7 @@ pub(super) enum RecordOp {
         client: Arc<str>,
     },
     /// Answers once everything before it is done.
-    Flush(oneshot::Sender<()>),
+    Flush(oneshot::Sender<bool>),
 }
 
 /// See [`Cluster::claim`].
@@ -189,7 +189,7 @@ pub(super) async fn run(
     while let Some(op) = rx.recv().await {
         match op {
             RecordOp::Flush(tx) => {
-                let _ = tx.send(());
+                let _ = tx.send(true);
             }
             RecordOp::Claim {
                 client,
@@ -277,11 +277,7 @@ async fn do_claim(
     {
         return Err(ClaimError::Unavailable);
     }
-    let kv = cluster
-        .link
-        .sessions
-        .get()
-        .ok_or(ClaimError::Unavailable)?;
+    let kv = cluster.link.sessions.get().ok_or(ClaimError::Unavailable)?;
     let key = subject::key_token(client);
     let entry = kv.entry(&key).await.map_err(|e| {
         tracing::warn!(%client, error = %e, "cluster: session record not readable");

@@ -226,9 +226,7 @@ mod tests {
     fn round_trip(topic: &str) {
         let subject = topic_to_subject("mqtt.d", topic);
         assert!(
-            subject
-                .bytes()
-                .all(|b| plain(b) || b == b'.' || b == b'='),
+            subject.bytes().all(|b| plain(b) || b == b'.' || b == b'='),
             "{subject:?} holds a byte NATS or a KV key would not take"
         );
         // Every token is non-empty: NATS refuses empty tokens.
@@ -270,7 +268,10 @@ mod tests {
 
     #[test]
     fn plain_topics_read_naturally() {
-        assert_eq!(topic_tokens("sensors/room-1/temp_c"), "sensors.room-1.temp_c");
+        assert_eq!(
+            topic_tokens("sensors/room-1/temp_c"),
+            "sensors.room-1.temp_c"
+        );
         assert_eq!(topic_tokens("/a//b/"), "=.a.=.b.=");
         assert_eq!(topic_tokens("a.b"), "a=2Eb");
         assert_eq!(topic_tokens("*/>"), "=2A.=3E");
@@ -278,7 +279,9 @@ mod tests {
 
     #[test]
     fn subjects_not_made_by_the_mapping_are_refused() {
-        for s in ["", "a..b", "a.=2", "a.=zz", "a.*", "a.>", "a.=61", "a.=2F", "a b"] {
+        for s in [
+            "", "a..b", "a.=2", "a.=zz", "a.*", "a.>", "a.=61", "a.=2F", "a b",
+        ] {
             assert_eq!(tokens_to_topic(s), Err(NotATopic), "{s:?}");
         }
     }
@@ -298,7 +301,10 @@ mod tests {
         let subjects = filter_to_subjects("p", "a/#");
         assert_eq!(subjects, vec!["p.a.>".to_string(), "p.a".to_string()]);
         assert_eq!(filter_to_subjects("p", "#"), vec!["p.>".to_string()]);
-        assert_eq!(filter_to_subjects("p", "+/a.b"), vec!["p.*.a=2Eb".to_string()]);
+        assert_eq!(
+            filter_to_subjects("p", "+/a.b"),
+            vec!["p.*.a=2Eb".to_string()]
+        );
     }
 
     /// A small deterministic generator (xorshift), so the property test needs
@@ -322,7 +328,10 @@ mod tests {
 
     fn random_topic(rng: &mut Rng) -> String {
         let n = 1 + rng.next() % 4;
-        (0..n).map(|_| rng.pick(LEVELS)).collect::<Vec<_>>().join("/")
+        (0..n)
+            .map(|_| rng.pick(LEVELS))
+            .collect::<Vec<_>>()
+            .join("/")
     }
 
     fn random_filter(rng: &mut Rng) -> String {
@@ -359,7 +368,10 @@ mod tests {
                 .iter()
                 .any(|f| nats_matches(f, &subject));
             let mqtt = mqtt_codec::topic::matches(&filter, &topic);
-            assert_eq!(nats, mqtt, "topic {topic:?} filter {filter:?} subject {subject:?}");
+            assert_eq!(
+                nats, mqtt,
+                "topic {topic:?} filter {filter:?} subject {subject:?}"
+            );
             matched += usize::from(mqtt);
         }
         // The generator hits both outcomes often, or the property says little.
