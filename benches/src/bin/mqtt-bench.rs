@@ -82,6 +82,13 @@ struct Args {
     /// Broker port.
     #[arg(short = 'p', long, default_value_t = 1883)]
     port: u16,
+    /// Subscribers connect to this port (on --sub-host) instead: with two
+    /// nodes of a cluster, publishers on one and subscribers on the other.
+    #[arg(long)]
+    sub_port: Option<u16>,
+    /// Subscribers' broker host, with --sub-port (default: --host).
+    #[arg(long)]
+    sub_host: Option<String>,
     /// QoS of publishes and subscriptions.
     #[arg(short = 'q', long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
     qos: u8,
@@ -182,7 +189,17 @@ fn main() -> ExitCode {
         if args.scenario == Scenario::Idle {
             run_idle(&args, addr).await
         } else {
-            run_load(&args, addr).await
+            let sub_addr = match args.sub_port {
+                Some(port) => {
+                    let host = args.sub_host.as_deref().unwrap_or(args.host.as_str());
+                    tokio::net::lookup_host((host, port))
+                        .await?
+                        .next()
+                        .ok_or_else(|| io::Error::other("subscriber host not found"))?
+                }
+                None => addr,
+            };
+            run_load(&args, addr, sub_addr).await
         }
     });
     // Connections still open are dropped with the runtime.
@@ -681,7 +698,7 @@ fn broker_sample(args: &Args) -> Option<ProcSample> {
     args.broker_pid.and_then(|p| sample(&p.to_string()))
 }
 
-async fn run_load(args: &Args, addr: SocketAddr) -> io::Result<Report> {
+async fn run_load(args: &Args, addr: SocketAddr, sub_addr: SocketAddr) -> io::Result<Report> {
     let start = Instant::now();
     let id = run_id();
     let prefix = args
@@ -701,7 +718,7 @@ async fn run_load(args: &Args, addr: SocketAddr) -> io::Result<Report> {
     let rss_idle = broker_sample(args);
 
     let subs = open_all(
-        addr,
+        sub_addr,
         plan.filters
             .iter()
             .enumerate()
@@ -888,6 +905,9 @@ async fn run_load(args: &Args, addr: SocketAddr) -> io::Result<Report> {
     let mut r = Report::default();
     r.set("scenario", args.scenario.name());
     r.set("broker", addr.to_string());
+    if sub_addr != addr {
+        r.set("subscriber_broker", sub_addr.to_string());
+    }
     r.set("qos", u64::from(args.qos));
     r.set("payload", args.payload as u64);
     r.set("publishers", n_pubs as u64);

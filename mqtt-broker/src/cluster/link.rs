@@ -214,6 +214,8 @@ pub(super) async fn supervise(cluster: Arc<Cluster>, mut shutdown: watch::Receiv
         if link.connected.load(Ordering::Acquire) && !link.ready.load(Ordering::Acquire) {
             match link.set_up(&cluster.cfg).await {
                 Ok(()) => {
+                    // JetStream answered the stream look-ups: it works.
+                    cluster.jetstream_stored(true);
                     link.ready.store(true, Ordering::Release);
                     delay = Duration::from_millis(100);
                     tracing::info!(node = %cluster.cfg.node, "cluster: streams ready");

@@ -24,7 +24,8 @@
 //! `no_echo`). `$SYS` topics stay on their node.
 //!
 //! `link.rs` holds the NATS connection, the streams and buckets and the
-//! connection state reported in the log and in `$SYS/broker/cluster/...`.
+//! connection state reported in the log and in `$SYS/broker/cluster/state`
+//! (`up`, `degraded`: JetStream does not store, `down`: no NATS).
 
 mod inbound;
 mod link;
@@ -81,6 +82,9 @@ pub struct Cluster {
     pub stats: ClusterStats,
     /// Whether the retained messages of the cluster have been loaded.
     retained_loaded: AtomicBool,
+    /// Whether JetStream's last answer was a stored message (false while it
+    /// has no quorum, though NATS itself answers).
+    jetstream_ok: AtomicBool,
     shutdown: watch::Sender<bool>,
     tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The receiving ends, until `start` hands them to their tasks.
@@ -111,6 +115,7 @@ impl Cluster {
             nonce,
             stats: ClusterStats::default(),
             retained_loaded: AtomicBool::new(false),
+            jetstream_ok: AtomicBool::new(true),
             shutdown: watch::channel(false).0,
             tasks: Default::default(),
             pending: parking_lot::Mutex::new(Some(Pending {
@@ -161,6 +166,27 @@ impl Cluster {
     /// Whether NATS is connected and the streams and buckets are in place.
     pub fn is_ready(&self) -> bool {
         self.link.is_ready()
+    }
+
+    /// `up`; `degraded` when NATS answers but JetStream does not store
+    /// (no quorum); `down` when NATS is unreachable.
+    pub fn state(&self) -> &'static str {
+        match (self.is_ready(), self.jetstream_ok.load(Ordering::Relaxed)) {
+            (false, _) => "down",
+            (true, false) => "degraded",
+            (true, true) => "up",
+        }
+    }
+
+    /// Records whether JetStream stored the last message, logging changes.
+    fn jetstream_stored(&self, ok: bool) {
+        if self.jetstream_ok.swap(ok, Ordering::Relaxed) != ok {
+            if ok {
+                tracing::info!(node = %self.cfg.node, "cluster: JetStream stores messages again");
+            } else {
+                tracing::warn!(node = %self.cfg.node, "cluster: JetStream does not store messages (no quorum?); QoS 1/2 publishers are not acknowledged");
+            }
+        }
     }
 
     /// Whether the cluster's retained messages have been read in.
@@ -214,14 +240,14 @@ impl Cluster {
     /// a SUBACK can wait until the subscription would move with its client.
     pub fn records_written(&self) -> oneshot::Receiver<bool> {
         let (tx, rx) = oneshot::channel();
-        if let Err(e) = self.records.try_send(sessions::RecordOp::Flush(tx)) {
-            if let mpsc::error::TrySendError::Full(sessions::RecordOp::Flush(tx))
-            | mpsc::error::TrySendError::Closed(sessions::RecordOp::Flush(tx)) = e
-            {
-                // The record write was dropped (and logged) already; the
-                // subscription holds on this node all the same.
-                let _ = tx.send(true);
-            }
+        if let Err(
+            mpsc::error::TrySendError::Full(sessions::RecordOp::Flush(tx))
+            | mpsc::error::TrySendError::Closed(sessions::RecordOp::Flush(tx)),
+        ) = self.records.try_send(sessions::RecordOp::Flush(tx))
+        {
+            // The record write was dropped (and logged) already; the
+            // subscription holds on this node all the same.
+            let _ = tx.send(true);
         }
         rx
     }
@@ -244,10 +270,7 @@ impl Cluster {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
         vec![
             ("cluster/node", self.cfg.node.clone()),
-            (
-                "cluster/state",
-                if self.is_ready() { "up" } else { "down" }.to_string(),
-            ),
+            ("cluster/state", self.state().to_string()),
             ("cluster/messages/forwarded", n(&s.forwarded)),
             ("cluster/messages/received", n(&s.received)),
             ("cluster/messages/dropped_qos0", n(&s.dropped_qos0)),

@@ -259,6 +259,7 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Outbound>)
                     if stored {
                         c.stats.forwarded.fetch_add(1, Ordering::Relaxed);
                     }
+                    c.jetstream_stored(stored);
                     if let Some(j) = ack {
                         j.done(stored);
                     }

@@ -342,7 +342,7 @@ mod tests {
                 _ => rng.pick(LEVELS),
             })
             .collect();
-        if rng.next() % 3 == 0 {
+        if rng.next().is_multiple_of(3) {
             levels.push("#");
         }
         levels.join("/")
