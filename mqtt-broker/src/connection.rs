@@ -311,6 +311,9 @@ async fn open<S: Transport>(incoming: Box<Incoming<S>>) -> Option<Open<S>> {
         Err(reason) => Err((reason, connect.protocol)),
     };
     drop(pending);
+    if let Ok((conn, _)) = &accepted {
+        confirm_claim(&broker, &connect, &conn.client_id);
+    }
     match accepted {
         Ok((conn, out)) => Some(Open {
             conn,
@@ -360,6 +363,22 @@ async fn claim_in_cluster(broker: &Arc<BrokerState>, c: &Connect<'_>) -> Result<
         Err(crate::cluster::ClaimError::Unavailable) => Err(ReasonCode::ServerUnavailable),
     }
 }
+
+/// Another node may have claimed the client id between this node's claim
+/// and the attach: then the session was handed over before it existed here,
+/// so hand it over now (the new connection gets DISCONNECT 0x8E at once).
+#[cfg(feature = "cluster")]
+fn confirm_claim(broker: &Arc<BrokerState>, c: &Connect<'_>, client_id: &Arc<str>) {
+    if let Some(cluster) = &broker.cluster {
+        if !c.client_id.is_empty() && !cluster.owns(client_id) {
+            tracing::info!(client = %client_id, "cluster: client id claimed by another node meanwhile");
+            broker.hand_over(client_id);
+        }
+    }
+}
+
+#[cfg(not(feature = "cluster"))]
+fn confirm_claim(_: &Arc<BrokerState>, _: &Connect<'_>, _: &Arc<str>) {}
 
 #[cfg(not(feature = "cluster"))]
 async fn claim_in_cluster(_: &Arc<BrokerState>, _: &Connect<'_>) -> Result<(), ReasonCode> {
@@ -563,6 +582,8 @@ struct Conn {
     /// The cluster's answers for the QoS 1/2 messages of the packets being
     /// handled now (`cluster::Cluster::forward`).
     cluster_waits: Vec<oneshot::Receiver<bool>>,
+    /// Packet identifiers of the QoS 2 PUBLISHes among them.
+    cluster_qos2: Vec<u16>,
 }
 
 /// What held acknowledgements wait for: a store sync, and the cluster
@@ -572,6 +593,10 @@ struct Gate {
     cluster: Vec<oneshot::Receiver<bool>>,
     /// The cluster did not store a message: the acknowledgements must not go.
     failed: bool,
+    /// Incoming QoS 2 packet identifiers whose PUBREC waits here: forgotten
+    /// if the gate fails, so the client's resent PUBLISH is taken as new
+    /// (and sent to the cluster) rather than as a duplicate.
+    qos2: Vec<u16>,
 }
 
 impl Gate {
@@ -837,6 +862,7 @@ impl Conn {
             held: BytesMut::new(),
             durable_acks: Default::default(),
             cluster_waits: Vec::new(),
+            cluster_qos2: Vec::new(),
         };
         Ok((conn, out))
     }
@@ -985,12 +1011,14 @@ impl Conn {
             _ => None,
         };
         let cluster = std::mem::take(&mut self.cluster_waits);
+        let qos2 = std::mem::take(&mut self.cluster_qos2);
         if store.is_some() || !cluster.is_empty() {
             let gate = Gate {
                 store,
                 // `Gate` takes them from the back: the last one first.
                 cluster,
                 failed: false,
+                qos2,
             };
             self.durable_acks.push_back((gate, self.held.split()));
         } else if let Some((_, waiting)) = self.durable_acks.back_mut() {
@@ -1043,6 +1071,15 @@ impl Conn {
                     }
                 }
                 Some(false) => {
+                    // None of the held PUBRECs goes out: forget their ids.
+                    let pids: Vec<u16> = self
+                        .durable_acks
+                        .iter()
+                        .flat_map(|(g, _)| g.qos2.iter().copied())
+                        .collect();
+                    for pid in pids {
+                        self.forget_incoming(pid);
+                    }
                     tracing::warn!(
                         client = %self.client_id,
                         "cluster did not store a QoS 1/2 message in time: closing without acknowledging it"
@@ -1268,6 +1305,9 @@ impl Conn {
                 Some(cluster) => {
                     if let Some(stored) = cluster.forward(&msg) {
                         self.cluster_waits.push(stored);
+                        if let QosPid::ExactlyOnce(pid) = p.qos_pid {
+                            self.cluster_qos2.push(pid.get());
+                        }
                     }
                 }
                 None if matched == 0 => reason = ReasonCode::NoMatchingSubscribers,

@@ -218,6 +218,12 @@ impl Cluster {
         sessions::claim(self, client_id, clean_start).await
     }
 
+    /// Whether this node owns `client_id` (its last claim has not been
+    /// overtaken by another node's).
+    pub fn owns(&self, client_id: &Arc<str>) -> bool {
+        self.owned.lock().contains_key(client_id)
+    }
+
     /// Publishes the state of a session this node owns (after a connect,
     /// a (un)subscribe, or a disconnect).
     pub fn save_session(

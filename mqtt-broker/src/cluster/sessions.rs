@@ -9,8 +9,11 @@
 //!
 //! - a CONNECT reads the record and writes its own with the revision it
 //!   read. Of two nodes claiming the same id at once, exactly one write
-//!   succeeds; the other node refuses its CONNECT (CONNACK 0x89 Server
-//!   busy, 3.1.1: 3 Server unavailable), so only one connection survives;
+//!   succeeds; the other reads again and claims over the winner (a later
+//!   connection takes the session over, and the winner's node closes its
+//!   connection), so only one connection survives. After three refused
+//!   writes in a row the CONNECT is refused (CONNACK 0x89 Server busy, 3.1.1:
+//!   3 Server unavailable);
 //! - every node watches the bucket: a record written by another node for a
 //!   client id this node owns means the client moved, so this node closes
 //!   its connection (DISCONNECT 0x8E Session taken over) and forgets the
@@ -34,6 +37,9 @@ use super::{subject, Cluster};
 use crate::broker::BrokerState;
 
 const RECORD_VERSION: u8 = 1;
+
+/// Reads and compare-and-set writes a claim tries before giving up.
+const CLAIM_ATTEMPTS: usize = 3;
 
 /// A session as the cluster knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,44 +285,54 @@ async fn do_claim(
     }
     let kv = cluster.link.sessions.get().ok_or(ClaimError::Unavailable)?;
     let key = subject::key_token(client);
-    let entry = kv.entry(&key).await.map_err(|e| {
-        tracing::warn!(%client, error = %e, "cluster: session record not readable");
-        ClaimError::Unavailable
-    })?;
-    let (rev, previous) = match &entry {
-        Some(e) => {
-            let live = matches!(e.operation, async_nats::jetstream::kv::Operation::Put);
-            (
-                e.revision,
-                live.then(|| SessionRecord::decode(&e.value)).flatten(),
-            )
-        }
-        None => (0, None),
-    };
-    let now = crate::store::unix_ms();
-    let previous = previous.filter(|p| p.is_live(now));
-    let record = SessionRecord {
-        node: cluster.cfg.node.clone(),
-        expiry_secs: previous.as_ref().map_or(0, |p| p.expiry_secs),
-        disconnected_at_ms: None,
-        subscriptions: match (&previous, clean_start) {
-            (Some(p), false) => p.subscriptions.clone(),
-            _ => Vec::new(),
-        },
-    };
-    match kv.update(&key, Bytes::from(record.encode()), rev).await {
-        Ok(new) => {
-            cluster.owned.lock().insert(client.clone(), new);
-        }
-        Err(e) => {
-            return Err(if e.kind() == UpdateErrorKind::WrongLastRevision {
-                ClaimError::Lost
-            } else {
+    // A write between our read and our write (the previous owner saving the
+    // session as it disconnects, or another node's claim) fails ours; read
+    // again and claim over it, as a later connection takes a session over.
+    // Only repeated conflicts refuse the connection.
+    let mut attempt = 0;
+    let previous = loop {
+        attempt += 1;
+        let entry = kv.entry(&key).await.map_err(|e| {
+            tracing::warn!(%client, error = %e, "cluster: session record not readable");
+            ClaimError::Unavailable
+        })?;
+        let (rev, previous) = match &entry {
+            Some(e) => {
+                let live = matches!(e.operation, async_nats::jetstream::kv::Operation::Put);
+                (
+                    e.revision,
+                    live.then(|| SessionRecord::decode(&e.value)).flatten(),
+                )
+            }
+            None => (0, None),
+        };
+        let now = crate::store::unix_ms();
+        let previous = previous.filter(|p| p.is_live(now));
+        let record = SessionRecord {
+            node: cluster.cfg.node.clone(),
+            expiry_secs: previous.as_ref().map_or(0, |p| p.expiry_secs),
+            disconnected_at_ms: None,
+            subscriptions: match (&previous, clean_start) {
+                (Some(p), false) => p.subscriptions.clone(),
+                _ => Vec::new(),
+            },
+        };
+        match kv.update(&key, Bytes::from(record.encode()), rev).await {
+            Ok(new) => {
+                cluster.owned.lock().insert(client.clone(), new);
+                break previous;
+            }
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                if attempt >= CLAIM_ATTEMPTS {
+                    return Err(ClaimError::Lost);
+                }
+            }
+            Err(e) => {
                 tracing::warn!(%client, error = %e, "cluster: session record not written");
-                ClaimError::Unavailable
-            });
+                return Err(ClaimError::Unavailable);
+            }
         }
-    }
+    };
     // A session this node held itself is resumed locally as usual.
     Ok(previous.filter(|p| !clean_start && p.node != cluster.cfg.node))
 }
