@@ -31,14 +31,15 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 PATH="$PATH:/usr/sbin"
 command -v nats-server >/dev/null || { echo "nats-server not found (apt-get install nats-server)" >&2; exit 2; }
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
-    cargo build --release -p mqtt-broker -p benches >&2
+    cargo build --release -p mqtt-broker -p mqtt-benches -p mqtt-client --bins >&2
 fi
 
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do stop_pid "$p"; done
+    local i
+    # Brokers first (started last), then the nats-servers.
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[$i]}"; done
     if [ "${KEEP:-0}" = 1 ]; then echo "logs in $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT

@@ -1281,7 +1281,9 @@ impl Conn {
             .broker
             .cluster
             .as_ref()
-            .is_some_and(|c| !c.fits(topic.len() * 3 + p.payload.len() + frame.body().len()))
+            // The body holds topic, properties and payload; the subject
+            // holds the topic again, escaped (up to three bytes a byte).
+            .is_some_and(|c| !c.fits(frame.body().len() + topic.len() * 3))
         {
             // Larger than one NATS message: it could reach only this node's
             // subscribers, so it is refused as a whole.

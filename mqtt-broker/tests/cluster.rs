@@ -589,6 +589,31 @@ async fn subscriptions_move_with_the_client_to_another_node() {
     stop(nodes).await;
 }
 
+// Issue 17 / MQTT 5.0 section 3.4.2.1: a message larger than one NATS
+// message (max_payload, 1 MiB by default) could reach only this node, so it
+// is refused as a whole (PUBACK 0x97 Quota exceeded) and reaches no one;
+// the connection goes on.
+#[tokio::test]
+async fn a_message_too_large_for_nats_is_refused_not_half_delivered() {
+    let nodes = cluster("big").await;
+    let mut here = RawClient::connect(nodes[0].local_addr(), V5, "here").await;
+    here.subscribe(1, "big", QoS::AtLeastOnce).await;
+    let mut p = RawClient::connect(nodes[0].local_addr(), V5, "p").await;
+    let payload = vec![b'x'; 2 << 20];
+    assert_eq!(
+        p.publish_flow(publish("big", &payload, QoS::AtLeastOnce, 1, false))
+            .await,
+        ReasonCode::QuotaExceeded
+    );
+    here.expect_nothing_pending().await;
+    assert_eq!(
+        p.publish_flow(publish("big", b"small", QoS::AtLeastOnce, 2, false))
+            .await,
+        ReasonCode::Success
+    );
+    stop(nodes).await;
+}
+
 /// Connects and reports whether the CONNACK accepted; the client if so.
 async fn try_connect(addr: std::net::SocketAddr, id: &str) -> Result<RawClient, ReasonCode> {
     let mut c = RawClient::open(addr, V5).await;
