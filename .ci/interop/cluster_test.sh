@@ -82,7 +82,10 @@ TEST_LOG="$WORK/cargo-test.log"
     >"$TEST_LOG" 2>&1
 status=$?
 grep -E "^test .* \.\.\. " "$TEST_LOG" | while read -r _ name _ result; do
-    echo "$result cargo test cluster::$name"
+    case "$result" in
+        ok) echo "PASS cargo test cluster::$name" ;;
+        *) echo "FAIL cargo test cluster::$name" ;;
+    esac
 done
 t_pass=$(grep -cE "^test .* \.\.\. ok$" "$TEST_LOG")
 t_fail=$(grep -cE "^test .* \.\.\. FAILED$" "$TEST_LOG")
