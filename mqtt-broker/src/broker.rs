@@ -68,6 +68,8 @@ pub struct BrokerState {
     before_expiry: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// Rate-limited warnings for dropped messages.
     pub drops: DropLog,
+    /// This node's part in a cluster, with `[cluster]`.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// What `attach` found.
@@ -85,7 +87,12 @@ impl BrokerState {
     /// be read.
     /// The store, if any, was opened by the caller; see
     /// [`BrokerState::restore`] for what it read back.
-    pub fn with_store(config: Config, store: Option<Store>) -> Result<BrokerState, String> {
+    /// With `cluster`, this broker is one node of a cluster.
+    pub fn with_cluster(
+        config: Config,
+        store: Option<Store>,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
+    ) -> Result<BrokerState, String> {
         let security = Security::load(&config)?;
         Ok(BrokerState {
             store,
@@ -93,6 +100,7 @@ impl BrokerState {
                 config.drop_warnings_per_interval,
                 Duration::from_secs(config.drop_warning_interval_secs),
             ),
+            cluster,
             security: RwLock::new(Arc::new(security)),
             auth_permits: tokio::sync::Semaphore::new(4),
             pending_connects: std::sync::atomic::AtomicUsize::new(0),
@@ -139,7 +147,11 @@ impl BrokerState {
     pub fn assign_client_id(&self) -> String {
         let n = self.next_assigned_id.fetch_add(1, Ordering::Relaxed);
         let t = self.started.elapsed().as_nanos() as u64 ^ std::process::id() as u64;
-        format!("auto-{t:x}-{n}")
+        match &self.cluster {
+            // Unique in the cluster without asking it.
+            Some(c) => format!("auto-{}-{t:x}-{n}", c.node()),
+            None => format!("auto-{t:x}-{n}"),
+        }
     }
 
     /// Routes a message to every matching subscription, and stores it as
@@ -148,6 +160,19 @@ impl BrokerState {
     /// queue dropped it (counted there): 0 means no matching subscribers.
     pub fn publish(&self, msg: Arc<Message>) -> usize {
         self.keep_if_retained(&msg);
+        let route = Route::find(&self.index.read(), &msg.topic, msg.publisher.as_deref());
+        if let Some(c) = &self.cluster {
+            // Wills (and `$SYS`, which stays here): no publisher waits.
+            let _ = c.forward(&msg);
+        }
+        self.deliver(&msg, &route)
+    }
+
+    /// Routes a message published on another node of the cluster to this
+    /// node's subscribers. Its retained part arrives through the cluster's
+    /// retained bucket, not here.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub fn deliver_from_cluster(&self, msg: Arc<Message>) -> usize {
         let route = Route::find(&self.index.read(), &msg.topic, msg.publisher.as_deref());
         self.deliver(&msg, &route)
     }
@@ -191,8 +216,11 @@ impl BrokerState {
     fn keep_if_retained(&self, msg: &Arc<Message>) {
         if msg.retain && self.config.retain_available {
             // `$SYS` values describe this run: never stored, so a restart
-            // starts from fresh figures.
-            if let (Some(store), false) = (&self.store, is_sys(&msg.topic)) {
+            // starts from fresh figures. In a cluster, the cluster's bucket
+            // keeps retained messages (`cluster::outbound`); the local store
+            // does not, or a restart would bring back what another node has
+            // cleared since.
+            if let (Some(store), false, None) = (&self.store, is_sys(&msg.topic), &self.cluster) {
                 if msg.payload.is_empty() {
                     store.del_retained(&msg.topic);
                 } else {
@@ -294,6 +322,70 @@ impl BrokerState {
             session_present,
             generation,
         }
+    }
+
+    /// The client id connected on another node of the cluster: closes its
+    /// connection here (MQTT 5: DISCONNECT 0x8E, Session taken over) and
+    /// forgets the session, which now lives on that node. A will without a
+    /// delay is published as for any takeover; a delayed will is cancelled
+    /// by the reconnection [MQTT-3.1.3-9].
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub fn hand_over(&self, client_id: &Arc<str>) {
+        let mut sessions = self.sessions.lock();
+        let Some(session) = sessions.remove(client_id) else {
+            return;
+        };
+        let subs = {
+            let mut st = session.lock();
+            // The connection's `detach` sees a newer generation, as after a
+            // local takeover, and leaves the session alone.
+            st.generation += 1;
+            if let Some(kick) = st.kick.take() {
+                let _ = kick.send(Kick::TakenOver);
+            }
+            st.will = None;
+            std::mem::take(&mut st.subscriptions)
+        };
+        self.unindex(&session, subs.keys());
+        drop(sessions);
+        session.set_online(false);
+        if let Some(store) = &self.store {
+            store.del_session(client_id);
+        }
+    }
+
+    /// Installs a session that another node held for `client_id` (its
+    /// subscriptions, from the cluster's session record), replacing any this
+    /// node still had, so the connection being accepted resumes it.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub fn adopt_session(&self, client_id: &Arc<str>, expiry_secs: u32, subscriptions: &[u8]) {
+        self.hand_over(client_id);
+        let session = Arc::new(Session::new(client_id.clone()));
+        let subs = decode_subscriptions(subscriptions);
+        {
+            let mut st = session.lock();
+            st.persistent = expiry_secs > 0;
+            st.expiry_secs = expiry_secs;
+            for (filter, rec) in &subs {
+                st.subscriptions.insert(filter.as_str().into(), *rec);
+            }
+        }
+        {
+            let mut index = self.index_mut();
+            for (filter, rec) in &subs {
+                let (group, plain) = split_filter(filter);
+                index.insert(
+                    plain,
+                    group,
+                    Subscriber {
+                        session: session.clone(),
+                        options: rec.options,
+                        sub_id: rec.sub_id,
+                    },
+                );
+            }
+        }
+        self.sessions.lock().insert(client_id.clone(), session);
     }
 
     /// Tells every connected client's task to close (server shutting down),
@@ -463,6 +555,9 @@ impl BrokerState {
         if let Some(store) = &self.store {
             store.del_session(&session.id);
         }
+        if let Some(c) = &self.cluster {
+            c.session_ended(&session.id);
+        }
         tracing::debug!(client = %session.id, "session ended");
     }
 
@@ -513,6 +608,19 @@ impl BrokerState {
 
     /// Writes a persistent session's record (expiry, subscriptions).
     fn save_session(&self, session: &Session, st: &SessionState, disconnected_at: Option<u64>) {
+        if let Some(c) = &self.cluster {
+            let subs = if st.persistent {
+                st.encode_subscriptions()
+            } else {
+                Vec::new()
+            };
+            c.save_session(
+                &session.id,
+                st.expiry_secs,
+                disconnected_at.map(|s| s * 1000),
+                subs,
+            );
+        }
         if let (Some(store), true) = (&self.store, st.persistent) {
             store.put_session(
                 &session.id,
@@ -818,7 +926,7 @@ mod tests {
     /// timer fires when the test says.
     #[tokio::test(start_paused = true)]
     async fn a_session_resumed_as_its_expiry_fires_is_kept() {
-        let state = Arc::new(BrokerState::with_store(Config::ephemeral(), None).unwrap());
+        let state = Arc::new(BrokerState::with_cluster(Config::ephemeral(), None, None).unwrap());
         let id: Arc<str> = "c".into();
         let (kick, _kicked) = oneshot::channel();
         let first = state.attach(&id, true, 10, kick);
@@ -860,7 +968,7 @@ mod tests {
     /// keeps what it was told is present.
     #[tokio::test(start_paused = true)]
     async fn a_session_resumed_as_its_connection_closes_is_kept() {
-        let state = Arc::new(BrokerState::with_store(Config::ephemeral(), None).unwrap());
+        let state = Arc::new(BrokerState::with_cluster(Config::ephemeral(), None, None).unwrap());
         let id: Arc<str> = "c0".into();
         let (kick, _kicked) = oneshot::channel();
         let first = state.attach(&id, true, 0, kick);

@@ -194,6 +194,9 @@ pub struct Config {
     /// Bridges to other brokers (`[[bridges]]`), Mosquitto's bridge
     /// settings without their `bridge_` prefixes; see `bridge/config.rs`.
     pub bridges: Vec<crate::bridge::BridgeConfig>,
+    /// Several brokers sharing one topic space over NATS (issue 17); absent
+    /// means a single broker.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for Config {
@@ -229,9 +232,125 @@ impl Default for Config {
             drop_warnings_per_interval: 10,
             drop_warning_interval_secs: 60,
             bridges: Vec::new(),
+            cluster: None,
         }
     }
 }
+
+// --- [cluster] (issue 17) -------------------------------------------------
+
+/// `[cluster]`: this broker is one node of several that share one topic
+/// space, retained messages and client identifiers through a NATS cluster
+/// with JetStream (see `docs/ARCHITECTURE.md`, "Cluster").
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name, unique in the cluster (it owns client ids by it).
+    pub node: String,
+    /// NATS server URLs (`nats://host:port`, `tls://host:port`); the client
+    /// also learns the rest of the NATS cluster from the first it reaches.
+    pub nats: Vec<String>,
+    /// First token of every subject, and (upper-cased) of the stream and
+    /// bucket names, so several MQTT clusters can share one NATS cluster.
+    pub subject_prefix: String,
+    /// JetStream replicas of the streams and buckets (3 for a 3-server NATS
+    /// cluster: a message survives the loss of one server).
+    pub replicas: usize,
+    /// How long a QoS 1/2 PUBLISH may wait for JetStream to store it; after
+    /// that the publisher is disconnected without an acknowledgement, so it
+    /// sends the message again.
+    pub ack_timeout_ms: u64,
+    /// Seconds QoS 1/2 messages stay in the message stream.
+    pub message_retention_secs: u64,
+    /// Most bytes the message stream keeps (oldest go first); -1: no limit.
+    /// JetStream reserves this much file storage on each replica when the
+    /// stream is created, and refuses the stream if a server has less.
+    pub message_stream_max_bytes: i64,
+    /// Messages waiting to be handed to NATS; QoS 0 beyond it are dropped
+    /// (counted), QoS 1/2 beyond it are not acknowledged.
+    pub max_outbound: usize,
+    /// NATS user name and password.
+    pub user: Option<String>,
+    /// NATS password (with `user`).
+    pub password: Option<String>,
+    /// NATS token.
+    pub token: Option<String>,
+    /// NATS credentials file (JWT and NKey seed, `.creds`).
+    pub credentials_file: Option<PathBuf>,
+    /// File holding an NKey seed.
+    pub nkey_seed_file: Option<PathBuf>,
+    /// CA certificates (PEM) to verify the NATS servers with.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for NATS servers that ask for one.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// Refuse to talk to NATS without TLS.
+    pub tls_required: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node: String::new(),
+            nats: vec!["nats://127.0.0.1:4222".into()],
+            subject_prefix: "mqtt".into(),
+            replicas: 3,
+            ack_timeout_ms: 10_000,
+            message_retention_secs: 3600,
+            message_stream_max_bytes: 256 << 20,
+            max_outbound: 65_536,
+            user: None,
+            password: None,
+            token: None,
+            credentials_file: None,
+            nkey_seed_file: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_required: false,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Rejects values the cluster cannot work with.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |m: &str| Err(ConfigError(format!("[cluster] {m}")));
+        if !cfg!(feature = "cluster") {
+            return fail("this build has no cluster support (cargo feature `cluster`)");
+        }
+        let token_ok = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !token_ok(&self.node) {
+            return fail("node must be a non-empty name of letters, digits, - and _");
+        }
+        if !token_ok(&self.subject_prefix) {
+            return fail("subject_prefix must be letters, digits, - and _");
+        }
+        if self.nats.is_empty() {
+            return fail("nats needs at least one server URL");
+        }
+        if self.replicas == 0 || self.replicas > 5 {
+            return fail("replicas must be between 1 and 5");
+        }
+        if self.ack_timeout_ms == 0 || self.max_outbound == 0 {
+            return fail("ack_timeout_ms and max_outbound must be at least 1");
+        }
+        if self.password.is_some() != self.user.is_some() {
+            return fail("user and password go together");
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return fail("tls_cert_file and tls_key_file go together");
+        }
+        Ok(())
+    }
+}
+
+// --- end of [cluster] -------------------------------------------------------
 
 /// A configuration file that could not be used.
 #[derive(Debug)]
@@ -284,6 +403,9 @@ impl Config {
             }
         }
         crate::bridge::check(&self.bridges).map_err(ConfigError)?;
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+        }
         Ok(())
     }
 

@@ -305,14 +305,17 @@ async fn open<S: Transport>(incoming: Box<Incoming<S>>) -> Option<Open<S>> {
     tracing::debug!(target: "mqtt_broker::packets", "{peer} -> {}", describe(&Packet::Connect(connect)));
 
     let accepted = match authenticate(&broker, &listener, &connect, tls_identity, peer).await {
-        Ok(username) => Conn::accept(
-            &broker,
-            &connect,
-            &frame,
-            peer,
-            username.map(String::into_boxed_str),
-            bridge,
-        ),
+        Ok(username) => match claim_in_cluster(&broker, &connect).await {
+            Ok(()) => Conn::accept(
+                &broker,
+                &connect,
+                &frame,
+                peer,
+                username.map(String::into_boxed_str),
+                bridge,
+            ),
+            Err(reason) => Err((reason, cluster_refusal_text(reason))),
+        },
         Err(e) => Err(e),
     }
     .map_err(|(reason, why)| Refusal {
@@ -321,6 +324,9 @@ async fn open<S: Transport>(incoming: Box<Incoming<S>>) -> Option<Open<S>> {
         why,
     });
     drop(pending);
+    if let Ok((conn, _)) = &accepted {
+        confirm_claim(&broker, &connect, &conn.client_id);
+    }
     match accepted {
         Ok((conn, out)) => Some(Open {
             conn,
@@ -382,6 +388,64 @@ impl Refusal {
         });
         let _ = push_packet(&mut out, self.version, &ack, usize::MAX);
         out
+    }
+}
+
+/// In a cluster, makes this node the owner of the client id before the
+/// session is attached (`cluster::sessions`), taking over the session
+/// another node held for it. A client id taken by another node at the same
+/// moment is refused with 0x89 Server busy; without NATS, 0x88 Server
+/// unavailable (3.1.1: return code 3 for both), as this node cannot tell
+/// whether the id is in use elsewhere.
+#[cfg(feature = "cluster")]
+async fn claim_in_cluster(broker: &Arc<BrokerState>, c: &Connect<'_>) -> Result<(), ReasonCode> {
+    let Some(cluster) = &broker.cluster else {
+        return Ok(());
+    };
+    // An empty id gets one made unique by the node's name.
+    if c.client_id.is_empty() {
+        return Ok(());
+    }
+    let client_id: Arc<str> = c.client_id.into();
+    match cluster.claim(&client_id, c.clean_start).await {
+        Ok(Some(previous)) => {
+            tracing::info!(client = %client_id, from = %previous.node, "cluster: session moves to this node");
+            broker.adopt_session(&client_id, previous.expiry_secs, &previous.subscriptions);
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(crate::cluster::ClaimError::Lost) => Err(ReasonCode::ServerBusy),
+        Err(crate::cluster::ClaimError::Unavailable) => Err(ReasonCode::ServerUnavailable),
+    }
+}
+
+/// Another node may have claimed the client id between this node's claim
+/// and the attach: then the session was handed over before it existed here,
+/// so hand it over now (the new connection gets DISCONNECT 0x8E at once).
+#[cfg(feature = "cluster")]
+fn confirm_claim(broker: &Arc<BrokerState>, c: &Connect<'_>, client_id: &Arc<str>) {
+    if let Some(cluster) = &broker.cluster {
+        if !c.client_id.is_empty() && !cluster.owns(client_id) {
+            tracing::info!(client = %client_id, "cluster: client id claimed by another node meanwhile");
+            broker.hand_over(client_id);
+        }
+    }
+}
+
+#[cfg(not(feature = "cluster"))]
+fn confirm_claim(_: &Arc<BrokerState>, _: &Connect<'_>, _: &Arc<str>) {}
+
+#[cfg(not(feature = "cluster"))]
+async fn claim_in_cluster(_: &Arc<BrokerState>, _: &Connect<'_>) -> Result<(), ReasonCode> {
+    Ok(())
+}
+
+/// The Reason String of a CONNACK refused by `claim_in_cluster`.
+fn cluster_refusal_text(reason: ReasonCode) -> &'static str {
+    if reason == ReasonCode::ServerBusy {
+        "the client id is being taken by another node of the cluster"
+    } else {
+        "the cluster cannot be reached to check the client id"
     }
 }
 
@@ -626,8 +690,8 @@ struct Conn {
     hold_acks: bool,
     /// Acknowledgements of the packets being handled now.
     held: BytesMut,
-    /// Acknowledgements waiting for a sync, oldest first.
-    durable_acks: std::collections::VecDeque<(oneshot::Receiver<()>, BytesMut)>,
+    /// Acknowledgements waiting for a sync or the cluster, oldest first.
+    durable_acks: std::collections::VecDeque<(Gate, BytesMut)>,
     /// Large payloads written from the message, between the bytes of the
     /// write buffer (see `splice`).
     spliced: Spliced,
@@ -636,6 +700,69 @@ struct Conn {
     /// forwards is not echoed back to it (a loop on a `both` line) and
     /// retained messages stay retained on the other side.
     bridge: bool,
+    /// The cluster's answers for the QoS 1/2 messages of the packets being
+    /// handled now (`cluster::Cluster::forward`).
+    cluster_waits: Vec<oneshot::Receiver<bool>>,
+    /// Packet identifiers of the QoS 2 PUBLISHes among them.
+    cluster_qos2: Vec<u16>,
+}
+
+/// What held acknowledgements wait for: a store sync, and the cluster
+/// storing the messages they acknowledge.
+struct Gate {
+    store: Option<oneshot::Receiver<()>>,
+    cluster: Vec<oneshot::Receiver<bool>>,
+    /// The cluster did not store a message: the acknowledgements must not go.
+    failed: bool,
+    /// Incoming QoS 2 packet identifiers whose PUBREC waits here: forgotten
+    /// if the gate fails, so the client's resent PUBLISH is taken as new
+    /// (and sent to the cluster) rather than as a duplicate.
+    qos2: Vec<u16>,
+}
+
+impl Gate {
+    /// Waits for everything (cancel-safe: what completed is removed).
+    async fn wait(&mut self) {
+        if let Some(rx) = self.store.as_mut() {
+            let _ = rx.await;
+            self.store = None;
+        }
+        while let Some(rx) = self.cluster.last_mut() {
+            let stored = rx.await.unwrap_or(false);
+            self.cluster.pop();
+            if !stored {
+                self.failed = true;
+                return;
+            }
+        }
+    }
+
+    /// `Some(true)` when everything is done, `Some(false)` when the cluster
+    /// failed, `None` while something is pending.
+    fn check(&mut self) -> Option<bool> {
+        if self.failed {
+            return Some(false);
+        }
+        if let Some(rx) = self.store.as_mut() {
+            match rx.try_recv() {
+                Ok(()) | Err(oneshot::error::TryRecvError::Closed) => self.store = None,
+                Err(oneshot::error::TryRecvError::Empty) => return None,
+            }
+        }
+        while let Some(rx) = self.cluster.last_mut() {
+            match rx.try_recv() {
+                Ok(true) => {
+                    self.cluster.pop();
+                }
+                Ok(false) | Err(oneshot::error::TryRecvError::Closed) => {
+                    self.failed = true;
+                    return Some(false);
+                }
+                Err(oneshot::error::TryRecvError::Empty) => return None,
+            }
+        }
+        Some(true)
+    }
 }
 
 impl Conn {
@@ -870,14 +997,18 @@ impl Conn {
             rate_window: (Instant::now(), 0),
             read_paused_until: None,
             last_rx: Instant::now(),
-            hold_acks: broker
-                .store
-                .as_ref()
-                .is_some_and(|s| s.durability() == crate::store::Durability::Always),
+            // In a cluster, QoS 1/2 acknowledgements wait for JetStream.
+            hold_acks: broker.cluster.is_some()
+                || broker
+                    .store
+                    .as_ref()
+                    .is_some_and(|s| s.durability() == crate::store::Durability::Always),
             held: BytesMut::new(),
             durable_acks: Default::default(),
             spliced: Spliced::default(),
             bridge,
+            cluster_waits: Vec::new(),
+            cluster_qos2: Vec::new(),
         };
         Ok((conn, out))
     }
@@ -978,7 +1109,11 @@ impl Conn {
                     }
                 }
                 _ = session.notify.notified(), if out.len() + self.spliced.pending() < WRITE_HIGH_WATER => self.fill(out),
-                _ = wait_front(&mut self.durable_acks), if !self.durable_acks.is_empty() => self.release_acks(out),
+                _ = wait_front(&mut self.durable_acks), if !self.durable_acks.is_empty() => {
+                    if let Err(close) = self.release_acks(out) {
+                        return close;
+                    }
+                }
             }
         }
     }
@@ -1017,12 +1152,21 @@ impl Conn {
         if self.held.is_empty() {
             return;
         }
-        let Some(store) = &self.broker.store else {
-            return;
+        let store = match &self.broker.store {
+            Some(store) if crate::store::ops_sent_on_this_thread() != mark => Some(store.barrier()),
+            _ => None,
         };
-        if crate::store::ops_sent_on_this_thread() != mark {
-            self.durable_acks
-                .push_back((store.barrier(), self.held.split()));
+        let cluster = std::mem::take(&mut self.cluster_waits);
+        let qos2 = std::mem::take(&mut self.cluster_qos2);
+        if store.is_some() || !cluster.is_empty() {
+            let gate = Gate {
+                store,
+                // `Gate` takes them from the back: the last one first.
+                cluster,
+                failed: false,
+                qos2,
+            };
+            self.durable_acks.push_back((gate, self.held.split()));
         } else if let Some((_, waiting)) = self.durable_acks.back_mut() {
             waiting.unsplit(self.held.split());
         } else {
@@ -1060,19 +1204,41 @@ impl Conn {
         }
     }
 
-    /// Moves acknowledgements whose sync has completed to the write buffer,
-    /// in order.
-    fn release_acks(&mut self, out: &mut BytesMut) {
-        while let Some((rx, _)) = self.durable_acks.front_mut() {
-            match rx.try_recv() {
-                Ok(()) | Err(oneshot::error::TryRecvError::Closed) => {
+    /// Moves acknowledgements whose sync (and cluster store) has completed
+    /// to the write buffer, in order. A message the cluster did not store
+    /// closes the connection with its acknowledgement and every later one
+    /// unsent, so the client sends them again (MQTT 5: DISCONNECT 0x80).
+    fn release_acks(&mut self, out: &mut BytesMut) -> Step {
+        while let Some((gate, _)) = self.durable_acks.front_mut() {
+            match gate.check() {
+                Some(true) => {
                     if let Some((_, bytes)) = self.durable_acks.pop_front() {
                         out.extend_from_slice(&bytes);
                     }
                 }
-                Err(oneshot::error::TryRecvError::Empty) => break,
+                Some(false) => {
+                    // None of the held PUBRECs goes out: forget their ids.
+                    let pids: Vec<u16> = self
+                        .durable_acks
+                        .iter()
+                        .flat_map(|(g, _)| g.qos2.iter().copied())
+                        .collect();
+                    for pid in pids {
+                        self.forget_incoming(pid);
+                    }
+                    tracing::warn!(
+                        client = %self.client_id,
+                        "cluster did not store a QoS 1/2 message in time: closing without acknowledging it"
+                    );
+                    return Err(Close::Server(
+                        ReasonCode::UnspecifiedError,
+                        "the cluster could not store the message; send it again",
+                    ));
+                }
+                None => break,
             }
         }
+        Ok(())
     }
 
     fn decode_error(&self, e: DecodeError) -> Close {
@@ -1282,6 +1448,18 @@ impl Conn {
             tracing::debug!(client = %self.client_id, user = ?self.username, %topic, "publish denied");
         } else if self.topic_too_big(&topic) {
             reason = ReasonCode::TopicNameInvalid;
+        } else if self
+            .broker
+            .cluster
+            .as_ref()
+            // The body holds topic, properties and payload; the subject
+            // holds the topic again, escaped (up to three bytes a byte).
+            .is_some_and(|c| !c.fits(frame.body().len() + topic.len() * 3))
+        {
+            // Larger than one NATS message: it could reach only this node's
+            // subscribers, so it is refused as a whole.
+            tracing::warn!(client = %self.client_id, %topic, size = p.payload.len(), "message too large for the cluster (NATS max_payload): refused");
+            reason = ReasonCode::QuotaExceeded;
         } else {
             let payload = frame.bytes.slice_ref(p.payload);
             // The time its bytes were read: one clock read per read, not
@@ -1293,8 +1471,20 @@ impl Conn {
                 Some(self.client_id.clone()),
                 self.last_rx,
             );
-            if self.broker.publish_cached(Arc::new(msg), &mut self.route) == 0 {
-                reason = ReasonCode::NoMatchingSubscribers;
+            let msg = Arc::new(msg);
+            let matched = self.broker.publish_cached(msg.clone(), &mut self.route);
+            match &self.broker.cluster {
+                // Subscribers elsewhere are not known here.
+                Some(cluster) => {
+                    if let Some(stored) = cluster.forward(&msg) {
+                        self.cluster_waits.push(stored);
+                        if let QosPid::ExactlyOnce(pid) = p.qos_pid {
+                            self.cluster_qos2.push(pid.get());
+                        }
+                    }
+                }
+                None if matched == 0 => reason = ReasonCode::NoMatchingSubscribers,
+                None => {}
             }
         }
         if reason.is_error() {
@@ -1446,6 +1636,10 @@ impl Conn {
         // A stored session's subscriptions are durable before they are
         // acknowledged, like its messages.
         if self.session.lock().persistent {
+            if let Some(c) = &self.broker.cluster {
+                // ... and written to the cluster's session record.
+                self.cluster_waits.push(c.records_written());
+            }
             self.send_ack(out, &Packet::SubAck(ack));
         } else {
             self.send(out, &Packet::SubAck(ack));
@@ -1525,6 +1719,10 @@ impl Conn {
         // A stored session's subscriptions are durable before they are
         // acknowledged, like its messages.
         if self.session.lock().persistent {
+            if let Some(c) = &self.broker.cluster {
+                // ... and written to the cluster's session record.
+                self.cluster_waits.push(c.records_written());
+            }
             self.send_ack(out, &Packet::UnsubAck(ack));
         } else {
             self.send(out, &Packet::UnsubAck(ack));
@@ -1816,12 +2014,10 @@ impl Conn {
     }
 }
 
-/// Completes when the oldest held acknowledgement's sync is done.
-async fn wait_front(waiting: &mut std::collections::VecDeque<(oneshot::Receiver<()>, BytesMut)>) {
+/// Completes when the oldest held acknowledgement's gate is done.
+async fn wait_front(waiting: &mut std::collections::VecDeque<(Gate, BytesMut)>) {
     match waiting.front_mut() {
-        Some((rx, _)) => {
-            let _ = rx.await;
-        }
+        Some((gate, _)) => gate.wait().await,
         None => std::future::pending().await,
     }
 }

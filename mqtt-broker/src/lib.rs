@@ -22,6 +22,43 @@ pub mod acl;
 pub mod auth;
 pub mod bridge;
 mod broker;
+#[cfg(feature = "cluster")]
+pub mod cluster;
+#[cfg(not(feature = "cluster"))]
+mod cluster {
+    //! Built without the `cluster` feature: no node is ever in a cluster
+    //! (`Config::validate` refuses `[cluster]`), so this type has no values.
+    use std::sync::Arc;
+
+    use crate::message::Message;
+
+    /// Never constructed without the `cluster` feature.
+    pub enum Cluster {}
+
+    impl Cluster {
+        pub fn forward(&self, _: &Arc<Message>) -> Option<tokio::sync::oneshot::Receiver<bool>> {
+            match *self {}
+        }
+        pub fn save_session(&self, _: &Arc<str>, _: u32, _: Option<u64>, _: Vec<u8>) {
+            match *self {}
+        }
+        pub fn session_ended(&self, _: &Arc<str>) {
+            match *self {}
+        }
+        pub fn records_written(&self) -> tokio::sync::oneshot::Receiver<bool> {
+            match *self {}
+        }
+        pub fn node(&self) -> &str {
+            match *self {}
+        }
+        pub fn fits(&self, _: usize) -> bool {
+            match *self {}
+        }
+        pub fn sys_values(&self) -> Vec<(&'static str, String)> {
+            match *self {}
+        }
+    }
+}
 pub mod config;
 mod connection;
 pub mod drop_log;
@@ -41,5 +78,5 @@ mod topic_index;
 mod transport;
 mod ws;
 
-pub use config::{Config, ListenerConfig, ListenerProtocol, QueuePolicy};
+pub use config::{ClusterConfig, Config, ListenerConfig, ListenerProtocol, QueuePolicy};
 pub use server::{Broker, BrokerHandle};

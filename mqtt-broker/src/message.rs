@@ -203,7 +203,12 @@ impl Message {
     /// A message read back from the store. `received_ms` (Unix time) dates
     /// it so that expiry carries on across restarts.
     pub fn from_stored(bytes: &[u8], received_ms: u64) -> Option<Message> {
-        let frame = Bytes::copy_from_slice(bytes);
+        Message::from_stored_bytes(Bytes::copy_from_slice(bytes), received_ms)
+    }
+
+    /// [`Message::from_stored`] for bytes already owned (a message from
+    /// another node of a cluster): the payload is a slice of `frame`.
+    pub fn from_stored_bytes(frame: Bytes, received_ms: u64) -> Option<Message> {
         let opts = mqtt_codec::DecodeOptions::new(mqtt_codec::ProtocolVersion::V5);
         let Ok(mqtt_codec::Status::Complete((mqtt_codec::Packet::Publish(p), _))) =
             mqtt_codec::decode(&frame, &opts)

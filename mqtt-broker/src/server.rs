@@ -75,11 +75,13 @@ impl Broker {
                 (Some(store), restored)
             }
         };
+        let cluster = connect_cluster(&config).await?;
         let state = Arc::new(
-            BrokerState::with_store(config, store)
+            BrokerState::with_cluster(config, store, cluster)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
         );
         state.restore(restored);
+        start_cluster(&state);
         let (shutdown, shutdown_rx) = watch::channel(false);
         // Each connection task holds a sender; when all are dropped, every
         // connection has finished.
@@ -401,8 +403,58 @@ impl BrokerHandle {
         self.state.shutdown_sessions();
         // All accept loops are gone, so only connection tasks hold senders.
         let _ = tokio::time::timeout(Duration::from_secs(10), self.done.recv()).await;
+        close_cluster(&self.state).await;
         if let Some(store) = &self.state.store {
             store.close().await;
         }
     }
+
+    /// Whether this node is ready to serve as part of its cluster: NATS
+    /// connected, the streams in place and the cluster's retained messages
+    /// loaded. Always true for a single broker.
+    pub fn cluster_ready(&self) -> bool {
+        #[cfg(feature = "cluster")]
+        if let Some(c) = &self.state.cluster {
+            return c.is_ready() && c.retained_loaded();
+        }
+        true
+    }
 }
+
+/// Connects to NATS when the configuration has `[cluster]`.
+#[cfg(feature = "cluster")]
+async fn connect_cluster(config: &Config) -> io::Result<Option<Arc<crate::cluster::Cluster>>> {
+    match &config.cluster {
+        Some(c) => crate::cluster::Cluster::connect(c)
+            .await
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e)),
+        None => Ok(None),
+    }
+}
+
+#[cfg(not(feature = "cluster"))]
+async fn connect_cluster(_config: &Config) -> io::Result<Option<Arc<crate::cluster::Cluster>>> {
+    // `Config::validate` has refused `[cluster]` in this build.
+    Ok(None)
+}
+
+#[cfg(feature = "cluster")]
+fn start_cluster(state: &Arc<BrokerState>) {
+    if let Some(c) = &state.cluster {
+        c.start(state);
+    }
+}
+
+#[cfg(not(feature = "cluster"))]
+fn start_cluster(_state: &Arc<BrokerState>) {}
+
+#[cfg(feature = "cluster")]
+async fn close_cluster(state: &BrokerState) {
+    if let Some(c) = &state.cluster {
+        c.close().await;
+    }
+}
+
+#[cfg(not(feature = "cluster"))]
+async fn close_cluster(_state: &BrokerState) {}

@@ -70,6 +70,12 @@ pub fn publish_once(broker: &BrokerState) {
             s.tls_handshake_failures.get().to_string(),
         ),
     ];
+    let cluster = broker
+        .cluster
+        .as_ref()
+        .map(|c| c.sys_values())
+        .unwrap_or_default();
+    let values = values.into_iter().chain(cluster);
     for (name, value) in values {
         let topic = format!("$SYS/broker/{name}");
         let msg = Message::new(&topic, Bytes::from(value), QoS::AtMostOnce, true);

@@ -921,6 +921,9 @@ async fn run_load(args: &Args, addr: SocketAddr, sub_addr: SocketAddr) -> io::Re
     let mut r = Report::default();
     r.set("scenario", args.scenario.name());
     r.set("broker", addr.to_string());
+    if sub_addr != addr {
+        r.set("subscriber_broker", sub_addr.to_string());
+    }
     r.set("qos", u64::from(args.qos));
     r.set("payload", args.payload as u64);
     r.set("publishers", n_pubs as u64);

@@ -1,0 +1,318 @@
+//! Several brokers as one MQTT service over a NATS cluster with JetStream
+//! (issue 17, cluster part 1): one topic space, cluster-wide retained
+//! messages, and a client identifier owned by one node at a time.
+//!
+//! What travels where (every name starts with `subject_prefix`, `mqtt` by
+//! default; `P` is that prefix upper-cased):
+//!
+//! | what | NATS | file |
+//! |---|---|---|
+//! | QoS 0 messages | core publish on `mqtt.v.<topic>` | `outbound.rs`, `inbound.rs` |
+//! | QoS 1/2 messages | JetStream stream `P_MESSAGES` (`mqtt.d.>`), acknowledged to the MQTT publisher only after JetStream's ack | `outbound.rs`, `inbound.rs` |
+//! | retained messages | key-value bucket `P_retained`, one key per topic | `outbound.rs`, `inbound.rs` |
+//! | who owns a client id | key-value bucket `P_sessions`, written with compare-and-set | `sessions.rs` |
+//!
+//! Topics become subjects through the reversible escaping in `subject.rs`.
+//! Every node subscribes to all of `mqtt.v.>` and `mqtt.d.>` and routes what
+//! arrives through its own subscription index, exactly like a local publish:
+//! the per-subscription options (No Local, Retain As Published, subscription
+//! identifiers, one copy for overlapping subscriptions) are applied where the
+//! subscriber is. Subscribing to everything, rather than to each filter,
+//! means a SUBSCRIBE needs no NATS round trip and cannot race with interest
+//! spreading through the NATS routes. The publishing node routes to its own
+//! subscribers at once and does not receive its own messages back (NATS
+//! `no_echo`). `$SYS` topics stay on their node.
+//!
+//! `link.rs` holds the NATS connection, the streams and buckets and the
+//! connection state reported in the log and in `$SYS/broker/cluster/state`
+//! (`up`, `degraded`: JetStream does not store, `down`: no NATS).
+
+mod inbound;
+mod link;
+mod outbound;
+mod sessions;
+pub mod subject;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::broker::BrokerState;
+use crate::config::ClusterConfig;
+use crate::message::Message;
+
+pub use sessions::{ClaimError, SessionRecord};
+
+/// Counters of what crossed the cluster, shown in `$SYS/broker/cluster/`.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// Messages handed to NATS.
+    pub forwarded: AtomicU64,
+    /// Messages received from other nodes.
+    pub received: AtomicU64,
+    /// QoS 0 messages not sent to other nodes (outbound queue full, or the
+    /// message too large for NATS). Each is also logged.
+    pub dropped_qos0: AtomicU64,
+    /// QoS 1/2 messages JetStream did not store in time: their publisher was
+    /// disconnected without an acknowledgement.
+    pub not_stored: AtomicU64,
+    /// Messages from NATS that could not be read (not from a broker).
+    pub malformed: AtomicU64,
+    /// CONNECTs refused because the client id could not be claimed.
+    pub claims_refused: AtomicU64,
+    /// Sessions handed to another node that took their client id over.
+    pub handed_over: AtomicU64,
+}
+
+/// This node's part in the cluster. Held by the broker state; the tasks in
+/// `inbound.rs`, `outbound.rs` and `sessions.rs` do the NATS work.
+pub struct Cluster {
+    cfg: ClusterConfig,
+    link: link::Link,
+    out: mpsc::Sender<outbound::Outbound>,
+    records: mpsc::Sender<sessions::RecordOp>,
+    /// Client ids this node owns, with the revision of their record.
+    owned: parking_lot::Mutex<std::collections::HashMap<Arc<str>, u64>>,
+    /// Unique per message this node publishes (with the node name and a
+    /// start nonce): the JetStream de-duplication id.
+    next_id: AtomicU64,
+    nonce: u64,
+    /// Counters.
+    pub stats: ClusterStats,
+    /// Whether the retained messages of the cluster have been loaded.
+    retained_loaded: AtomicBool,
+    /// Whether JetStream's last answer was a stored message (false while it
+    /// has no quorum, though NATS itself answers).
+    jetstream_ok: AtomicBool,
+    shutdown: watch::Sender<bool>,
+    tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The receiving ends, until `start` hands them to their tasks.
+    pending: parking_lot::Mutex<Option<Pending>>,
+}
+
+struct Pending {
+    out: mpsc::Receiver<outbound::Outbound>,
+    records: mpsc::Receiver<sessions::RecordOp>,
+}
+
+impl Cluster {
+    /// Connects to NATS (in the background when no server answers yet: the
+    /// node starts anyway and keeps trying). Nothing is routed until
+    /// [`Cluster::start`].
+    pub async fn connect(cfg: &ClusterConfig) -> Result<Arc<Cluster>, String> {
+        let link = link::Link::connect(cfg).await?;
+        let (out_tx, out_rx) = mpsc::channel(cfg.max_outbound);
+        let (rec_tx, rec_rx) = mpsc::channel(cfg.max_outbound);
+        let nonce = crate::store::unix_ms() ^ (u64::from(std::process::id()) << 40);
+        Ok(Arc::new(Cluster {
+            cfg: cfg.clone(),
+            link,
+            out: out_tx,
+            records: rec_tx,
+            owned: Default::default(),
+            next_id: AtomicU64::new(1),
+            nonce,
+            stats: ClusterStats::default(),
+            retained_loaded: AtomicBool::new(false),
+            jetstream_ok: AtomicBool::new(true),
+            shutdown: watch::channel(false).0,
+            tasks: Default::default(),
+            pending: parking_lot::Mutex::new(Some(Pending {
+                out: out_rx,
+                records: rec_rx,
+            })),
+        }))
+    }
+
+    /// Starts the tasks that talk to NATS for `broker`.
+    pub fn start(self: &Arc<Self>, broker: &Arc<BrokerState>) {
+        let Some(pending) = self.pending.lock().take() else {
+            return;
+        };
+        let mut tasks = self.tasks.lock();
+        tasks.push(tokio::spawn(link::supervise(
+            self.clone(),
+            self.shutdown.subscribe(),
+        )));
+        tasks.push(tokio::spawn(outbound::run(self.clone(), pending.out)));
+        tasks.push(tokio::spawn(sessions::run(
+            self.clone(),
+            broker.clone(),
+            pending.records,
+        )));
+        tasks.push(tokio::spawn(inbound::run_messages(
+            self.clone(),
+            broker.clone(),
+            self.shutdown.subscribe(),
+        )));
+        tasks.push(tokio::spawn(inbound::run_retained(
+            self.clone(),
+            broker.clone(),
+            self.shutdown.subscribe(),
+        )));
+        tasks.push(tokio::spawn(inbound::run_sessions(
+            self.clone(),
+            broker.clone(),
+            self.shutdown.subscribe(),
+        )));
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.cfg.node
+    }
+
+    /// Whether NATS is connected and the streams and buckets are in place.
+    pub fn is_ready(&self) -> bool {
+        self.link.is_ready()
+    }
+
+    /// `up`; `degraded` when NATS answers but JetStream does not store
+    /// (no quorum); `down` when NATS is unreachable.
+    pub fn state(&self) -> &'static str {
+        match (self.is_ready(), self.jetstream_ok.load(Ordering::Relaxed)) {
+            (false, _) => "down",
+            (true, false) => "degraded",
+            (true, true) => "up",
+        }
+    }
+
+    /// Records whether JetStream stored the last message, logging changes.
+    fn jetstream_stored(&self, ok: bool) {
+        if self.jetstream_ok.swap(ok, Ordering::Relaxed) != ok {
+            if ok {
+                tracing::info!(node = %self.cfg.node, "cluster: JetStream stores messages again");
+            } else {
+                tracing::warn!(node = %self.cfg.node, "cluster: JetStream does not store messages (no quorum?); QoS 1/2 publishers are not acknowledged");
+            }
+        }
+    }
+
+    /// Whether the cluster's retained messages have been read in.
+    pub fn retained_loaded(&self) -> bool {
+        self.retained_loaded.load(Ordering::Acquire)
+    }
+
+    /// Sends `msg` (already routed to this node's subscribers) to the other
+    /// nodes, and sets or clears it as the cluster's retained message when it
+    /// carries RETAIN. For QoS 1 and 2, the receiver answers `true` once
+    /// JetStream has stored it (and the retained change), `false` if it could
+    /// not in `ack_timeout_ms`: the publisher must not be acknowledged then.
+    /// `$SYS` topics stay on this node.
+    pub fn forward(&self, msg: &Arc<Message>) -> Option<oneshot::Receiver<bool>> {
+        if msg.topic.starts_with("$SYS") {
+            return None;
+        }
+        outbound::forward(self, msg)
+    }
+
+    /// Claims `client_id` for a new connection on this node. Returns the
+    /// session another node held for it, if that one is still live and not
+    /// discarded by `clean_start`, so its subscriptions move here.
+    pub async fn claim(
+        &self,
+        client_id: &Arc<str>,
+        clean_start: bool,
+    ) -> Result<Option<SessionRecord>, ClaimError> {
+        sessions::claim(self, client_id, clean_start).await
+    }
+
+    /// Whether this node owns `client_id` (its last claim has not been
+    /// overtaken by another node's).
+    pub fn owns(&self, client_id: &Arc<str>) -> bool {
+        self.owned.lock().contains_key(client_id)
+    }
+
+    /// Publishes the state of a session this node owns (after a connect,
+    /// a (un)subscribe, or a disconnect).
+    pub fn save_session(
+        &self,
+        client_id: &Arc<str>,
+        expiry_secs: u32,
+        disconnected_at_ms: Option<u64>,
+        subscriptions: Vec<u8>,
+    ) {
+        sessions::save(
+            self,
+            client_id,
+            expiry_secs,
+            disconnected_at_ms,
+            subscriptions,
+        );
+    }
+
+    /// Answers once the session record writes asked for so far are done, so
+    /// a SUBACK can wait until the subscription would move with its client.
+    pub fn records_written(&self) -> oneshot::Receiver<bool> {
+        let (tx, rx) = oneshot::channel();
+        if let Err(
+            mpsc::error::TrySendError::Full(sessions::RecordOp::Flush(tx))
+            | mpsc::error::TrySendError::Closed(sessions::RecordOp::Flush(tx)),
+        ) = self.records.try_send(sessions::RecordOp::Flush(tx))
+        {
+            // The record write was dropped (and logged) already; the
+            // subscription holds on this node all the same.
+            let _ = tx.send(true);
+        }
+        rx
+    }
+
+    /// The session of `client_id` ended here: its record goes, unless
+    /// another node owns it by now.
+    pub fn session_ended(&self, client_id: &Arc<str>) {
+        sessions::ended(self, client_id);
+    }
+
+    /// Whether a message of about `size` bytes (topic, properties and
+    /// payload) fits in one NATS message (`max_payload`, 1 MiB by default).
+    pub fn fits(&self, size: usize) -> bool {
+        outbound::fits(self, size)
+    }
+
+    /// `$SYS/broker/cluster/...` values.
+    pub fn sys_values(&self) -> Vec<(&'static str, String)> {
+        let s = &self.stats;
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
+        vec![
+            ("cluster/node", self.cfg.node.clone()),
+            ("cluster/state", self.state().to_string()),
+            ("cluster/messages/forwarded", n(&s.forwarded)),
+            ("cluster/messages/received", n(&s.received)),
+            ("cluster/messages/dropped_qos0", n(&s.dropped_qos0)),
+            ("cluster/messages/not_stored", n(&s.not_stored)),
+            ("cluster/messages/malformed", n(&s.malformed)),
+            ("cluster/clients/claims_refused", n(&s.claims_refused)),
+            ("cluster/clients/handed_over", n(&s.handed_over)),
+        ]
+    }
+
+    /// Lets queued record writes and publishes go out (bounded), then stops
+    /// every cluster task.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .records
+            .send(sessions::RecordOp::Flush(tx))
+            .await
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), rx).await;
+        }
+        let (tx, rx) = oneshot::channel();
+        if self.out.send(outbound::Outbound::Flush(tx)).await.is_ok() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), rx).await;
+        }
+        let _ = self.shutdown.send(true);
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(1), self.link.client.flush()).await;
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+    }
+
+    fn message_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{:x}-{n:x}", self.cfg.node, self.nonce)
+    }
+}

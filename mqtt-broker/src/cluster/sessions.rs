@@ -1,0 +1,382 @@
+//! Which node owns a client identifier, and the session that goes with it
+//! (MQTT 5.0 section 3.1.4: a new connection with a client id in use takes
+//! the session over, [MQTT-3.1.4-3]; across nodes here).
+//!
+//! The `P_sessions` bucket holds one record per client id: the owning node,
+//! the session expiry, when the client disconnected (if it did) and its
+//! subscriptions. Every write is a compare-and-set on the record's revision
+//! (JetStream `Nats-Expected-Last-Subject-Sequence`):
+//!
+//! - a CONNECT reads the record and writes its own with the revision it
+//!   read. Of two nodes claiming the same id at once, exactly one write
+//!   succeeds; the other reads again and claims over the winner (a later
+//!   connection takes the session over, and the winner's node closes its
+//!   connection), so only one connection survives. After three refused
+//!   writes in a row the CONNECT is refused (CONNACK 0x89 Server busy, 3.1.1:
+//!   3 Server unavailable);
+//! - every node watches the bucket: a record written by another node for a
+//!   client id this node owns means the client moved, so this node closes
+//!   its connection (DISCONNECT 0x8E Session taken over) and forgets the
+//!   session; the new node took its subscriptions from the record;
+//! - the owner rewrites the record on SUBSCRIBE, UNSUBSCRIBE and disconnect,
+//!   and deletes it when the session ends. A write refused because the
+//!   revision moved means another node owns the id now.
+//!
+//! All record work of one node runs on one task, in order, so a node never
+//! races with itself.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::kv::{UpdateError, UpdateErrorKind};
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{subject, Cluster};
+use crate::broker::BrokerState;
+
+const RECORD_VERSION: u8 = 1;
+
+/// Reads and compare-and-set writes a claim tries before giving up.
+const CLAIM_ATTEMPTS: usize = 3;
+
+/// A session as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The node that owns the client id.
+    pub node: String,
+    /// Session Expiry Interval in seconds (`u32::MAX`: never).
+    pub expiry_secs: u32,
+    /// When the client disconnected (Unix ms), `None` while connected.
+    pub disconnected_at_ms: Option<u64>,
+    /// Subscriptions, in the store's encoding
+    /// (`SessionState::encode_subscriptions`).
+    pub subscriptions: Vec<u8>,
+}
+
+impl SessionRecord {
+    /// The record's bytes: version, node, expiry, disconnection time (0:
+    /// connected), subscriptions.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.node.len() + self.subscriptions.len());
+        out.push(RECORD_VERSION);
+        out.push(self.node.len().min(255) as u8);
+        out.extend_from_slice(&self.node.as_bytes()[..self.node.len().min(255)]);
+        out.extend_from_slice(&self.expiry_secs.to_be_bytes());
+        out.extend_from_slice(&self.disconnected_at_ms.unwrap_or(0).to_be_bytes());
+        out.extend_from_slice(&self.subscriptions);
+        out
+    }
+
+    /// Reads [`SessionRecord::encode`]'s bytes; `None` for anything else.
+    pub fn decode(b: &[u8]) -> Option<SessionRecord> {
+        if *b.first()? != RECORD_VERSION {
+            return None;
+        }
+        let n = usize::from(*b.get(1)?);
+        let node = std::str::from_utf8(b.get(2..2 + n)?).ok()?.to_string();
+        let rest = b.get(2 + n..)?;
+        let expiry_secs = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        let at = u64::from_be_bytes(rest.get(4..12)?.try_into().ok()?);
+        Some(SessionRecord {
+            node,
+            expiry_secs,
+            disconnected_at_ms: (at != 0).then_some(at),
+            subscriptions: rest[12..].to_vec(),
+        })
+    }
+
+    /// Whether the session still exists at `now_ms`: it has an expiry and
+    /// the client is connected or left less than that long ago.
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        match (self.expiry_secs, self.disconnected_at_ms) {
+            (0, _) => false,
+            (_, None) | (u32::MAX, _) => true,
+            (secs, Some(at)) => now_ms.saturating_sub(at) < u64::from(secs) * 1000,
+        }
+    }
+}
+
+/// Why a client id could not be claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimError {
+    /// Another node claimed it at the same moment and won.
+    Lost,
+    /// NATS or JetStream did not answer in time.
+    Unavailable,
+}
+
+pub(super) enum RecordOp {
+    Claim {
+        client: Arc<str>,
+        clean_start: bool,
+        reply: oneshot::Sender<Result<Option<SessionRecord>, ClaimError>>,
+    },
+    Save {
+        client: Arc<str>,
+        record: SessionRecord,
+    },
+    Delete {
+        client: Arc<str>,
+    },
+    /// Answers once everything before it is done.
+    Flush(oneshot::Sender<bool>),
+}
+
+/// See [`Cluster::claim`].
+pub(super) async fn claim(
+    cluster: &Cluster,
+    client: &Arc<str>,
+    clean_start: bool,
+) -> Result<Option<SessionRecord>, ClaimError> {
+    let limit = Duration::from_millis(cluster.cfg.ack_timeout_ms);
+    let (reply, rx) = oneshot::channel();
+    let op = RecordOp::Claim {
+        client: client.clone(),
+        clean_start,
+        reply,
+    };
+    let result = tokio::time::timeout(limit, async {
+        cluster
+            .records
+            .send(op)
+            .await
+            .map_err(|_| ClaimError::Unavailable)?;
+        rx.await.map_err(|_| ClaimError::Unavailable)?
+    })
+    .await
+    .unwrap_or(Err(ClaimError::Unavailable));
+    if result.is_err() {
+        cluster.stats.claims_refused.fetch_add(1, Ordering::Relaxed);
+    }
+    result
+}
+
+/// See [`Cluster::save_session`].
+pub(super) fn save(
+    cluster: &Cluster,
+    client: &Arc<str>,
+    expiry_secs: u32,
+    disconnected_at_ms: Option<u64>,
+    subscriptions: Vec<u8>,
+) {
+    let record = SessionRecord {
+        node: cluster.cfg.node.clone(),
+        expiry_secs,
+        disconnected_at_ms,
+        subscriptions,
+    };
+    let op = RecordOp::Save {
+        client: client.clone(),
+        record,
+    };
+    if cluster.records.try_send(op).is_err() {
+        tracing::warn!(client = %client, "cluster: session record queue full; record not updated");
+    }
+}
+
+/// See [`Cluster::session_ended`].
+pub(super) fn ended(cluster: &Cluster, client: &Arc<str>) {
+    let op = RecordOp::Delete {
+        client: client.clone(),
+    };
+    if cluster.records.try_send(op).is_err() {
+        tracing::warn!(client = %client, "cluster: session record queue full; record not deleted");
+    }
+}
+
+/// The record task.
+pub(super) async fn run(
+    cluster: Arc<Cluster>,
+    broker: Arc<BrokerState>,
+    mut rx: mpsc::Receiver<RecordOp>,
+) {
+    while let Some(op) = rx.recv().await {
+        match op {
+            RecordOp::Flush(tx) => {
+                let _ = tx.send(true);
+            }
+            RecordOp::Claim {
+                client,
+                clean_start,
+                reply,
+            } => {
+                if reply.is_closed() {
+                    continue;
+                }
+                let r = do_claim(&cluster, &client, clean_start).await;
+                if let Err(e) = &r {
+                    tracing::info!(%client, error = ?e, "cluster: client id not claimed");
+                }
+                let _ = reply.send(r);
+            }
+            RecordOp::Save { client, record } => {
+                let Some(rev) = cluster.owned.lock().get(&client).copied() else {
+                    continue;
+                };
+                let Some(kv) = cluster.link.sessions.get() else {
+                    continue;
+                };
+                let key = subject::key_token(&client);
+                match kv.update(&key, Bytes::from(record.encode()), rev).await {
+                    Ok(new) => {
+                        let mut owned = cluster.owned.lock();
+                        if let Some(r) = owned.get_mut(&client) {
+                            *r = new;
+                        }
+                    }
+                    Err(e) => lost_or_failed(&cluster, &broker, &client, rev, &e),
+                }
+            }
+            RecordOp::Delete { client } => {
+                let Some(rev) = cluster.owned.lock().get(&client).copied() else {
+                    continue;
+                };
+                let Some(kv) = cluster.link.sessions.get() else {
+                    continue;
+                };
+                let key = subject::key_token(&client);
+                match kv.delete_expect_revision(&key, Some(rev)).await {
+                    Ok(()) => {
+                        cluster.owned.lock().remove(&client);
+                    }
+                    Err(e) => lost_or_failed(&cluster, &broker, &client, rev, &e),
+                }
+            }
+        }
+    }
+}
+
+/// A record write was refused: if the record moved on, another node owns
+/// the client now; if NATS failed, the record stays as it was.
+fn lost_or_failed(
+    cluster: &Cluster,
+    broker: &Arc<BrokerState>,
+    client: &Arc<str>,
+    rev: u64,
+    error: &UpdateError,
+) {
+    if error.kind() == UpdateErrorKind::WrongLastRevision {
+        let mut owned = cluster.owned.lock();
+        if owned.get(client) == Some(&rev) {
+            owned.remove(client);
+            drop(owned);
+            tracing::info!(%client, "cluster: client id taken by another node");
+            cluster.stats.handed_over.fetch_add(1, Ordering::Relaxed);
+            broker.hand_over(client);
+        }
+    } else {
+        tracing::warn!(%client, %error, "cluster: session record not written");
+    }
+}
+
+async fn do_claim(
+    cluster: &Cluster,
+    client: &Arc<str>,
+    clean_start: bool,
+) -> Result<Option<SessionRecord>, ClaimError> {
+    if !cluster
+        .link
+        .wait_ready(Duration::from_millis(cluster.cfg.ack_timeout_ms))
+        .await
+    {
+        return Err(ClaimError::Unavailable);
+    }
+    let kv = cluster.link.sessions.get().ok_or(ClaimError::Unavailable)?;
+    let key = subject::key_token(client);
+    // A write between our read and our write (the previous owner saving the
+    // session as it disconnects, or another node's claim) fails ours; read
+    // again and claim over it, as a later connection takes a session over.
+    // Only repeated conflicts refuse the connection.
+    let mut attempt = 0;
+    let previous = loop {
+        attempt += 1;
+        let entry = kv.entry(&key).await.map_err(|e| {
+            tracing::warn!(%client, error = %e, "cluster: session record not readable");
+            ClaimError::Unavailable
+        })?;
+        let (rev, previous) = match &entry {
+            Some(e) => {
+                let live = matches!(e.operation, async_nats::jetstream::kv::Operation::Put);
+                (
+                    e.revision,
+                    live.then(|| SessionRecord::decode(&e.value)).flatten(),
+                )
+            }
+            None => (0, None),
+        };
+        let now = crate::store::unix_ms();
+        let previous = previous.filter(|p| p.is_live(now));
+        let record = SessionRecord {
+            node: cluster.cfg.node.clone(),
+            expiry_secs: previous.as_ref().map_or(0, |p| p.expiry_secs),
+            disconnected_at_ms: None,
+            subscriptions: match (&previous, clean_start) {
+                (Some(p), false) => p.subscriptions.clone(),
+                _ => Vec::new(),
+            },
+        };
+        match kv.update(&key, Bytes::from(record.encode()), rev).await {
+            Ok(new) => {
+                cluster.owned.lock().insert(client.clone(), new);
+                break previous;
+            }
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                if attempt >= CLAIM_ATTEMPTS {
+                    return Err(ClaimError::Lost);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%client, error = %e, "cluster: session record not written");
+                return Err(ClaimError::Unavailable);
+            }
+        }
+    };
+    // A session this node held itself is resumed locally as usual.
+    Ok(previous.filter(|p| !clean_start && p.node != cluster.cfg.node))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trip() {
+        let r = SessionRecord {
+            node: "node-a".into(),
+            expiry_secs: 3600,
+            disconnected_at_ms: Some(1_700_000_000_000),
+            subscriptions: vec![0, 1, b'a', 1, 0, 0, 0, 0],
+        };
+        assert_eq!(SessionRecord::decode(&r.encode()), Some(r.clone()));
+        let connected = SessionRecord {
+            disconnected_at_ms: None,
+            ..r
+        };
+        assert_eq!(
+            SessionRecord::decode(&connected.encode()),
+            Some(connected.clone())
+        );
+        assert_eq!(SessionRecord::decode(&[]), None);
+        assert_eq!(SessionRecord::decode(&[9, 0]), None);
+        assert_eq!(SessionRecord::decode(&[1, 5, b'a']), None);
+    }
+
+    // MQTT 5.0 section 3.1.2.11.2: the session lives Session Expiry
+    // Interval seconds after the connection closes; 0 ends it at once.
+    #[test]
+    fn a_record_is_live_until_its_expiry() {
+        let r = |expiry_secs, at| SessionRecord {
+            node: "n".into(),
+            expiry_secs,
+            disconnected_at_ms: at,
+            subscriptions: vec![],
+        };
+        assert!(!r(0, None).is_live(10_000));
+        assert!(r(10, None).is_live(10_000));
+        assert!(r(10, Some(1_000)).is_live(10_999));
+        assert!(!r(10, Some(1_000)).is_live(11_000));
+        assert!(r(u32::MAX, Some(0)).is_live(u64::MAX));
+    }
+}
