@@ -1,9 +1,12 @@
 //! `mqtt-broker`: run the broker from the command line.
 //!
 //! With no arguments it listens on 127.0.0.1:1883 and lets anonymous clients
-//! in, like `mosquitto`. `-p` changes the port, `-c` reads a TOML file, `-v`
-//! logs every packet. SIGHUP re-reads the TLS certificates and the password
-//! and ACL files without dropping connected clients.
+//! in, like `mosquitto`. `-p` changes the port, `-c` reads a TOML file or a
+//! Mosquitto `mosquitto.conf` (told apart by content), `--check` validates
+//! one and prints the effective settings, `-v` logs every packet. SIGHUP
+//! re-reads the TLS certificates and the password and ACL files without
+//! dropping connected clients. A configuration that cannot be used is one
+//! line on standard error and exit status 1, before anything starts.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,15 +14,19 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mqtt_broker::{Broker, BrokerHandle, Config, ListenerConfig};
-use tracing_subscriber::EnvFilter;
 
 /// An MQTT 3.1 / 3.1.1 / 5.0 broker.
 #[derive(Parser, Debug)]
 #[command(name = "mqtt-broker", version, about)]
 struct Args {
-    /// Configuration file (TOML); see mqtt-broker.example.toml.
+    /// Configuration file: TOML (see mqtt-broker.example.toml) or
+    /// Mosquitto's mosquitto.conf format.
     #[arg(short = 'c', long = "config-file")]
     config: Option<PathBuf>,
+    /// Check the configuration (and the files it names), print the
+    /// effective settings as TOML, and exit: 0 if usable, 1 if not.
+    #[arg(long)]
+    check: bool,
     /// Listen on this port (on 127.0.0.1 unless the config file names
     /// listeners, in which case it replaces the port of each).
     #[arg(short = 'p', long)]
@@ -110,27 +117,15 @@ fn main() -> ExitCode {
     if let Some(cmd) = args.command {
         return passwd(cmd);
     }
-    let default_filter = if args.verbose {
-        "info,mqtt_broker::packets=debug"
-    } else {
-        "info"
-    };
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
-
-    let mut config = match &args.config {
-        Some(path) => match Config::from_file(path) {
-            Ok(c) => c,
+    let (mut config, warnings) = match &args.config {
+        Some(path) => match Config::load(path) {
+            Ok(loaded) => loaded,
             Err(e) => {
                 eprintln!("mqtt-broker: {e}");
-                return ExitCode::from(2);
+                return ExitCode::FAILURE;
             }
         },
-        None => Config::default(),
+        None => (Config::default(), Vec::new()),
     };
     if let Some(port) = args.port {
         if args.config.is_none() {
@@ -145,6 +140,21 @@ fn main() -> ExitCode {
             }
         }
     }
+    if args.check {
+        for w in &warnings {
+            eprintln!("mqtt-broker: warning: {w}");
+        }
+        if let Err(e) = config.validate().and_then(|()| config.check_files()) {
+            eprintln!("mqtt-broker: {e}");
+            return ExitCode::FAILURE;
+        }
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    mqtt_broker::logging::init(config.log_format, args.verbose);
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
 
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
@@ -158,6 +168,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let config_pid_file = config.pid_file.clone();
     runtime.block_on(async {
         let broker = match Broker::start(config).await {
             Ok(b) => b,
@@ -166,10 +177,19 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let pid_file = match mqtt_broker::PidFile::create(config_pid_file.as_deref()) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("mqtt-broker: {e}");
+                broker.shutdown().await;
+                return ExitCode::FAILURE;
+            }
+        };
         tracing::info!("mqtt-broker {} running", env!("CARGO_PKG_VERSION"));
         wait_for_signal(&broker).await;
         tracing::info!("shutting down");
         broker.shutdown().await;
+        drop(pid_file);
         ExitCode::SUCCESS
     })
 }
