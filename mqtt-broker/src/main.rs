@@ -151,6 +151,13 @@ fn main() -> ExitCode {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
+    // The files the configuration names are read before anything starts,
+    // so a wrong path never leaves half a broker (a store opened, ports
+    // bound) behind its error.
+    if let Err(e) = config.check_files() {
+        eprintln!("mqtt-broker: {e}");
+        return ExitCode::FAILURE;
+    }
     mqtt_broker::logging::init(config.log_format, args.verbose);
     for w in &warnings {
         tracing::warn!("{w}");

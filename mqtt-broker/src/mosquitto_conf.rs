@@ -524,16 +524,16 @@ impl Translator {
         }
 
         let explicit_listeners = !self.listeners.is_empty();
+        if let (false, true, Some(place)) = (
+            self.default_listener_declared,
+            explicit_listeners,
+            &self.default_listener_used,
+        ) {
+            return Err(ConfigError(format!(
+                "{place}: listener option before the first `listener` line: move it below the `listener` it belongs to"
+            )));
+        }
         if self.default_listener_declared || !explicit_listeners {
-            if let (false, true, Some(place)) = (
-                self.default_listener_declared,
-                explicit_listeners,
-                &self.default_listener_used,
-            ) {
-                return Err(ConfigError(format!(
-                    "{place}: listener option before the first `listener` line: move it below the `listener` it belongs to"
-                )));
-            }
             let mut d = std::mem::take(&mut self.default_listener);
             if !self.default_listener_declared {
                 // Mosquitto 2 without listeners: local only, port 1883,
