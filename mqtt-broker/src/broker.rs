@@ -255,6 +255,10 @@ impl BrokerState {
 
     /// Tells every connected client's task to close (server shutting down),
     /// and every one that attaches from now on.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn shutdown_sessions(&self) {
         self.shutting_down
             .store(true, std::sync::atomic::Ordering::SeqCst);
