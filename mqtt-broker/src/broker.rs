@@ -106,6 +106,27 @@ impl BrokerState {
         self.sessions.lock().len()
     }
 
+    /// Messages queued or in flight in all sessions, and their payload
+    /// bytes (`$SYS/broker/store/messages/...`). Takes each session's lock
+    /// in turn, once per `$SYS` interval.
+    pub fn queued_totals(&self) -> (u64, u64) {
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        let (mut count, mut bytes) = (0u64, 0u64);
+        for s in sessions {
+            let st = s.lock();
+            count += (st.pending.len() + st.inflight.len()) as u64;
+            // Payload bytes, as Mosquitto counts them (`pending_bytes`
+            // also counts topics, for the queue limit).
+            bytes += st
+                .pending
+                .iter()
+                .map(|d| d.msg.payload.len() as u64)
+                .chain(st.inflight.iter().map(|o| o.delivery.msg.payload.len() as u64))
+                .sum::<u64>();
+        }
+        (count, bytes)
+    }
+
     /// A client identifier for a client that sent an empty one.
     pub fn assign_client_id(&self) -> String {
         let n = self.next_assigned_id.fetch_add(1, Ordering::Relaxed);
