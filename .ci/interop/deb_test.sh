@@ -17,7 +17,7 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 . "$ROOT/.ci/lib.sh"
 export PATH="$PATH:/usr/sbin:/usr/bin:$HOME/.cargo/bin"
 
-need_apt systemd adduser mosquitto-clients || { echo "cannot install the tools" >&2; exit 2; }
+need_apt systemd adduser mosquitto-clients procps || { echo "cannot install the tools" >&2; exit 2; }
 if ! command -v cargo-deb >/dev/null; then
     echo "installing cargo-deb"
     cargo install cargo-deb --locked || { echo "cannot install cargo-deb" >&2; exit 2; }
@@ -61,7 +61,7 @@ as_root dpkg -i "$DEB" >"$WORK/dpkg-i.log" 2>&1
 check "dpkg -i installs it" test "$?" -eq 0 || cat "$WORK/dpkg-i.log"
 UNIT="$(ls /lib/systemd/system/mqtt-broker.service /usr/lib/systemd/system/mqtt-broker.service 2>/dev/null | head -1)"
 check "the unit is installed" test -n "$UNIT"
-check "the service user exists" getent passwd mqtt-broker
+check "the service user exists" sh -c 'getent passwd mqtt-broker >/dev/null'
 check "/var/lib/mqtt-broker belongs to it" test "$(stat -c %U:%a /var/lib/mqtt-broker 2>/dev/null)" = mqtt-broker:750
 systemd-analyze verify "$UNIT" >"$WORK/verify.log" 2>&1
 check "systemd-analyze verify accepts the unit" test "$?" -eq 0 || cat "$WORK/verify.log"
@@ -75,7 +75,11 @@ check "the installed configuration checks" sh -c '/usr/bin/mqtt-broker --check -
 # ExecStart with User=, WorkingDirectory= and LimitNOFILE= of the unit; -p
 # moves the listener to a free port (1883 may be taken on this machine).
 PORT="$(free_port)"
-(cd /var/lib/mqtt-broker && ulimit -n 65536 &&
+# (A container's hard limit may be lower than the unit's 65536: take what
+# is allowed.)
+NOFILE="$(ulimit -Hn)"
+[ "$NOFILE" = unlimited ] || [ "$NOFILE" -gt 65536 ] && NOFILE=65536
+(cd /var/lib/mqtt-broker && ulimit -n "$NOFILE" &&
     exec runuser -u mqtt-broker -- /usr/bin/mqtt-broker -c /etc/mqtt-broker/mqtt-broker.toml -p "$PORT") \
     </dev/null >"$WORK/broker.log" 2>&1 &
 BROKER_PID=$!
@@ -85,12 +89,15 @@ timeout 10 mosquitto_pub -p "$PORT" -t deb/test -m kept -q 1 -r
 check "a retained QoS 1 message is accepted" test "$?" -eq 0
 check "it is read back" test "$(timeout 10 mosquitto_sub -p "$PORT" -t deb/test -C 1 -W 5)" = kept
 check "the store is in /var/lib/mqtt-broker, the user's" test "$(stat -c %U /var/lib/mqtt-broker/broker.db 2>/dev/null)" = mqtt-broker
-check "the service runs as mqtt-broker" test "$(ps -o user= -p "$(pgrep -P "$BROKER_PID" -x mqtt-broker || echo "$BROKER_PID")" | tr -d ' ')" = mqtt-broker
-kill -HUP "$(pgrep -x -u mqtt-broker mqtt-broker | head -1)"
+# runuser may stay as the parent: the broker is the mqtt-broker process
+# running as that user.
+SERVICE_PID="$(pgrep -x -u mqtt-broker mqtt-broker | head -1)"
+check "the service runs as mqtt-broker" test -n "$SERVICE_PID"
+[ -n "$SERVICE_PID" ] && kill -HUP "$SERVICE_PID"
 for _ in $(seq 50); do grep -q "SIGHUP" "$WORK/broker.log" && break; sleep 0.1; done
 check "SIGHUP reloads (systemctl reload)" grep -q "SIGHUP: reloading" "$WORK/broker.log"
 check "and it still serves" test "$(timeout 10 mosquitto_sub -p "$PORT" -t deb/test -C 1 -W 5)" = kept
-check "the mqtt client runs" sh -c '/usr/bin/mqtt --help >/dev/null'
+check "the mqtt client runs" sh -c '/usr/bin/mqtt pub --help >/dev/null'
 stop_pid "$BROKER_PID"
 BROKER_PID=""
 

@@ -21,6 +21,7 @@
 pub mod acl;
 pub mod auth;
 mod broker;
+pub mod certs;
 pub mod config;
 mod connection;
 mod log;

@@ -63,6 +63,72 @@ enum Command {
         /// The password, with -b.
         password: Option<String>,
     },
+    /// Make TLS certificates: a CA (ca.crt, ca.key), a server certificate
+    /// naming this host (server.crt, server.key) and, with --client, client
+    /// certificates (client-NAME.crt/.key). Example for a Raspberry Pi:
+    /// certs --host raspberrypi.local --ip 192.168.1.20
+    Certs {
+        /// A DNS name clients use for the broker (repeatable).
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
+        /// An IP address clients use for the broker (repeatable).
+        #[arg(long = "ip", value_name = "ADDRESS")]
+        ips: Vec<std::net::IpAddr>,
+        /// Also make a client certificate with this Common Name (repeatable;
+        /// the user name with use_identity_as_username).
+        #[arg(long = "client", value_name = "NAME")]
+        clients: Vec<String>,
+        /// Where to write the files.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Days the server and client certificates are valid (the CA: 10 years).
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn certs(cmd: Command) -> ExitCode {
+    let Command::Certs {
+        hosts,
+        ips,
+        clients,
+        dir,
+        days,
+        force,
+    } = cmd
+    else {
+        return ExitCode::FAILURE;
+    };
+    let req = mqtt_broker::certs::CertsRequest {
+        dir,
+        hosts,
+        ips,
+        clients,
+        days,
+        force,
+    };
+    match mqtt_broker::certs::generate(&req) {
+        Ok(files) => {
+            for f in &files {
+                println!("wrote {}", f.display());
+            }
+            let d = req.dir.display();
+            println!(
+                "\nIn the broker's configuration:\n  [[listeners]]\n  bind = \"0.0.0.0:8883\"\n  \
+                 [listeners.tls]\n  cert_file = \"{d}/server.crt\"\n  key_file = \"{d}/server.key\"\n\
+                 Clients trust {d}/ca.crt (mosquitto_sub --cafile, mqtt sub --cafile). Keep ca.key \
+                 off the broker if you can: it signs new certificates."
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mqtt-broker certs: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn passwd(cmd: Command) -> ExitCode {
@@ -73,7 +139,10 @@ fn passwd(cmd: Command) -> ExitCode {
         file,
         user,
         password,
-    } = cmd;
+    } = cmd
+    else {
+        return certs(cmd);
+    };
     let result = if delete {
         mqtt_broker::auth::delete_user(&file, &user)
     } else {
