@@ -715,7 +715,7 @@ impl Conn {
             client = %client_id,
             // The authenticated user (or the certificate's Common Name);
             // "-" for an anonymous client, so the field is always there.
-            user = username.as_deref().unwrap_or("-"),
+            user = %username.as_deref().unwrap_or("-"),
             version = v.level(),
             clean_start = c.clean_start,
             keep_alive,
