@@ -121,7 +121,11 @@ impl BrokerState {
                 .pending
                 .iter()
                 .map(|d| d.msg.payload.len() as u64)
-                .chain(st.inflight.iter().map(|o| o.delivery.msg.payload.len() as u64))
+                .chain(
+                    st.inflight
+                        .iter()
+                        .map(|o| o.delivery.msg.payload.len() as u64),
+                )
                 .sum::<u64>();
         }
         (count, bytes)

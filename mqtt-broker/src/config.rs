@@ -411,7 +411,10 @@ pub fn field_names<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
     struct Names(&'static [&'static str]);
     impl<'de> Deserializer<'de> for &mut Names {
         type Error = serde::de::value::Error;
-        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        fn deserialize_any<V: serde::de::Visitor<'de>>(
+            self,
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
             Err(serde::de::Error::custom("not a struct"))
         }
         fn deserialize_struct<V: serde::de::Visitor<'de>>(

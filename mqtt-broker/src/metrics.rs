@@ -106,12 +106,20 @@ async fn answer(mut stream: TcpStream, state: &BrokerState) -> std::io::Result<(
         ),
         ("GET" | "HEAD", "/healthz") => {
             if state.is_shutting_down() {
-                ("503 Service Unavailable", "text/plain", "shutting down\n".into())
+                (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "shutting down\n".into(),
+                )
             } else {
                 ("200 OK", "text/plain", "ok\n".into())
             }
         }
-        ("GET" | "HEAD", _) => ("404 Not Found", "text/plain", "try /metrics or /healthz\n".into()),
+        ("GET" | "HEAD", _) => (
+            "404 Not Found",
+            "text/plain",
+            "try /metrics or /healthz\n".into(),
+        ),
         _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
     };
     let mut response = format!(

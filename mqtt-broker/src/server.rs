@@ -59,7 +59,10 @@ impl Broker {
         }
         let metrics_listener = match &config.metrics {
             Some(m) => Some(TcpListener::bind(m.bind).await.map_err(|e| {
-                io::Error::new(e.kind(), format!("metrics: cannot listen on {}: {e}", m.bind))
+                io::Error::new(
+                    e.kind(),
+                    format!("metrics: cannot listen on {}: {e}", m.bind),
+                )
             })?),
             None => None,
         };

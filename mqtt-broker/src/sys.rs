@@ -210,7 +210,10 @@ mod tests {
             fifteen = load_step(fifteen, 600.0, 10.0, 900.0);
         }
         // After one minute: 1 - e^-1 of the way for the 1-minute average.
-        assert!((one - 600.0 * (1.0 - (-1.0f64).exp())).abs() < 1e-6, "{one}");
+        assert!(
+            (one - 600.0 * (1.0 - (-1.0f64).exp())).abs() < 1e-6,
+            "{one}"
+        );
         assert!(fifteen < one / 5.0, "{fifteen}");
         let held = load_step(600.0, 600.0, 10.0, 60.0);
         assert!((held - 600.0).abs() < 1e-9);

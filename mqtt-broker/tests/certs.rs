@@ -101,9 +101,11 @@ async fn connect(
     .expect("handshake in time")
     .expect("the client accepts the server's certificate");
     // MQTT 3.1.1 CONNECT, no user name: only the certificate can let it in.
-    tls.write_all(&[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 1, b'c'])
-        .await
-        .unwrap();
+    tls.write_all(&[
+        0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 1, b'c',
+    ])
+    .await
+    .unwrap();
     let mut ack = [0u8; 4];
     tokio::time::timeout(TIMEOUT, tls.read_exact(&mut ack))
         .await
@@ -119,18 +121,44 @@ async fn connect(
 #[tokio::test]
 async fn certs_makes_a_ca_a_server_certificate_and_client_certificates_clients_accept() {
     let dir = Scratch::new("ok");
-    let out = run_certs(&dir.0, &["--host", "pi.local", "--ip", "127.0.0.1", "--client", "alice"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for f in ["ca.crt", "ca.key", "server.crt", "server.key", "client-alice.crt", "client-alice.key"] {
+    let out = run_certs(
+        &dir.0,
+        &[
+            "--host",
+            "pi.local",
+            "--ip",
+            "127.0.0.1",
+            "--client",
+            "alice",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "ca.crt",
+        "ca.key",
+        "server.crt",
+        "server.key",
+        "client-alice.crt",
+        "client-alice.key",
+    ] {
         assert!(dir.0.join(f).is_file(), "{f} written");
     }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.0.join("server.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.0.join("server.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0o040, "keys: owner and group read only");
     }
-    let broker = Broker::start(tls_config(&dir.0, true)).await.expect("the files load");
+    let broker = Broker::start(tls_config(&dir.0, true))
+        .await
+        .expect("the files load");
     let addr = broker.local_addr();
     let by_name = ServerName::try_from("pi.local").unwrap();
     let by_ip = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
@@ -148,7 +176,9 @@ fn certs_refuses_to_overwrite_or_to_make_a_nameless_server() {
     let out = run_certs(&dir.0, &["--host", "a.local"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("exists: give another --dir, or --force"));
-    assert!(run_certs(&dir.0, &["--host", "a.local", "--force"]).status.success());
+    assert!(run_certs(&dir.0, &["--host", "a.local", "--force"])
+        .status
+        .success());
     let out = run_certs(&dir.0, &["--force"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("name the server: --host NAME"));

@@ -54,14 +54,21 @@ fn run(args: &[&str], cwd: &Path) -> Output {
     }
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
-    panic!("mqtt-broker {args:?} did not exit: {}", String::from_utf8_lossy(&out.stdout));
+    panic!(
+        "mqtt-broker {args:?} did not exit: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 /// Checks exit status 1 and exactly one line on standard error; returns it.
 fn fails_with_one_line(args: &[&str], cwd: &Path) -> String {
     let out = run(args, cwd);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "exit status of {args:?}; stderr: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit status of {args:?}; stderr: {stderr}"
+    );
     assert_eq!(stderr.lines().count(), 1, "one error line: {stderr:?}");
     assert!(stderr.starts_with("mqtt-broker: "), "{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -74,11 +81,17 @@ fn an_unknown_key_is_one_line_and_exit_1() {
     let dir = Scratch::new("unknown");
     let f = dir.write("b.toml", "max_qos = 1\nmax_inflihgt = 3\n");
     let e = fails_with_one_line(&["-c", f.to_str().unwrap()], &dir.0);
-    assert!(e.ends_with("b.toml:2: unknown key `max_inflihgt`: did you mean `max_inflight`?"), "{e}");
+    assert!(
+        e.ends_with("b.toml:2: unknown key `max_inflihgt`: did you mean `max_inflight`?"),
+        "{e}"
+    );
 
     let f = dir.write("m.conf", "listener 1883\nallow_anonymus true\n");
     let e = fails_with_one_line(&["-c", f.to_str().unwrap()], &dir.0);
-    assert!(e.contains("m.conf:2: allow_anonymus: unknown setting"), "{e}");
+    assert!(
+        e.contains("m.conf:2: allow_anonymus: unknown setting"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -96,9 +109,15 @@ fn a_bad_value_is_one_line_and_exit_1() {
 fn a_missing_file_is_one_line_and_exit_1() {
     let dir = Scratch::new("missing");
     let e = fails_with_one_line(&["-c", "no-such.conf"], &dir.0);
-    assert!(e.starts_with("mqtt-broker: cannot read no-such.conf: "), "{e}");
+    assert!(
+        e.starts_with("mqtt-broker: cannot read no-such.conf: "),
+        "{e}"
+    );
     // A file the configuration names, too (checked before anything starts).
-    let f = dir.write("b.toml", "password_file = \"nope\"\ndurability = \"none\"\n[[listeners]]\nbind = \"127.0.0.1:0\"\n");
+    let f = dir.write(
+        "b.toml",
+        "password_file = \"nope\"\ndurability = \"none\"\n[[listeners]]\nbind = \"127.0.0.1:0\"\n",
+    );
     let e = fails_with_one_line(&["-c", f.to_str().unwrap()], &dir.0);
     assert!(e.contains("password file nope"), "{e}");
 }
@@ -115,7 +134,10 @@ fn a_port_in_use_is_one_line_and_exit_1_before_the_store_opens() {
         &format!("data_dir = \"data\"\n[[listeners]]\nbind = \"127.0.0.1:{port}\"\n"),
     );
     let e = fails_with_one_line(&["-c", f.to_str().unwrap()], &dir.0);
-    assert!(e.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{e}");
+    assert!(
+        e.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{e}"
+    );
     assert!(!dir.0.join("data").exists(), "the store was opened");
 }
 
@@ -124,13 +146,19 @@ fn a_port_in_use_is_one_line_and_exit_1_before_the_store_opens() {
 #[test]
 fn check_prints_the_effective_settings() {
     let dir = Scratch::new("check");
-    let f = dir.write("m.conf", "log_dest syslog\nlistener 1883 127.0.0.1\nmax_inflight_messages 20\n");
+    let f = dir.write(
+        "m.conf",
+        "log_dest syslog\nlistener 1883 127.0.0.1\nmax_inflight_messages 20\n",
+    );
     let out = run(&["--check", "-c", f.to_str().unwrap()], &dir.0);
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let c = mqtt_broker::Config::from_toml(&stdout).expect("the output is a TOML configuration");
     assert_eq!(c.max_inflight, 20);
-    assert_eq!(c.listeners[0].bind, "127.0.0.1:1883".parse::<SocketAddr>().unwrap());
+    assert_eq!(
+        c.listeners[0].bind,
+        "127.0.0.1:1883".parse::<SocketAddr>().unwrap()
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("m.conf:1: log_dest: ignored"));
 
     let f = dir.write("bad.conf", "listener 1883\nmax_qos 9\n");
@@ -139,7 +167,11 @@ fn check_prints_the_effective_settings() {
 
 /// A port nothing listens on now.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The broker process, killed when dropped.
@@ -177,7 +209,8 @@ fn start(config: &Path, cwd: &Path, n: usize) -> Running {
     });
     let running = Running(child);
     for _ in 0..n {
-        rx.recv_timeout(Duration::from_secs(30)).expect("the broker listens");
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("the broker listens");
     }
     running
 }
@@ -186,8 +219,10 @@ fn start(config: &Path, cwd: &Path, n: usize) -> Running {
 fn connack_code(port: u16) -> u8 {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(&[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 1, b'a'])
-        .unwrap();
+    s.write_all(&[
+        0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 1, b'a',
+    ])
+    .unwrap();
     let mut ack = [0u8; 4];
     s.read_exact(&mut ack).unwrap();
     assert_eq!(&ack[..3], &[0x20, 2, 0]);
@@ -209,5 +244,9 @@ fn a_mosquitto_conf_runs_the_broker_with_its_listeners() {
     );
     let _broker = start(&f, &dir.0, 2);
     assert_eq!(connack_code(open), 0, "anonymous allowed");
-    assert_eq!(connack_code(closed), 5, "anonymous refused (not authorized)");
+    assert_eq!(
+        connack_code(closed),
+        5,
+        "anonymous refused (not authorized)"
+    );
 }

@@ -51,7 +51,10 @@ fn every_config_key_is_in_the_example_file() {
             }
         }
     }
-    assert!(missing.is_empty(), "not in mqtt-broker.example.toml: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "not in mqtt-broker.example.toml: {missing:?}"
+    );
 }
 
 #[test]
@@ -62,8 +65,13 @@ fn unknown_keys_are_rejected() {
 /// A misspelt key: the error names the line and the key it resembles.
 #[test]
 fn a_misspelt_key_names_the_line_and_the_right_key() {
-    let e = Config::from_toml("max_qos = 1\nmax_inflihgt = 3\n").unwrap_err().0;
-    assert_eq!(e, "config:2: unknown key `max_inflihgt`: did you mean `max_inflight`?");
+    let e = Config::from_toml("max_qos = 1\nmax_inflihgt = 3\n")
+        .unwrap_err()
+        .0;
+    assert_eq!(
+        e,
+        "config:2: unknown key `max_inflihgt`: did you mean `max_inflight`?"
+    );
 }
 
 /// A top-level key written after `[[listeners]]` lands in that table in
@@ -72,7 +80,12 @@ fn a_misspelt_key_names_the_line_and_the_right_key() {
 fn a_top_level_key_after_listeners_says_to_move_it() {
     let text = "[[listeners]]\nbind = \"127.0.0.1:1883\"\nmax_inflight = 3\n";
     let e = Config::from_toml(text).unwrap_err().0;
-    assert!(e.starts_with("config:3: `max_inflight` is a top-level key: move it above the first [[listeners]]"), "{e}");
+    assert!(
+        e.starts_with(
+            "config:3: `max_inflight` is a top-level key: move it above the first [[listeners]]"
+        ),
+        "{e}"
+    );
 }
 
 /// `bind` needs an IP address and a port; the error shows the form.
@@ -82,7 +95,10 @@ fn bind_without_an_ip_address_and_port_says_how_to_write_it() {
         let text = format!("[[listeners]]\nbind = \"{bad}\"\n");
         let e = Config::from_toml(&text).unwrap_err().0;
         assert!(e.starts_with("config:2: bind = \""), "{e}");
-        assert!(e.contains("needs an IP address and a port, like \"0.0.0.0:1883\""), "{e}");
+        assert!(
+            e.contains("needs an IP address and a port, like \"0.0.0.0:1883\""),
+            "{e}"
+        );
     }
 }
 

@@ -76,7 +76,11 @@ impl Running {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// CONNECT 3.1.1 with a user name (the broker has no password file, so the
@@ -119,7 +123,10 @@ fn human_logs_have_no_colour_on_a_pipe_and_name_the_user() {
     let port = free_port();
     let broker = Running::start("human", "", port);
     let first = broker.line_with("listening");
-    assert!(!first.contains('\u{1b}'), "colour codes on a pipe: {first:?}");
+    assert!(
+        !first.contains('\u{1b}'),
+        "colour codes on a pipe: {first:?}"
+    );
     let _c = connect_as(port, "bob");
     let line = broker.line_with("client connected");
     assert!(line.contains("user=bob"), "{line}");

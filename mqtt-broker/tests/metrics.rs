@@ -59,8 +59,10 @@ async fn metrics_count_connections_messages_by_qos_and_bytes() {
     let mut sub = RawClient::connect(addr, ProtocolVersion::V3_1_1, "sub").await;
     sub.subscribe(1, "t/#", QoS::AtLeastOnce).await;
     let mut publ = RawClient::connect(addr, ProtocolVersion::V3_1_1, "pub").await;
-    publ.publish_flow(publish("t/1", b"12345", QoS::AtLeastOnce, 1, true)).await;
-    publ.publish_flow(publish("t/2", b"abc", QoS::AtMostOnce, 0, false)).await;
+    publ.publish_flow(publish("t/1", b"12345", QoS::AtLeastOnce, 1, true))
+        .await;
+    publ.publish_flow(publish("t/2", b"abc", QoS::AtMostOnce, 0, false))
+        .await;
     sub.recv_publish().await;
     sub.recv_publish().await;
 
@@ -69,12 +71,27 @@ async fn metrics_count_connections_messages_by_qos_and_bytes() {
     assert_eq!(sample(&body, "mqtt_sessions"), Some(2.0));
     assert_eq!(sample(&body, "mqtt_subscriptions"), Some(1.0));
     assert_eq!(sample(&body, "mqtt_retained_messages"), Some(1.0));
-    assert_eq!(sample(&body, "mqtt_messages_received_total{qos=\"1\"}"), Some(1.0));
-    assert_eq!(sample(&body, "mqtt_messages_received_total{qos=\"0\"}"), Some(1.0));
-    assert_eq!(sample(&body, "mqtt_messages_sent_total{qos=\"1\"}"), Some(1.0));
-    assert_eq!(sample(&body, "mqtt_messages_sent_total{qos=\"0\"}"), Some(1.0));
     assert_eq!(
-        sample(&body, "mqtt_message_payload_received_bytes_total{qos=\"1\"}"),
+        sample(&body, "mqtt_messages_received_total{qos=\"1\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&body, "mqtt_messages_received_total{qos=\"0\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&body, "mqtt_messages_sent_total{qos=\"1\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&body, "mqtt_messages_sent_total{qos=\"0\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "mqtt_message_payload_received_bytes_total{qos=\"1\"}"
+        ),
         Some(5.0)
     );
     assert_eq!(
@@ -109,12 +126,16 @@ async fn store_sync_latency_is_a_histogram() {
     .await;
     let mut publ = RawClient::connect(broker.local_addr(), ProtocolVersion::V5, "pub").await;
     // A retained QoS 1 message is written (and synced) before its PUBACK.
-    publ.publish_flow(publish("keep", b"x", QoS::AtLeastOnce, 1, true)).await;
+    publ.publish_flow(publish("keep", b"x", QoS::AtLeastOnce, 1, true))
+        .await;
     let body = scrape(broker.metrics_addr().unwrap()).await;
     let count = sample(&body, "mqtt_store_sync_duration_seconds_count").expect("histogram");
     assert!(count >= 1.0, "{body}");
     assert_eq!(
-        sample(&body, "mqtt_store_sync_duration_seconds_bucket{le=\"+Inf\"}"),
+        sample(
+            &body,
+            "mqtt_store_sync_duration_seconds_bucket{le=\"+Inf\"}"
+        ),
         Some(count)
     );
     assert!(body.contains("# TYPE mqtt_store_sync_duration_seconds histogram"));
@@ -128,11 +149,17 @@ async fn healthz_answers_and_other_requests_are_refused() {
     let broker = metrics_broker(Config::ephemeral()).await;
     let m = broker.metrics_addr().unwrap();
     let r = http(m, "GET /healthz HTTP/1.1\r\n\r\n").await;
-    assert!(r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("\r\n\r\nok\n"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("\r\n\r\nok\n"),
+        "{r}"
+    );
     let r = http(m, "GET /nope HTTP/1.1\r\n\r\n").await;
     assert!(r.starts_with("HTTP/1.1 404 "), "{r}");
     let r = http(m, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").await;
-    assert!(r.starts_with("HTTP/1.1 405 ") && r.contains("Allow: GET, HEAD"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 405 ") && r.contains("Allow: GET, HEAD"),
+        "{r}"
+    );
     broker.shutdown().await;
 }
 

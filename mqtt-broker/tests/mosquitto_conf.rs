@@ -55,9 +55,13 @@ fn the_format_is_recognised_by_content() {
     assert!(looks_like_mosquitto("listener 1883\n"));
     assert!(looks_like_mosquitto("# comment\n\nallow_anonymous true\n"));
     assert!(!looks_like_mosquitto("max_qos = 1\n"));
-    assert!(!looks_like_mosquitto("# c\n[[listeners]]\nbind = \"127.0.0.1:1\"\n"));
+    assert!(!looks_like_mosquitto(
+        "# c\n[[listeners]]\nbind = \"127.0.0.1:1\"\n"
+    ));
     assert!(!looks_like_mosquitto(""));
-    assert!(!looks_like_mosquitto(include_str!("../mqtt-broker.example.toml")));
+    assert!(!looks_like_mosquitto(include_str!(
+        "../mqtt-broker.example.toml"
+    )));
 }
 
 /// Debian's /etc/mosquitto/mosquitto.conf (mosquitto 2.0.11-1.2+deb12u2,
@@ -69,17 +73,27 @@ fn debians_shipped_mosquitto_conf_is_read() {
     let scratch = Scratch::new("debian");
     let conf_d = scratch.0.join("conf.d");
     std::fs::create_dir(&conf_d).unwrap();
-    std::fs::write(conf_d.join("README"), "Any files placed in this directory ...\n").unwrap();
+    std::fs::write(
+        conf_d.join("README"),
+        "Any files placed in this directory ...\n",
+    )
+    .unwrap();
     let text = DEBIAN.replace("/etc/mosquitto/conf.d", conf_d.to_str().unwrap());
     let (c, warnings) = ok(&text);
-    assert_eq!(c.pid_file, Some(PathBuf::from("/run/mosquitto/mosquitto.pid")));
+    assert_eq!(
+        c.pid_file,
+        Some(PathBuf::from("/run/mosquitto/mosquitto.pid"))
+    );
     assert_eq!(c.data_dir, PathBuf::from("/var/lib/mosquitto/"));
     assert_eq!(c.durability, Durability::Always);
     assert_eq!(c.listeners.len(), 1);
     assert_eq!(c.listeners[0].bind, addr("127.0.0.1:1883"));
     assert!(c.listeners[0].allows_anonymous());
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].starts_with("test.conf:11: log_dest: ignored"), "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("test.conf:11: log_dest: ignored"),
+        "{warnings:?}"
+    );
 }
 
 /// include_dir reads DIR/*.conf in name order, and each file's settings
@@ -87,10 +101,21 @@ fn debians_shipped_mosquitto_conf_is_read() {
 #[test]
 fn include_dir_reads_conf_files_in_name_order() {
     let scratch = Scratch::new("include");
-    std::fs::write(scratch.0.join("20-lan.conf"), "listener 1884\nmax_queued_messages 50\n").unwrap();
-    std::fs::write(scratch.0.join("10-local.conf"), "listener 1883 127.0.0.1\nmax_queued_messages 7\n").unwrap();
+    std::fs::write(
+        scratch.0.join("20-lan.conf"),
+        "listener 1884\nmax_queued_messages 50\n",
+    )
+    .unwrap();
+    std::fs::write(
+        scratch.0.join("10-local.conf"),
+        "listener 1883 127.0.0.1\nmax_queued_messages 7\n",
+    )
+    .unwrap();
     std::fs::write(scratch.0.join("README"), "not a setting\n").unwrap();
-    let text = format!("allow_anonymous true\ninclude_dir {}\n", scratch.0.display());
+    let text = format!(
+        "allow_anonymous true\ninclude_dir {}\n",
+        scratch.0.display()
+    );
     let (c, _) = ok(&text);
     let binds: Vec<_> = c.listeners.iter().map(|l| l.bind).collect();
     assert_eq!(binds, [addr("127.0.0.1:1883"), addr("0.0.0.0:1884")]);
@@ -101,10 +126,16 @@ fn include_dir_reads_conf_files_in_name_order() {
     std::fs::write(scratch.0.join("30-bad.conf"), "\nmax_qos 3\n").unwrap();
     let e = err(&text);
     let bad = scratch.0.join("30-bad.conf");
-    assert_eq!(e, format!("{}:2: max_qos: must be 0, 1 or 2", bad.display()));
+    assert_eq!(
+        e,
+        format!("{}:2: max_qos: must be 0, 1 or 2", bad.display())
+    );
 
     let e = err("include_dir /nonexistent/mqtt-conf.d\n");
-    assert!(e.starts_with("test.conf:1: include_dir: cannot read directory /nonexistent/mqtt-conf.d"), "{e}");
+    assert!(
+        e.starts_with("test.conf:1: include_dir: cannot read directory /nonexistent/mqtt-conf.d"),
+        "{e}"
+    );
 }
 
 /// mosquitto.conf(5): a listener on all interfaces with a password file and
@@ -115,8 +146,15 @@ fn a_lan_listener_with_a_password_file() {
     assert_eq!(c.listeners.len(), 1);
     assert_eq!(c.listeners[0].bind, addr("0.0.0.0:1883"));
     assert!(!c.listeners[0].allows_anonymous());
-    assert_eq!(c.password_file, Some(PathBuf::from("/etc/mosquitto/passwd")));
-    assert_eq!(c.durability, Durability::None, "no persistence line: in memory, as Mosquitto");
+    assert_eq!(
+        c.password_file,
+        Some(PathBuf::from("/etc/mosquitto/passwd"))
+    );
+    assert_eq!(
+        c.durability,
+        Durability::None,
+        "no persistence line: in memory, as Mosquitto"
+    );
 }
 
 /// Mosquitto 2: a listener refuses anonymous clients unless allow_anonymous
@@ -140,13 +178,25 @@ fn a_tls_listener_with_client_certificates() {
     assert_eq!(c.listeners.len(), 2);
     assert!(c.listeners[0].tls.is_none());
     let tls = c.listeners[1].tls.as_ref().expect("TLS on 8883");
-    assert_eq!(tls.cert_file, PathBuf::from("/etc/mosquitto/certs/server.crt"));
-    assert_eq!(tls.key_file, PathBuf::from("/etc/mosquitto/certs/server.key"));
-    assert_eq!(tls.ca_file, Some(PathBuf::from("/etc/mosquitto/ca_certificates/ca.crt")));
+    assert_eq!(
+        tls.cert_file,
+        PathBuf::from("/etc/mosquitto/certs/server.crt")
+    );
+    assert_eq!(
+        tls.key_file,
+        PathBuf::from("/etc/mosquitto/certs/server.key")
+    );
+    assert_eq!(
+        tls.ca_file,
+        Some(PathBuf::from("/etc/mosquitto/ca_certificates/ca.crt"))
+    );
     assert!(tls.require_certificate && tls.use_identity_as_username);
 
     let e = err("listener 8883\ncertfile /x.crt\n");
-    assert_eq!(e, "test.conf:1: listener 8883: TLS needs both certfile and keyfile");
+    assert_eq!(
+        e,
+        "test.conf:1: listener 8883: TLS needs both certfile and keyfile"
+    );
 }
 
 /// Limits and persistence, with Mosquitto's units ("0: no limit",
@@ -185,7 +235,10 @@ fn per_listener_settings_gives_each_listener_its_anonymous_rule() {
         "test.conf:5: password_file: differs from the one at test.conf:3: this broker has one password_file for all listeners"
     );
     let e = err("allow_anonymous true\nper_listener_settings true\n");
-    assert!(e.starts_with("test.conf:2: per_listener_settings: must come before"), "{e}");
+    assert!(
+        e.starts_with("test.conf:2: per_listener_settings: must come before"),
+        "{e}"
+    );
 }
 
 /// A setting we do not have is an error with file, line and key, and
@@ -197,15 +250,27 @@ fn an_unknown_or_unsupported_setting_is_an_error_naming_file_line_and_key() {
         "test.conf:3: allow_anonymus: unknown setting (see mosquitto.conf(5); if it is a Mosquitto setting, this broker does not have it)"
     );
     let e = err("persistence_file mosquitto.db\n");
-    assert!(e.starts_with("test.conf:1: persistence_file: not supported: "), "{e}");
+    assert!(
+        e.starts_with("test.conf:1: persistence_file: not supported: "),
+        "{e}"
+    );
     let e = err("listener 1883\nmount_point site/\n");
-    assert!(e.starts_with("test.conf:2: mount_point: not supported"), "{e}");
+    assert!(
+        e.starts_with("test.conf:2: mount_point: not supported"),
+        "{e}"
+    );
     let e = err("allow_anonymous yes\n");
-    assert_eq!(e, "test.conf:1: allow_anonymous: must be true or false, not `yes`");
+    assert_eq!(
+        e,
+        "test.conf:1: allow_anonymous: must be true or false, not `yes`"
+    );
     let e = err("listener 1883 mqtt.example.com\n");
     assert!(e.contains("is not an IP address"), "{e}");
     let e = err("certfile /x.crt\nkeyfile /x.key\nlistener 8883\n");
-    assert!(e.starts_with("test.conf:1: listener option before the first `listener` line"), "{e}");
+    assert!(
+        e.starts_with("test.conf:1: listener option before the first `listener` line"),
+        "{e}"
+    );
 }
 
 /// Features that other branches add are refused clearly for now: bridges
@@ -213,9 +278,15 @@ fn an_unknown_or_unsupported_setting_is_an_error_naming_file_line_and_key() {
 #[test]
 fn bridges_and_websockets_are_not_supported_yet() {
     let e = err("connection other\naddress 192.168.1.2:1883\ntopic # both 0\n");
-    assert!(e.starts_with("test.conf:1: connection: bridges are not supported yet"), "{e}");
+    assert!(
+        e.starts_with("test.conf:1: connection: bridges are not supported yet"),
+        "{e}"
+    );
     let e = err("listener 8080\nprotocol websockets\n");
-    assert!(e.starts_with("test.conf:2: protocol: WebSocket listeners are not supported yet"), "{e}");
+    assert!(
+        e.starts_with("test.conf:2: protocol: WebSocket listeners are not supported yet"),
+        "{e}"
+    );
     let e = err("listener 8080\nhttp_dir /var/www\n");
     assert!(e.starts_with("test.conf:2: http_dir: "), "{e}");
 }
@@ -226,5 +297,8 @@ fn logging_settings_are_warnings() {
     let (c, warnings) = ok("log_dest syslog\nlog_type all\nconnection_messages true\nlog_timestamp false\nlistener 1883\n");
     assert_eq!(c.listeners.len(), 1);
     assert_eq!(warnings.len(), 4, "{warnings:?}");
-    assert!(warnings[1].starts_with("test.conf:2: log_type: ignored"), "{warnings:?}");
+    assert!(
+        warnings[1].starts_with("test.conf:2: log_type: ignored"),
+        "{warnings:?}"
+    );
 }

@@ -81,10 +81,16 @@ async fn sys_has_mosquittos_topics() {
     let broker = sys_broker().await;
     let mut c = RawClient::connect(broker.local_addr(), ProtocolVersion::V3_1_1, "mon").await;
     c.subscribe(1, "$SYS/broker/#", QoS::AtMostOnce).await;
-    let seen = watch_sys(&mut c, |s| MOSQUITTO_TOPICS.iter().all(|t| s.contains_key(*t))).await;
+    let seen = watch_sys(&mut c, |s| {
+        MOSQUITTO_TOPICS.iter().all(|t| s.contains_key(*t))
+    })
+    .await;
     assert!(seen["uptime"].ends_with(" seconds"), "{}", seen["uptime"]);
     let load = &seen["load/messages/received/1min"];
-    assert!(load.parse::<f64>().is_ok() && load.split('.').nth(1).map(str::len) == Some(2), "{load}");
+    assert!(
+        load.parse::<f64>().is_ok() && load.split('.').nth(1).map(str::len) == Some(2),
+        "{load}"
+    );
     broker.shutdown().await;
 }
 
@@ -95,16 +101,15 @@ async fn sys_has_mosquittos_topics() {
 async fn store_messages_and_disconnected_clients_are_counted() {
     let broker = sys_broker().await;
     let addr = broker.local_addr();
-    let mut away = RawClient::connect_with(
-        addr,
-        connect_packet(ProtocolVersion::V3_1_1, "away", false),
-    )
-    .await;
+    let mut away =
+        RawClient::connect_with(addr, connect_packet(ProtocolVersion::V3_1_1, "away", false)).await;
     away.subscribe(1, "q/#", QoS::AtLeastOnce).await;
     away.disconnect().await;
     let mut publ = RawClient::connect(addr, ProtocolVersion::V3_1_1, "pub").await;
-    publ.publish_flow(publish("q/1", b"1234", QoS::AtLeastOnce, 1, false)).await;
-    publ.publish_flow(publish("q/2", b"567890", QoS::AtLeastOnce, 2, false)).await;
+    publ.publish_flow(publish("q/1", b"1234", QoS::AtLeastOnce, 1, false))
+        .await;
+    publ.publish_flow(publish("q/2", b"567890", QoS::AtLeastOnce, 2, false))
+        .await;
 
     let mut mon = RawClient::connect(addr, ProtocolVersion::V3_1_1, "mon").await;
     mon.subscribe(1, "$SYS/broker/#", QoS::AtMostOnce).await;
