@@ -244,8 +244,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let config_pid_file = config.pid_file.clone();
-    runtime.block_on(async {
+    // Written before anything listens (a pid file that cannot be written
+    // stops the start like any other bad setting); removed when dropped,
+    // also when the start fails.
+    let pid_file = match mqtt_broker::PidFile::create(config.pid_file.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("mqtt-broker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(async {
         let broker = match Broker::start(config).await {
             Ok(b) => b,
             Err(e) => {
@@ -253,21 +262,14 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let pid_file = match mqtt_broker::PidFile::create(config_pid_file.as_deref()) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("mqtt-broker: {e}");
-                broker.shutdown().await;
-                return ExitCode::FAILURE;
-            }
-        };
         tracing::info!("mqtt-broker {} running", env!("CARGO_PKG_VERSION"));
         wait_for_signal(&broker).await;
         tracing::info!("shutting down");
         broker.shutdown().await;
-        drop(pid_file);
         ExitCode::SUCCESS
-    })
+    });
+    drop(pid_file);
+    code
 }
 
 /// Waits for SIGINT or SIGTERM; on each SIGHUP reloads the TLS

@@ -28,6 +28,10 @@ use std::path::{Path, PathBuf};
 use crate::config::{Config, ConfigError, ListenerConfig, TlsListenerConfig};
 use crate::store::Durability;
 
+/// Mosquitto's "0: no limit" for the queue limits: the largest value TOML
+/// can hold (an integer is 64-bit signed there), so `--check` can print it.
+const NO_LIMIT: usize = i64::MAX as usize;
+
 /// Deepest `include_dir` nesting followed (a directory that includes
 /// itself would otherwise loop).
 const MAX_INCLUDE_DEPTH: usize = 8;
@@ -324,10 +328,10 @@ impl Translator {
                 };
             }
             "max_queued_messages" => {
-                self.config.max_queued_messages = line.limit()?.map_or(usize::MAX, |n| n as usize);
+                self.config.max_queued_messages = line.limit()?.map_or(NO_LIMIT, |n| n as usize);
             }
             "max_queued_bytes" => {
-                self.config.max_queued_bytes = line.limit()?.map_or(usize::MAX, |n| n as usize);
+                self.config.max_queued_bytes = line.limit()?.map_or(NO_LIMIT, |n| n as usize);
             }
             "max_packet_size" => {
                 self.config.max_packet_size = match line.limit()? {

@@ -250,3 +250,30 @@ fn a_mosquitto_conf_runs_the_broker_with_its_listeners() {
         "anonymous refused (not authorized)"
     );
 }
+
+/// pid_file (Mosquitto's too): written with the process id before the
+/// broker listens; one that cannot be written stops the start.
+#[test]
+fn pid_file_is_written_before_listening_or_stops_the_start() {
+    let dir = Scratch::new("pid");
+    let port = free_port();
+    let pid = dir.0.join("broker.pid");
+    let f = dir.write(
+        "m.conf",
+        &format!("pid_file {}\nlistener {port} 127.0.0.1\n", pid.display()),
+    );
+    let broker = start(&f, &dir.0, 1);
+    let written = std::fs::read_to_string(&pid).expect("pid file written");
+    assert_eq!(written.trim(), broker.0.id().to_string());
+    drop(broker);
+
+    let f = dir.write(
+        "bad.conf",
+        "pid_file /nonexistent-dir/mqtt.pid\nlistener 1883 127.0.0.1\n",
+    );
+    let e = fails_with_one_line(&["-c", f.to_str().unwrap()], &dir.0);
+    assert!(
+        e.starts_with("mqtt-broker: pid_file /nonexistent-dir/mqtt.pid: "),
+        "{e}"
+    );
+}
