@@ -499,6 +499,7 @@ impl BrokerState {
                 .map_or(0, |at| (now_ms / 1000).saturating_sub(at));
             let store = self.store.as_ref();
             if stored.expiry_secs != u32::MAX && gone_for >= u64::from(stored.expiry_secs) {
+                self.stats.sessions_expired.inc();
                 if let Some(store) = store {
                     store.del_session(&stored.client_id);
                 }
@@ -601,6 +602,7 @@ impl BrokerState {
             tokio::time::sleep(after).await;
             let expired = s.lock().generation == generation && !s.is_online();
             if expired {
+                broker.stats.sessions_expired.inc();
                 let will = s.lock().will.take();
                 broker.end_session(&s);
                 // The session ended before the will delay did.

@@ -207,6 +207,12 @@ pub(crate) fn render(state: &BrokerState) -> String {
         state.session_count(),
     );
     o.one(
+        "mqtt_sessions_expired_total",
+        "counter",
+        "Sessions ended by their expiry interval.",
+        s.sessions_expired.get(),
+    );
+    o.one(
         "mqtt_subscriptions",
         "gauge",
         "Subscriptions of all sessions.",

@@ -98,6 +98,9 @@ pub struct Stats {
     pub publish_bytes_sent_by_qos: [Counter; 3],
     /// Connections accepted since start (for `$SYS/broker/load/connections`).
     pub connections_total: Counter,
+    /// Sessions that ended because their expiry interval ran out (also
+    /// while the broker was down).
+    pub sessions_expired: Counter,
     /// Highest number of clients connected at once.
     pub clients_maximum: std::sync::atomic::AtomicU64,
 }

@@ -134,6 +134,7 @@ fn publish_once(broker: &BrokerState, loads: &Loads) {
         ("clients/disconnected", disconnected.to_string()),
         ("clients/inactive", disconnected.to_string()),
         ("clients/total", sessions.to_string()),
+        ("clients/expired", s.sessions_expired.get().to_string()),
         (
             "clients/maximum",
             s.clients_maximum

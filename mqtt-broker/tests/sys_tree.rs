@@ -21,6 +21,7 @@ const MOSQUITTO_TOPICS: &[&str] = &[
     "clients/inactive",
     "clients/total",
     "clients/maximum",
+    "clients/expired",
     "messages/received",
     "messages/sent",
     "messages/stored",
@@ -119,6 +120,33 @@ async fn store_messages_and_disconnected_clients_are_counted() {
         s.get("store/messages/count").map(String::as_str) == Some("2")
             && s.get("store/messages/bytes").map(String::as_str) == Some("10")
             && s.get("clients/disconnected").map(String::as_str) == Some("1")
+    })
+    .await;
+    broker.shutdown().await;
+}
+
+/// A session whose expiry interval runs out is counted in clients/expired.
+/// [MQTT-3.1.2-23]
+#[tokio::test]
+async fn an_expired_session_is_counted() {
+    let broker = sys_broker().await;
+    let addr = broker.local_addr();
+    let c = RawClient::connect_props(
+        addr,
+        ProtocolVersion::V5,
+        "brief",
+        false,
+        &[mqtt_codec::Property::SessionExpiryInterval(1)],
+    )
+    .await;
+    c.disconnect().await;
+    let mut mon = RawClient::connect(addr, ProtocolVersion::V3_1_1, "mon").await;
+    mon.subscribe(1, "$SYS/broker/clients/expired", QoS::AtMostOnce)
+        .await;
+    // The session ends one second after its client left; the next update
+    // says so (the receive fails the test after its timeout otherwise).
+    watch_sys(&mut mon, |s| {
+        s.get("clients/expired").map(String::as_str) == Some("1")
     })
     .await;
     broker.shutdown().await;
