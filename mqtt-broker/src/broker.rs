@@ -143,6 +143,31 @@ impl BrokerState {
         self.sessions.lock().len()
     }
 
+    /// Messages queued or in flight in all sessions, and their payload
+    /// bytes (`$SYS/broker/store/messages/...`). Takes each session's lock
+    /// in turn, once per `$SYS` interval.
+    pub fn queued_totals(&self) -> (u64, u64) {
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        let (mut count, mut bytes) = (0u64, 0u64);
+        for s in sessions {
+            let st = s.lock();
+            count += (st.pending.len() + st.inflight.len()) as u64;
+            // Payload bytes, as Mosquitto counts them (`pending_bytes`
+            // also counts topics, for the queue limit).
+            bytes += st
+                .pending
+                .iter()
+                .map(|d| d.msg.payload.len() as u64)
+                .chain(
+                    st.inflight
+                        .iter()
+                        .map(|o| o.delivery.msg.payload.len() as u64),
+                )
+                .sum::<u64>();
+        }
+        (count, bytes)
+    }
+
     /// A client identifier for a client that sent an empty one.
     pub fn assign_client_id(&self) -> String {
         let n = self.next_assigned_id.fetch_add(1, Ordering::Relaxed);
@@ -390,6 +415,10 @@ impl BrokerState {
 
     /// Tells every connected client's task to close (server shutting down),
     /// and every one that attaches from now on.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn shutdown_sessions(&self) {
         self.shutting_down
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -701,6 +730,7 @@ impl BrokerState {
                 .map_or(0, |at| (now_ms / 1000).saturating_sub(at));
             let store = self.store.as_ref();
             if stored.expiry_secs != u32::MAX && gone_for >= u64::from(stored.expiry_secs) {
+                self.stats.sessions_expired.inc();
                 if let Some(store) = store {
                     store.del_session(&stored.client_id);
                 }
@@ -852,7 +882,9 @@ impl BrokerState {
         let s = session.clone();
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
-            broker.expire(&s, generation);
+            if broker.expire(&s, generation) {
+                broker.stats.sessions_expired.inc();
+            }
         });
     }
 

@@ -1,20 +1,24 @@
 //! Broker configuration: every limit the broker enforces, with its default.
 //!
 //! The TOML file (`-c FILE`) uses the same names; `mqtt-broker.example.toml`
-//! at the crate root documents every key. With no file, or a file that names
-//! no listener, the broker listens on 127.0.0.1:1883 and lets anonymous
-//! clients in, like Mosquitto 2's local-only mode; a listener named in a file
-//! refuses anonymous clients unless it says `allow_anonymous = true`, like
-//! Mosquitto 2's `listener` (whatever its address).
+//! at the crate root documents every key (a test checks that it names every
+//! field here). With no file, or a file that names no listener, the broker
+//! listens on 127.0.0.1:1883 and lets anonymous clients in, like Mosquitto
+//! 2's local-only mode; a listener named in a file refuses anonymous clients
+//! unless it says `allow_anonymous = true`, like Mosquitto 2's `listener`
+//! (whatever its address). A file in Mosquitto's own format is translated
+//! into this `Config` by `mosquitto_conf.rs`.
+//!
+//! Errors are one line that names the file, the line and the fix.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// What to do when a session's queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum QueuePolicy {
     /// Drop the message that does not fit (Mosquitto's behaviour).
@@ -25,17 +29,18 @@ pub enum QueuePolicy {
 }
 
 /// One listening socket.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     /// Address and port, e.g. `0.0.0.0:1883`.
+    #[serde(deserialize_with = "socket_addr")]
     pub bind: SocketAddr,
     /// Let clients in without a user name. Absent means no, whatever the
     /// address, like a Mosquitto 2 `listener`; only the built-in local-only
     /// listener (no configuration file, or one without listeners) sets it.
     pub allow_anonymous: Option<bool>,
     /// TLS for this listener.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsListenerConfig>,
     // --- WebSocket listeners (issue 15) ---
     /// `mqtt` (default): MQTT over TCP; `websockets`: MQTT over WebSocket
@@ -50,7 +55,7 @@ pub struct ListenerConfig {
 }
 
 /// What a listener speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ListenerProtocol {
     /// MQTT directly over TCP (or TLS).
@@ -61,7 +66,7 @@ pub enum ListenerProtocol {
 }
 
 /// TLS settings of a listener (rustls; TLS 1.2 and 1.3 only).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsListenerConfig {
     /// Certificate chain (PEM), server certificate first.
@@ -110,7 +115,7 @@ impl ListenerConfig {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Listening sockets. Default: one on 127.0.0.1:1883 that lets
@@ -197,6 +202,49 @@ pub struct Config {
     /// Several brokers sharing one topic space over NATS (issue 17); absent
     /// means a single broker.
     pub cluster: Option<ClusterConfig>,
+
+    // --- Operations (issue 19): logs, pid file, metrics. ---
+    /// `human` (default): one readable line per event, coloured only on a
+    /// terminal; `json`: one JSON object per line, for log shippers.
+    pub log_format: LogFormat,
+    /// Write the process id to this file at start and remove it at exit,
+    /// like Mosquitto's `pid_file` (absent: no file).
+    pub pid_file: Option<PathBuf>,
+    /// Prometheus `/metrics` and `/healthz` on their own listener (absent:
+    /// no metrics listener).
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Readable lines; colour only when the output is a terminal.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The metrics listener (`[metrics]`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address and port of the HTTP listener, e.g. `127.0.0.1:9234`.
+    #[serde(deserialize_with = "socket_addr")]
+    pub bind: SocketAddr,
+}
+
+/// Reads an IP address and port, with an error that says how to write one
+/// (serde's own says only "invalid socket address syntax").
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "bind = \"{text}\": needs an IP address and a port, like \"0.0.0.0:1883\", \
+             \"127.0.0.1:1883\" or \"[::]:1883\" (host names are not resolved)"
+        ))
+    })
 }
 
 impl Default for Config {
@@ -233,6 +281,9 @@ impl Default for Config {
             drop_warning_interval_secs: 60,
             bridges: Vec::new(),
             cluster: None,
+            log_format: LogFormat::Human,
+            pid_file: None,
+            metrics: None,
         }
     }
 }
@@ -242,7 +293,7 @@ impl Default for Config {
 /// `[cluster]`: this broker is one node of several that share one topic
 /// space, retained messages and client identifiers through a NATS cluster
 /// with JetStream (see `docs/ARCHITECTURE.md`, "Cluster").
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// This node's name, unique in the cluster (it owns client ids by it).
@@ -271,9 +322,11 @@ pub struct ClusterConfig {
     pub max_outbound: usize,
     /// NATS user name and password.
     pub user: Option<String>,
-    /// NATS password (with `user`).
+    /// NATS password (with `user`; never printed by `--check`).
+    #[serde(skip_serializing)]
     pub password: Option<String>,
-    /// NATS token.
+    /// NATS token (never printed by `--check`).
+    #[serde(skip_serializing)]
     pub token: Option<String>,
     /// NATS credentials file (JWT and NKey seed, `.creds`).
     pub credentials_file: Option<PathBuf>,
@@ -365,18 +418,68 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// Reads and checks a TOML file.
+    /// Reads and checks a TOML file. Errors are one line starting with
+    /// `FILE:LINE:` where the file says where.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-        Config::from_toml(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+        Config::from_toml_named(&text, &path.display().to_string())
     }
 
     /// Parses and checks TOML text.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
-        config.validate()?;
+        Config::from_toml_named(text, "config")
+    }
+
+    /// Parses and checks TOML text read from `name`.
+    fn from_toml_named(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let place = match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    format!("{name}:{line}")
+                }
+                None => name.to_string(),
+            };
+            let message = e.message().trim().replace('\n', " ");
+            ConfigError(format!("{place}: {}", with_fix(&message)))
+        })?;
+        config
+            .validate()
+            .map_err(|e| ConfigError(format!("{name}: {}", e.0)))?;
         Ok(config)
+    }
+
+    /// Reads a configuration file in either format: Mosquitto's
+    /// (`key value` lines, recognised by content, see `mosquitto_conf.rs`)
+    /// or TOML. Returns the warnings for settings that were ignored (only
+    /// logging ones are).
+    pub fn load(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        if crate::mosquitto_conf::looks_like_mosquitto(&text) {
+            crate::mosquitto_conf::translate_file(path, &text)
+        } else {
+            Config::from_toml_named(&text, &path.display().to_string()).map(|c| (c, Vec::new()))
+        }
+    }
+
+    /// Opens every file the configuration names (password file, ACL file,
+    /// TLS certificates and keys), as the broker would at start.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        crate::security::Security::load(self).map_err(ConfigError)?;
+        for l in &self.listeners {
+            if let Some(t) = &l.tls {
+                crate::tls::server_config(t)
+                    .map_err(|e| ConfigError(format!("TLS listener {}: {e}", l.bind)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective settings as TOML (what `--check` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot show the settings: {e}\n"))
     }
 
     /// Rejects values the broker cannot honour.
@@ -406,6 +509,23 @@ impl Config {
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
         }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if self.listeners[..i].iter().any(|o| o.bind == l.bind) {
+                return Err(ConfigError(format!(
+                    "two listeners bind {}: give each its own address or port",
+                    l.bind
+                )));
+            }
+            if let Some(m) = &self.metrics {
+                if m.bind == l.bind && l.bind.port() != 0 {
+                    return Err(ConfigError(format!(
+                        "[metrics] bind {} is also a listener's: give metrics its own port \
+                         (conventionally 9234)",
+                        m.bind
+                    )));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -424,4 +544,80 @@ impl Config {
             ..Config::default()
         }
     }
+}
+
+/// A TOML error with its fix, when it is one we know: a top-level key
+/// written after a `[[listeners]]` header (TOML puts it into that table), or
+/// a misspelt key (serde's list of every expected key is replaced by the
+/// closest one).
+fn with_fix(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_string();
+    };
+    let Some((key, rest)) = rest.split_once('`') else {
+        return message.to_string();
+    };
+    let expected: Vec<&str> = rest
+        .split_once("expected one of ")
+        .or_else(|| rest.split_once("expected "))
+        .map(|(_, list)| {
+            list.split(", ")
+                .map(|f| f.trim_matches(|c| c == '`' || c == ' '))
+                .collect()
+        })
+        .unwrap_or_default();
+    let top_level = field_names::<Config>();
+    if !expected.iter().any(|f| top_level.contains(f)) && top_level.contains(&key) {
+        return format!(
+            "`{key}` is a top-level key: move it above the first [[listeners]] or \
+             [metrics] (TOML puts every key after a [table] header into that table)"
+        );
+    }
+    let closest = expected
+        .iter()
+        .map(|f| (strsim::jaro_winkler(key, f), *f))
+        .filter(|(score, _)| *score > 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match closest {
+        Some((_, f)) => format!("unknown key `{key}`: did you mean `{f}`?"),
+        None => format!(
+            "unknown key `{key}` (the keys here: {}; every key is in mqtt-broker.example.toml)",
+            expected.join(", ")
+        ),
+    }
+}
+
+/// The field names of a configuration struct, as serde sees them: the
+/// source of truth for "every key is documented" and for error hints.
+/// (serde passes them to `deserialize_struct`; this deserializer records
+/// them and stops. It is the trick `serde_aux::serde_introspect` uses,
+/// written out to avoid a dependency for ten lines.)
+pub fn field_names<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    struct Names(&'static [&'static str]);
+    impl<'de> Deserializer<'de> for &mut Names {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(
+            self,
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = fields;
+            Err(serde::de::Error::custom("names recorded"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut names = Names(&[]);
+    let _ = T::deserialize(&mut names);
+    names.0
 }

@@ -220,6 +220,13 @@ pub(crate) async fn serve<S: Transport>(incoming: Box<Incoming<S>>) {
     };
     let broker = open.conn.broker.clone();
     broker.stats.clients_connected.inc();
+    broker.stats.connections_total.inc();
+    // Not exact under a race of two connects (a sum of shards), which is
+    // as much as a monitoring maximum needs.
+    broker.stats.clients_maximum.fetch_max(
+        broker.stats.clients_connected.get(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let close = open
         .conn
         .run(&mut open.reader, &mut open.wr, &mut open.out)
@@ -968,6 +975,9 @@ impl Conn {
         tracing::info!(
             %peer,
             client = %client_id,
+            // The authenticated user (or the certificate's Common Name);
+            // "-" for an anonymous client, so the field is always there.
+            user = %username.as_deref().unwrap_or("-"),
             version = v.level(),
             clean_start = c.clean_start,
             keep_alive,
@@ -1358,6 +1368,9 @@ impl Conn {
         let config = &self.broker.config;
         self.broker.stats.publish_received.inc();
         let qos = p.qos_pid.qos();
+        let q = usize::from(qos.as_u8().min(2));
+        self.broker.stats.publish_received_by_qos[q].inc();
+        self.broker.stats.publish_bytes_received_by_qos[q].add(p.payload.len() as u64);
         if qos.as_u8() > config.max_qos {
             return Err(self.protocol_error(ReasonCode::QoSNotSupported, "QoS above the maximum"));
         }
@@ -1951,6 +1964,9 @@ impl Conn {
                 .insert(d.msg.topic.clone(), a);
         }
         self.broker.stats.publish_sent.inc();
+        let q = usize::from(qos_pid.qos().as_u8().min(2));
+        self.broker.stats.publish_sent_by_qos[q].inc();
+        self.broker.stats.publish_bytes_sent_by_qos[q].add(d.msg.payload.len() as u64);
         true
     }
 

@@ -59,14 +59,19 @@ mod cluster {
         }
     }
 }
+pub mod certs;
 pub mod config;
 mod connection;
 pub mod drop_log;
 mod log;
+pub mod logging;
 mod message;
+pub mod metrics;
+pub mod mosquitto_conf;
+mod pid_file;
 mod retained;
 mod route;
-mod security;
+pub(crate) mod security;
 mod server;
 mod session;
 mod splice;
@@ -78,5 +83,8 @@ mod topic_index;
 mod transport;
 mod ws;
 
-pub use config::{ClusterConfig, Config, ListenerConfig, ListenerProtocol, QueuePolicy};
+pub use config::{
+    ClusterConfig, Config, ListenerConfig, ListenerProtocol, LogFormat, MetricsConfig, QueuePolicy,
+};
+pub use pid_file::PidFile;
 pub use server::{Broker, BrokerHandle};

@@ -1,24 +1,31 @@
 //! `mqtt-broker`: run the broker from the command line.
 //!
 //! With no arguments it listens on 127.0.0.1:1883 and lets anonymous clients
-//! in, like `mosquitto`. `-p` changes the port, `-c` reads a TOML file, `-v`
-//! logs every packet. SIGHUP re-reads the TLS certificates and the password
-//! and ACL files without dropping connected clients.
+//! in, like `mosquitto`. `-p` changes the port, `-c` reads a TOML file or a
+//! Mosquitto `mosquitto.conf` (told apart by content), `--check` validates
+//! one and prints the effective settings, `-v` logs every packet. SIGHUP
+//! re-reads the TLS certificates and the password and ACL files without
+//! dropping connected clients. A configuration that cannot be used is one
+//! line on standard error and exit status 1, before anything starts.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use mqtt_broker::{Broker, BrokerHandle, Config, ListenerConfig};
-use tracing_subscriber::EnvFilter;
 
 /// An MQTT 3.1 / 3.1.1 / 5.0 broker.
 #[derive(Parser, Debug)]
 #[command(name = "mqtt-broker", version, about)]
 struct Args {
-    /// Configuration file (TOML); see mqtt-broker.example.toml.
+    /// Configuration file: TOML (see mqtt-broker.example.toml) or
+    /// Mosquitto's mosquitto.conf format.
     #[arg(short = 'c', long = "config-file")]
     config: Option<PathBuf>,
+    /// Check the configuration (and the files it names), print the
+    /// effective settings as TOML, and exit: 0 if usable, 1 if not.
+    #[arg(long)]
+    check: bool,
     /// Listen on this port (on 127.0.0.1 unless the config file names
     /// listeners, in which case it replaces the port of each).
     #[arg(short = 'p', long)]
@@ -55,6 +62,72 @@ enum Command {
         /// The password, with -b.
         password: Option<String>,
     },
+    /// Make TLS certificates: a CA (ca.crt, ca.key), a server certificate
+    /// naming this host (server.crt, server.key) and, with --client, client
+    /// certificates (client-NAME.crt/.key). Example for a Raspberry Pi:
+    /// certs --host raspberrypi.local --ip 192.168.1.20
+    Certs {
+        /// A DNS name clients use for the broker (repeatable).
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
+        /// An IP address clients use for the broker (repeatable).
+        #[arg(long = "ip", value_name = "ADDRESS")]
+        ips: Vec<std::net::IpAddr>,
+        /// Also make a client certificate with this Common Name (repeatable;
+        /// the user name with use_identity_as_username).
+        #[arg(long = "client", value_name = "NAME")]
+        clients: Vec<String>,
+        /// Where to write the files.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Days the server and client certificates are valid (the CA: 10 years).
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn certs(cmd: Command) -> ExitCode {
+    let Command::Certs {
+        hosts,
+        ips,
+        clients,
+        dir,
+        days,
+        force,
+    } = cmd
+    else {
+        return ExitCode::FAILURE;
+    };
+    let req = mqtt_broker::certs::CertsRequest {
+        dir,
+        hosts,
+        ips,
+        clients,
+        days,
+        force,
+    };
+    match mqtt_broker::certs::generate(&req) {
+        Ok(files) => {
+            for f in &files {
+                println!("wrote {}", f.display());
+            }
+            let d = req.dir.display();
+            println!(
+                "\nIn the broker's configuration:\n  [[listeners]]\n  bind = \"0.0.0.0:8883\"\n  \
+                 [listeners.tls]\n  cert_file = \"{d}/server.crt\"\n  key_file = \"{d}/server.key\"\n\
+                 Clients trust {d}/ca.crt (mosquitto_sub --cafile, mqtt sub --cafile). Keep ca.key \
+                 off the broker if you can: it signs new certificates."
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mqtt-broker certs: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn passwd(cmd: Command) -> ExitCode {
@@ -65,7 +138,10 @@ fn passwd(cmd: Command) -> ExitCode {
         file,
         user,
         password,
-    } = cmd;
+    } = cmd
+    else {
+        return certs(cmd);
+    };
     let result = if delete {
         mqtt_broker::auth::delete_user(&file, &user)
     } else {
@@ -109,27 +185,15 @@ fn main() -> ExitCode {
     if let Some(cmd) = args.command {
         return passwd(cmd);
     }
-    let default_filter = if args.verbose {
-        "info,mqtt_broker::packets=debug"
-    } else {
-        "info"
-    };
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
-
-    let mut config = match &args.config {
-        Some(path) => match Config::from_file(path) {
-            Ok(c) => c,
+    let (mut config, warnings) = match &args.config {
+        Some(path) => match Config::load(path) {
+            Ok(loaded) => loaded,
             Err(e) => {
                 eprintln!("mqtt-broker: {e}");
-                return ExitCode::from(2);
+                return ExitCode::FAILURE;
             }
         },
-        None => Config::default(),
+        None => (Config::default(), Vec::new()),
     };
     if let Some(port) = args.port {
         if args.config.is_none() {
@@ -139,6 +203,28 @@ fn main() -> ExitCode {
                 l.bind.set_port(port);
             }
         }
+    }
+    if args.check {
+        for w in &warnings {
+            eprintln!("mqtt-broker: warning: {w}");
+        }
+        if let Err(e) = config.validate().and_then(|()| config.check_files()) {
+            eprintln!("mqtt-broker: {e}");
+            return ExitCode::FAILURE;
+        }
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    // The files the configuration names are read before anything starts,
+    // so a wrong path never leaves half a broker (a store opened, ports
+    // bound) behind its error.
+    if let Err(e) = config.check_files() {
+        eprintln!("mqtt-broker: {e}");
+        return ExitCode::FAILURE;
+    }
+    mqtt_broker::logging::init(config.log_format, args.verbose);
+    for w in &warnings {
+        tracing::warn!("{w}");
     }
 
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -153,7 +239,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    // Written before anything listens (a pid file that cannot be written
+    // stops the start like any other bad setting); removed when dropped,
+    // also when the start fails.
+    let pid_file = match mqtt_broker::PidFile::create(config.pid_file.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("mqtt-broker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(async {
         let broker = match Broker::start(config).await {
             Ok(b) => b,
             Err(e) => {
@@ -166,7 +262,9 @@ fn main() -> ExitCode {
         tracing::info!("shutting down");
         broker.shutdown().await;
         ExitCode::SUCCESS
-    })
+    });
+    drop(pid_file);
+    code
 }
 
 /// Waits for SIGINT or SIGTERM; on each SIGHUP reloads the TLS

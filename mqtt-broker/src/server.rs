@@ -32,6 +32,8 @@ pub struct BrokerHandle {
     done: mpsc::Receiver<()>,
     /// Every TLS listener's address and swappable configuration.
     tls: Vec<(SocketAddr, Arc<TlsListener>)>,
+    /// The metrics listener's address, when there is one.
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Broker {
@@ -61,6 +63,15 @@ impl Broker {
             })?;
             bound.push((listener, Arc::new(l.clone()), tls, ws));
         }
+        let metrics_listener = match &config.metrics {
+            Some(m) => Some(TcpListener::bind(m.bind).await.map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("metrics: cannot listen on {}: {e}", m.bind),
+                )
+            })?),
+            None => None,
+        };
         let (store, restored) = match config.durability {
             Durability::None => (None, Restored::default()),
             d => {
@@ -126,6 +137,17 @@ impl Broker {
         let bridges = crate::bridge::start(&state, &shutdown_rx)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         tasks.extend(bridges);
+        let mut metrics_addr = None;
+        if let Some(listener) = metrics_listener {
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "metrics listening (GET /metrics, /healthz)");
+            metrics_addr = Some(addr);
+            tasks.push(tokio::spawn(crate::metrics::serve(
+                listener,
+                state.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(crate::sys::run(
             state.clone(),
             shutdown_rx.clone(),
@@ -141,6 +163,7 @@ impl Broker {
             tasks,
             done,
             tls: tls_listeners,
+            metrics_addr,
         })
     }
 }
@@ -315,12 +338,14 @@ async fn tls_handshake(
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             state.stats.tls_handshake_failures.inc();
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            // Warn: a refused handshake is how a wrong CA, an expired or
+            // misnamed certificate or a plain-TCP client shows up.
+            tracing::warn!(%peer, reason = %crate::tls::explain(&e), "TLS handshake failed");
             return None;
         }
         Err(_) => {
             state.stats.tls_handshake_failures.inc();
-            tracing::debug!(%peer, "TLS handshake not finished in time");
+            tracing::warn!(%peer, reason = "not finished within connect_timeout_secs", "TLS handshake failed");
             return None;
         }
     };
@@ -346,6 +371,11 @@ impl BrokerHandle {
     /// The address of the first listener.
     pub fn local_addr(&self) -> SocketAddr {
         self.addrs[0]
+    }
+
+    /// The address of the metrics listener (`[metrics] bind`), if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The addresses of every listener, in configuration order.

@@ -92,6 +92,65 @@ pub struct Stats {
     /// upgrade, too slow, too large) and WebSocket connections closed for a
     /// framing violation (text frame, oversized or malformed frame).
     pub websocket_errors: Counter,
+    /// PUBLISH packets received, by QoS (0, 1, 2).
+    pub publish_received_by_qos: [Counter; 3],
+    /// PUBLISH packets sent, by QoS (0, 1, 2).
+    pub publish_sent_by_qos: [Counter; 3],
+    /// Payload bytes of PUBLISH packets received, by QoS.
+    pub publish_bytes_received_by_qos: [Counter; 3],
+    /// Payload bytes of PUBLISH packets sent, by QoS.
+    pub publish_bytes_sent_by_qos: [Counter; 3],
+    /// Connections accepted since start (for `$SYS/broker/load/connections`).
+    pub connections_total: Counter,
+    /// Sessions that ended because their expiry interval ran out (also
+    /// while the broker was down).
+    pub sessions_expired: Counter,
+    /// Highest number of clients connected at once.
+    pub clients_maximum: std::sync::atomic::AtomicU64,
+}
+
+/// Upper bounds (seconds) of the store commit latency histogram: a synced
+/// commit costs 0.2 to 7 ms on an SSD, more on an SD card.
+pub const SYNC_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A latency histogram with fixed buckets ([`SYNC_BUCKETS`]), written by one
+/// thread (the store's writer) and read by the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations at or below each bound (not cumulative).
+    buckets: [AtomicU64; SYNC_BUCKETS.len()],
+    /// Observations, all of them (the `+Inf` bucket).
+    count: AtomicU64,
+    /// Sum of observations in nanoseconds.
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one duration.
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = SYNC_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bound, the total count, and the sum in seconds.
+    pub fn snapshot(&self) -> ([u64; SYNC_BUCKETS.len()], u64, f64) {
+        let mut cumulative = [0u64; SYNC_BUCKETS.len()];
+        let mut running = 0;
+        for (c, b) in cumulative.iter_mut().zip(&self.buckets) {
+            running += b.load(Ordering::Relaxed);
+            *c = running;
+        }
+        let count = self.count.load(Ordering::Relaxed).max(running);
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        (cumulative, count, sum)
+    }
 }
 
 impl Stats {

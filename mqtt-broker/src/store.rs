@@ -23,11 +23,11 @@ use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OpenFlags};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 /// How hard the store works to keep what was acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Durability {
     /// Every commit is synced before the QoS 1/2 acknowledgements it covers
@@ -198,6 +198,9 @@ enum Op {
 pub struct Store {
     tx: mpsc::Sender<Op>,
     durability: Durability,
+    /// How long each commit took (synced with `always`): the metrics
+    /// endpoint's `mqtt_store_sync_duration_seconds`.
+    sync_latency: std::sync::Arc<crate::stats::Histogram>,
 }
 
 /// Current Unix time in milliseconds.
@@ -245,10 +248,24 @@ impl Store {
         let path = dir.join("broker.db");
         let (conn, restored) = open_or_salvage(&path, durability)?;
         let (tx, rx) = mpsc::channel();
+        let sync_latency = std::sync::Arc::new(crate::stats::Histogram::default());
+        let latency = sync_latency.clone();
         std::thread::Builder::new()
             .name("mqtt-store".into())
-            .spawn(move || writer(conn, rx, sync_interval))?;
-        Ok((Store { tx, durability }, restored))
+            .spawn(move || writer(conn, rx, sync_interval, &latency))?;
+        Ok((
+            Store {
+                tx,
+                durability,
+                sync_latency,
+            },
+            restored,
+        ))
+    }
+
+    /// Commit latencies so far.
+    pub fn sync_latency(&self) -> &crate::stats::Histogram {
+        &self.sync_latency
     }
 
     /// The durability setting.
@@ -861,7 +878,12 @@ impl Batch {
 /// Most operations in one transaction, so a flood still commits regularly.
 const MAX_BATCH: usize = 10_000;
 
-fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, sync_interval: Duration) {
+fn writer(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Op>,
+    sync_interval: Duration,
+    latency: &crate::stats::Histogram,
+) {
     let mut batch = Batch::default();
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
     let mut last_checkpoint = std::time::Instant::now();
@@ -887,7 +909,10 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, sync_interval: Duration)
             next = rx.try_recv().ok();
         }
         if !batch.is_empty() {
-            if let Err(e) = batch.apply(&mut conn) {
+            let started = std::time::Instant::now();
+            let applied = batch.apply(&mut conn);
+            latency.observe(started.elapsed());
+            if let Err(e) = applied {
                 // The disk refused: keep serving from memory and say so.
                 tracing::error!(error = %e, "store commit failed; state since the last commit is not durable");
                 batch = Batch::default();

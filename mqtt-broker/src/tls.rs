@@ -49,6 +49,7 @@ pub fn server_config(cfg: &TlsListenerConfig) -> Result<Arc<ServerConfig>, TlsEr
         }
     }
     let chain = read_certs(&cfg.cert_file, "cert_file")?;
+    check_server_certificate(&chain[0], &cfg.cert_file)?;
     let key = PrivateKeyDer::from_pem_file(&cfg.key_file).map_err(|e| {
         TlsError(format!(
             "key_file {}: no usable private key: {e}",
@@ -87,6 +88,103 @@ pub fn server_config(cfg: &TlsListenerConfig) -> Result<Arc<ServerConfig>, TlsEr
         ))
     })?;
     Ok(Arc::new(config))
+}
+
+/// Refuses a server certificate that TLS clients built on rustls or webpki
+/// (ours, rumqttc, many others) would refuse, with what to do instead, and
+/// warns about one that some clients refuse. The refusals people meet
+/// first: `openssl x509 -req` without `-extfile` makes an X.509 version 1
+/// certificate ("UnsupportedCertVersion"), and a one-line self-signed
+/// `openssl req -x509` makes a CA certificate ("CaUsedAsEndEntity").
+fn check_server_certificate(der: &[u8], path: &std::path::Path) -> Result<(), TlsError> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Err(TlsError(format!(
+            "cert_file {}: the first certificate cannot be parsed (is it a certificate, not a key or a request?)",
+            path.display()
+        )));
+    };
+    if cert.version() != x509_parser::x509::X509Version::V3 {
+        return Err(TlsError(format!(
+            "cert_file {}: an X.509 version {} certificate (what `openssl x509 -req` makes without -extfile); \
+             TLS clients refuse it (UnsupportedCertVersion): make a version 3 certificate with \
+             `mqtt-broker certs --host NAME --ip ADDRESS`",
+            path.display(),
+            cert.version().0 + 1
+        )));
+    }
+    let is_ca = cert
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|b| b.value.ca);
+    if is_ca {
+        tracing::warn!(
+            cert_file = %path.display(),
+            "the server certificate is a CA certificate (CA:TRUE, as a one-line `openssl req -x509` makes): \
+             clients built on rustls refuse it (CaUsedAsEndEntity); make a CA and a server certificate \
+             with `mqtt-broker certs --host NAME --ip ADDRESS`"
+        );
+    }
+    if cert.subject_alternative_name().ok().flatten().is_none() {
+        tracing::warn!(
+            cert_file = %path.display(),
+            "the server certificate names no host (no subjectAltName): clients that check the host \
+             name refuse it; `mqtt-broker certs --host NAME --ip ADDRESS` makes one that names them"
+        );
+    }
+    Ok(())
+}
+
+/// A failed handshake as a sentence that says what is wrong and what to
+/// do, for the log line (rustls's own names, such as `UnknownIssuer`, mean
+/// little to someone who made a certificate with openssl).
+pub fn explain(e: &io::Error) -> String {
+    use tokio_rustls::rustls::{CertificateError, Error};
+    let Some(err) = e.get_ref().and_then(|i| i.downcast_ref::<Error>()) else {
+        return e.to_string();
+    };
+    match err {
+        Error::InvalidCertificate(c) => {
+            let what = match c {
+                CertificateError::UnknownIssuer => {
+                    "is not signed by a CA in ca_file: give the client a certificate from that CA, or add its CA to ca_file".to_string()
+                }
+                CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                    "has expired: make a new one".to_string()
+                }
+                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                    "is not valid yet: check the clocks of both machines".to_string()
+                }
+                CertificateError::BadSignature => "has a bad signature".to_string(),
+                other => {
+                    let name = format!("{other:?}");
+                    if name.contains("UnsupportedCertVersion") {
+                        "is X.509 version 1 (what `openssl x509 -req` makes without -extfile): make a version 3 one, e.g. `mqtt-broker certs --client NAME`".to_string()
+                    } else if name.contains("CaUsedAsEndEntity") {
+                        "is a CA certificate (CA:TRUE), which cannot identify a client: make a client certificate signed by the CA".to_string()
+                    } else {
+                        format!("was refused: {other}")
+                    }
+                }
+            };
+            format!("the client's certificate {what}")
+        }
+        Error::NoCertificatesPresented => {
+            "the client sent no certificate, and require_certificate is on".to_string()
+        }
+        Error::AlertReceived(alert) => format!(
+            "the client refused the handshake ({alert:?}): most often it does not trust our \
+             certificate: its CA file must hold the CA that signed cert_file, and the certificate \
+             must name the host or address the client connects to"
+        ),
+        Error::InvalidMessage(_) => {
+            "the client does not speak TLS (plain MQTT on a TLS port?)".to_string()
+        }
+        Error::PeerIncompatible(p) => format!(
+            "no TLS version or cipher suite in common (this listener offers TLS 1.2 and 1.3): {p:?}"
+        ),
+        other => other.to_string(),
+    }
 }
 
 /// Every certificate of a PEM file; an error if there is none.

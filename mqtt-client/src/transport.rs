@@ -46,7 +46,7 @@ async fn open_tcp_tls(opts: &ConnectOptions) -> Result<Box<dyn Stream>, ClientEr
     let stream = TlsConnector::from(Arc::new(config))
         .connect(server_name, tcp)
         .await
-        .map_err(|e| conn_err("TLS handshake", e))?;
+        .map_err(|e| conn_err("TLS handshake", explain(&e)))?;
     Ok(Box::new(stream))
 }
 
@@ -74,6 +74,47 @@ async fn connect_tcp(opts: &ConnectOptions) -> std::io::Result<TcpStream> {
         .bind(std::net::SocketAddr::new(local, 0))
         .map_err(|e| std::io::Error::new(e.kind(), format!("bind to {local}: {e}")))?;
     socket.connect(remote).await
+}
+
+/// A refused server certificate as a sentence that says what is wrong and
+/// what to do, followed by rustls's own words. The common cases come from
+/// openssl recipes: a one-line `openssl req -x509` makes a CA certificate
+/// (CaUsedAsEndEntity), `openssl x509 -req` without -extfile makes an X.509
+/// version 1 one (UnsupportedCertVersion).
+fn explain(e: &std::io::Error) -> String {
+    use rustls::{CertificateError, Error};
+    let Some(Error::InvalidCertificate(c)) = e.get_ref().and_then(|i| i.downcast_ref::<Error>())
+    else {
+        return e.to_string();
+    };
+    let name = format!("{c:?}");
+    let what = if name.contains("CaUsedAsEndEntity") {
+        "the server's certificate is a CA certificate (as a one-line `openssl req -x509` makes), \
+         which cannot identify a server: make a CA and a server certificate signed by it \
+         (`mqtt-broker certs --host NAME`) and give the client the CA (--cafile)"
+    } else if name.contains("UnsupportedCertVersion") {
+        "the server's certificate is X.509 version 1 (as `openssl x509 -req` makes without \
+         -extfile): make a version 3 one (`mqtt-broker certs --host NAME`)"
+    } else {
+        match c {
+            CertificateError::UnknownIssuer => {
+                "the server's certificate is not signed by a CA the client trusts: give the CA that \
+                 signed it with --cafile"
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                "the server's certificate does not name the host connected to: connect with a name \
+                 or address it has, or remake it with that --host / --ip"
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "the server's certificate has expired"
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "the server's certificate is not valid yet: check the clocks"
+            }
+            _ => return e.to_string(),
+        }
+    };
+    format!("{what} ({e})")
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

@@ -230,3 +230,39 @@ async fn mqtt_tool_on_a_tls_port_says_to_use_tls() {
     common::cli::ok(&out);
     broker.shutdown().await;
 }
+
+/// A self-signed CA certificate used as the server's own (what a one-line
+/// `openssl req -x509` makes): the error is a sentence that says what is
+/// wrong and what to do, not only rustls's "CaUsedAsEndEntity".
+#[tokio::test]
+async fn a_ca_certificate_as_the_servers_is_explained() {
+    let dir = Dir::new("ca-as-server");
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap().pem();
+    let mut config = mqtt_broker::Config::ephemeral();
+    config.listeners[0].tls = Some(TlsListenerConfig {
+        cert_file: dir.write("server.crt", &cert),
+        key_file: dir.write("server.key", &key.serialize_pem()),
+        ca_file: None,
+        require_certificate: false,
+        use_identity_as_username: false,
+    });
+    let broker = broker_with(config).await;
+    let tls = TlsOptions {
+        ca_file: Some(dir.write("ca.crt", &cert)),
+        ..Default::default()
+    };
+    let err = mqtt_client::Client::connect(tls_opts(broker.local_addr(), "tls-ca-leaf", tls))
+        .await
+        .err()
+        .expect("a CA certificate as the server's is refused");
+    let text = err.to_string();
+    assert!(text.contains("is a CA certificate"), "{text}");
+    assert!(text.contains("mqtt-broker certs --host NAME"), "{text}");
+    broker.shutdown().await;
+}

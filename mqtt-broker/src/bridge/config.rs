@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use mqtt_codec::topic::{valid_topic_filter, valid_topic_name};
 use mqtt_codec::{ProtocolVersion, QoS};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Which way a topic line forwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,7 +164,7 @@ fn map(topic: &str, filter: &str, from: &str, to: &str) -> Option<String> {
 }
 
 /// `address`: one `host[:port]` or a list tried in turn.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum Addresses {
     /// One address.
@@ -175,7 +175,7 @@ pub enum Addresses {
 
 /// `restart_timeout`: a constant number of seconds, or `[base, cap]` for
 /// exponential backoff with jitter (Mosquitto's default is 5 and 30).
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum RestartTimeout {
     /// A constant delay.
@@ -191,7 +191,7 @@ impl Default for RestartTimeout {
 }
 
 /// MQTT version spoken to the remote broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum BridgeProtocol {
     /// MQTT 3.1.
@@ -215,7 +215,7 @@ impl BridgeProtocol {
 }
 
 /// TLS towards the remote broker.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct BridgeTls {
     /// CA certificates (PEM) the remote's certificate must chain to; absent
@@ -234,7 +234,7 @@ pub struct BridgeTls {
 }
 
 /// One `[[bridges]]` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BridgeConfig {
     /// Name of the connection (Mosquitto's `connection`).
@@ -251,7 +251,8 @@ pub struct BridgeConfig {
     pub local_clientid: Option<String>,
     /// User name on the remote broker.
     pub remote_username: Option<String>,
-    /// Password on the remote broker.
+    /// Password on the remote broker (never printed by `--check`).
+    #[serde(skip_serializing)]
     pub remote_password: Option<String>,
     /// Start a clean session on the remote (and keep none locally across
     /// restarts). Default false: nothing is lost across reconnects.
