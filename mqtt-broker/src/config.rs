@@ -510,7 +510,8 @@ impl Config {
             cluster.validate()?;
         }
         for (i, l) in self.listeners.iter().enumerate() {
-            if self.listeners[..i].iter().any(|o| o.bind == l.bind) {
+            // Port 0 (any free port) may repeat: each gets its own.
+            if l.bind.port() != 0 && self.listeners[..i].iter().any(|o| o.bind == l.bind) {
                 return Err(ConfigError(format!(
                     "two listeners bind {}: give each its own address or port",
                     l.bind

@@ -277,8 +277,7 @@ impl Session {
                 .unwrap_or((config.max_queued_messages, config.max_queued_bytes));
             let full = |st: &SessionState| {
                 !st.pending.is_empty()
-                    && (st.pending.len() >= max_messages
-                        || st.pending_bytes + size > max_bytes)
+                    && (st.pending.len() >= max_messages || st.pending_bytes + size > max_bytes)
             };
             if !bypass_limits && full(&st) {
                 match config.queue_policy {
