@@ -65,7 +65,7 @@ for i in 0 1 2; do wait_port "${NP[$i]}" "" 20 && wait_port "${MP[$i]}" "" 30 ||
 
 # --- our brokers ------------------------------------------------------------------
 SINGLE=$(free_port); A=$(free_port); B=$(free_port)
-printf 'max_queued_messages = 1000000\ndata_dir = "%s/single"\n[[listeners]]\nbind = "127.0.0.1:%s"\n' \
+printf 'max_queued_messages = 1000000\ndata_dir = "%s/single"\n[[listeners]]\nbind = "127.0.0.1:%s"\nallow_anonymous = true\n' \
     "$WORK" "$SINGLE" >"$WORK/single.toml"
 for node in a b; do
     port=$A; first=0
@@ -75,6 +75,7 @@ durability = "none"
 max_queued_messages = 1000000
 [[listeners]]
 bind = "127.0.0.1:$port"
+allow_anonymous = true
 [cluster]
 node = "$node"
 nats = ["nats://127.0.0.1:${NP[$first]}"]

@@ -78,14 +78,17 @@ data_dir = "$WORK/data"
 
 [[listeners]]
 bind = "127.0.0.1:$TCP_PORT"
+allow_anonymous = true
 
 [[listeners]]
 bind = "127.0.0.1:$WS_PORT"
+allow_anonymous = true
 protocol = "websockets"
 http_dir = "$ROOT/examples/web"
 
 [[listeners]]
 bind = "127.0.0.1:$WSS_PORT"
+allow_anonymous = true
 protocol = "websockets"
 [listeners.tls]
 cert_file = "$WORK/server.crt"
