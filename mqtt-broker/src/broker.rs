@@ -66,6 +66,10 @@ pub struct BrokerState {
     /// a client at the instant a session expires.
     #[cfg(test)]
     before_expiry: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Run by `subscribe_then` between adding the subscription and reading
+    /// the retained store: lets a test publish in that gap.
+    #[cfg(test)]
+    after_subscribe: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// Rate-limited warnings for dropped messages.
     pub drops: DropLog,
     /// This node's part in a cluster, with `[cluster]`.
@@ -116,6 +120,8 @@ impl BrokerState {
             next_will_seq: AtomicU64::new(1),
             #[cfg(test)]
             before_expiry: Mutex::new(None),
+            #[cfg(test)]
+            after_subscribe: Mutex::new(None),
         })
     }
 
@@ -184,8 +190,11 @@ impl BrokerState {
     /// sessions with a matching subscription, including those whose full
     /// queue dropped it (counted there): 0 means no matching subscribers.
     pub fn publish(&self, msg: Arc<Message>) -> usize {
-        self.keep_if_retained(&msg);
-        let route = Route::find(&self.index.read(), &msg.topic, msg.publisher.as_deref());
+        let route = {
+            // Held until the route is found: see `subscribe_then`.
+            let _retained = self.keep_if_retained(&msg);
+            Route::find(&self.index.read(), &msg.topic, msg.publisher.as_deref())
+        };
         if let Some(c) = &self.cluster {
             // Wills (and `$SYS`, which stays here): no publisher waits.
             let _ = c.forward(&msg);
@@ -209,7 +218,11 @@ impl BrokerState {
         msg: Arc<Message>,
         cache: &mut Option<Box<RouteCache>>,
     ) -> usize {
-        self.keep_if_retained(&msg);
+        if msg.retain {
+            // Rare; routed uncached with the retained store held (see
+            // `subscribe_then`).
+            return self.publish(msg);
+        }
         // Read before the index: a change after this makes the next
         // publish look again.
         let generation = self.index_generation.load(Ordering::Acquire);
@@ -238,22 +251,33 @@ impl BrokerState {
         index
     }
 
-    fn keep_if_retained(&self, msg: &Arc<Message>) {
-        if msg.retain && self.config.retain_available {
-            // `$SYS` values describe this run: never stored, so a restart
-            // starts from fresh figures. In a cluster, the cluster's bucket
-            // keeps retained messages (`cluster::outbound`); the local store
-            // does not, or a restart would bring back what another node has
-            // cleared since.
-            if let (Some(store), false, None) = (&self.store, is_sys(&msg.topic), &self.cluster) {
-                if msg.payload.is_empty() {
-                    store.del_retained(&msg.topic);
-                } else {
-                    store.put_retained(&msg.topic, msg.encode_for_store(), msg.received_unix_ms());
-                }
-            }
-            self.retained.write().set(msg.clone());
+    /// Keeps a RETAIN message as its topic's retained message. Returns the
+    /// retained store, still locked, for the caller to hold until it has
+    /// found the message's route.
+    fn keep_if_retained(
+        &self,
+        msg: &Arc<Message>,
+    ) -> Option<parking_lot::RwLockWriteGuard<'_, RetainedStore>> {
+        if !(msg.retain && self.config.retain_available) {
+            return None;
         }
+        // Locked first, so the store sees two RETAIN PUBLISHes to one topic
+        // in the order memory does.
+        let mut retained = self.retained.write();
+        // `$SYS` values describe this run: never stored, so a restart
+        // starts from fresh figures. In a cluster, the cluster's bucket
+        // keeps retained messages (`cluster::outbound`); the local store
+        // does not, or a restart would bring back what another node has
+        // cleared since.
+        if let (Some(store), false, None) = (&self.store, is_sys(&msg.topic), &self.cluster) {
+            if msg.payload.is_empty() {
+                store.del_retained(&msg.topic);
+            } else {
+                store.put_retained(&msg.topic, msg.encode_for_store(), msg.received_unix_ms());
+            }
+        }
+        retained.set(msg.clone());
+        Some(retained)
     }
 
     /// Queues `msg` for every session on `route`; returns how many.
@@ -601,6 +625,24 @@ impl BrokerState {
     /// Adds one subscription to a session and the index. Returns whether the
     /// session already had a subscription to that filter.
     pub fn subscribe(&self, session: &Arc<Session>, filter: &str, record: SubRecord) -> bool {
+        self.subscribe_then(session, filter, record, |_, _| ()).0
+    }
+
+    /// Adds a subscription (returns whether it replaced one), then runs
+    /// `then` with whether it existed and the retained store, which is
+    /// read-locked from before the subscription enters the index until
+    /// `then` returns. A retained PUBLISH holds the store write-locked from
+    /// setting its message until its route is found (`publish`), so it
+    /// falls wholly before (sent by `then` as retained, not routed here) or
+    /// wholly after (routed here, not yet retained when `then` reads): a
+    /// subscriber never gets it twice, or not at all.
+    pub fn subscribe_then<T>(
+        &self,
+        session: &Arc<Session>,
+        filter: &str,
+        record: SubRecord,
+        then: impl FnOnce(bool, &RetainedStore) -> T,
+    ) -> (bool, T) {
         let existed = {
             let mut st = session.lock();
             let existed = st.subscriptions.insert(filter.into(), record).is_some();
@@ -608,6 +650,8 @@ impl BrokerState {
             existed
         };
         let (group, plain) = split_filter(filter);
+        // Lock order: retained store, then index (as in `publish`).
+        let retained = self.retained.read();
         self.index_mut().insert(
             plain,
             group,
@@ -617,7 +661,12 @@ impl BrokerState {
                 sub_id: record.sub_id,
             },
         );
-        existed
+        #[cfg(test)]
+        if let Some(hook) = self.after_subscribe.lock().take() {
+            hook();
+        }
+        let t = then(existed, &retained);
+        (existed, t)
     }
 
     /// Removes one subscription; returns whether it existed.
@@ -1023,5 +1072,57 @@ mod tests {
         let registered = state.sessions.lock().get(&id).cloned();
         assert!(registered.is_some_and(|s| Arc::ptr_eq(&s, &session)));
         assert_eq!(session.lock().subscriptions.len(), 1, "subscription kept");
+    }
+
+    /// A retained PUBLISH that lands while a SUBSCRIBE is between adding
+    /// its subscription and reading the retained store reaches the
+    /// subscriber once (live), not also as a retained copy: a QoS 2 message
+    /// is delivered exactly once [MQTT-3.1.1/5: 4.3.3]. The hook starts the
+    /// publish in that gap and gives it a moment to finish: without the
+    /// lock it does, and the subscriber got the message twice.
+    #[test]
+    fn a_retained_publish_racing_a_subscribe_arrives_once() {
+        let state = Arc::new(BrokerState::with_cluster(Config::ephemeral(), None, None).unwrap());
+        let id: Arc<str> = "s".into();
+        let (kick, _kicked) = oneshot::channel();
+        let sub = state.attach(&id, true, 0, kick);
+        let publisher = Arc::new(Mutex::new(None));
+        {
+            let weak: Weak<BrokerState> = Arc::downgrade(&state);
+            let publisher = publisher.clone();
+            *state.after_subscribe.lock() = Some(Box::new(move || {
+                let state = weak.upgrade().unwrap();
+                let (done, finished) = std::sync::mpsc::channel();
+                *publisher.lock() = Some(std::thread::spawn(move || {
+                    let msg =
+                        Message::new("t", bytes::Bytes::from_static(b"x"), QoS::ExactlyOnce, true);
+                    state.publish(Arc::new(msg));
+                    let _ = done.send(());
+                }));
+                // Finishes here without the lock; with it, it cannot
+                // until the SUBSCRIBE has read the retained store.
+                let _ = finished.recv_timeout(Duration::from_millis(300));
+            }));
+        }
+        let options = SubscriptionOptions {
+            qos: QoS::ExactlyOnce,
+            ..SubscriptionOptions::default()
+        };
+        let record = SubRecord {
+            options,
+            sub_id: None,
+        };
+        let (_, retained) = state.subscribe_then(&sub.session, "t", record, |_, store| {
+            store.matching("t", Instant::now()).len()
+        });
+        let thread = publisher.lock().take().expect("the hook ran");
+        thread.join().unwrap();
+        let live = sub.session.lock().pending.len();
+        assert_eq!(
+            retained + live,
+            1,
+            "retained copies {retained}, live {live}"
+        );
+        assert_eq!(state.retained.read().len(), 1, "the message is retained");
     }
 }

@@ -1612,34 +1612,37 @@ impl Conn {
                 retain_as_published: f.options.retain_as_published || self.bridge,
                 ..f.options
             };
-            let existed =
-                self.broker
-                    .subscribe(&self.session, f.filter, SubRecord { options, sub_id });
             codes.push(match granted {
                 QoS::AtMostOnce => ReasonCode::Success,
                 QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
                 QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
             });
             // Retained messages, except for shared subscriptions (MQTT 5.0,
-            // Shared Subscriptions) and as Retain Handling says.
+            // Shared Subscriptions) and as Retain Handling says; read with
+            // the subscription's insertion, so a retained PUBLISH racing
+            // this SUBSCRIBE arrives once, live or retained, not both.
             let (group, plain) = split_filter(f.filter);
-            let send_retained = group.is_none()
-                && match options.retain_handling {
-                    RetainHandling::SendOnSubscribe => true,
-                    RetainHandling::SendIfNew => !existed,
-                    RetainHandling::DoNotSend => false,
-                };
-            if send_retained {
-                for msg in self.broker.retained.read().matching(plain, now) {
-                    retained.push(Delivery {
-                        qos: msg.qos.min(granted),
-                        retain: true,
-                        sub_ids: sub_id.into_iter().collect(),
-                        seq: 0,
-                        msg,
-                    });
-                }
-            }
+            let record = SubRecord { options, sub_id };
+            self.broker
+                .subscribe_then(&self.session, f.filter, record, |existed, store| {
+                    let send_retained = group.is_none()
+                        && match options.retain_handling {
+                            RetainHandling::SendOnSubscribe => true,
+                            RetainHandling::SendIfNew => !existed,
+                            RetainHandling::DoNotSend => false,
+                        };
+                    if send_retained {
+                        for msg in store.matching(plain, now) {
+                            retained.push(Delivery {
+                                qos: msg.qos.min(granted),
+                                retain: true,
+                                sub_ids: sub_id.into_iter().collect(),
+                                seq: 0,
+                                msg,
+                            });
+                        }
+                    }
+                });
         }
         let ack = SubAck {
             pid: s.pid,
