@@ -122,6 +122,11 @@ fn publish_once(broker: &BrokerState, loads: &Loads) {
     let disconnected = sessions.saturating_sub(connected);
     let (stored_count, stored_bytes) = broker.queued_totals();
     let sum = |c: &[crate::stats::Counter; 3]| c.iter().map(|c| c.get()).sum::<u64>();
+    // Each lock on its own statement: a guard made inside the array below
+    // would live to the end of the statement, holding the index while the
+    // retained store is locked, the reverse of `publish`'s order.
+    let subscriptions = broker.index.read().len();
+    let retained = broker.retained.read().len();
     let mut values: Vec<(String, String)> = [
         (
             "version",
@@ -164,11 +169,8 @@ fn publish_once(broker: &BrokerState, loads: &Loads) {
         ),
         ("bytes/received", s.bytes_received.get().to_string()),
         ("bytes/sent", s.bytes_sent.get().to_string()),
-        ("subscriptions/count", broker.index.read().len().to_string()),
-        (
-            "retained messages/count",
-            broker.retained.read().len().to_string(),
-        ),
+        ("subscriptions/count", subscriptions.to_string()),
+        ("retained messages/count", retained.to_string()),
         // Ours, beyond Mosquitto's tree.
         (
             "messages/dropped/queue_full",
