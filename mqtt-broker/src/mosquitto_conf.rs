@@ -9,23 +9,42 @@
 //! its name.
 //!
 //! Every setting is either translated, or refused with the file, the line,
-//! the key and what to do instead: nothing is silently ignored. The only
-//! exception is logging (`log_dest`, `log_type`, ...): those are warnings,
-//! because logs here always go to standard output (the journal under
-//! systemd) and a refusal would stop a working Mosquitto file for nothing.
+//! the key and what to do instead: nothing is silently ignored. The
+//! exceptions are warnings: logging (`log_dest`, `log_type`, ...), because
+//! logs here always go to standard output (the journal under systemd) and
+//! a refusal would stop a working Mosquitto file for nothing, and the few
+//! bridge settings whose only effect here would be on the TLS version
+//! offered or on topic aliases (`bridge_tls_version`,
+//! `bridge_max_topic_alias`), which cannot change what is delivered.
 //!
 //! Where meanings differ, the translation keeps Mosquitto's behaviour:
 //! without `persistence true` nothing is stored (`durability = "none"`); a
 //! `listener` refuses anonymous clients unless `allow_anonymous true`
 //! (Mosquitto 2); a file with no listener listens on 127.0.0.1:1883 only.
-//! Settings that belong to features this branch does not have yet (bridge
-//! `connection` blocks, `protocol websockets`, `http_dir`) are refused as
-//! "not supported yet".
+//!
+//! `protocol websockets` makes the listener a WebSocket one (wss with
+//! `certfile` / `keyfile`), and `http_dir` serves files on it; `http_dir`
+//! on a plain MQTT listener is an error, as in Mosquitto where only
+//! WebSocket listeners serve HTTP.
+//!
+//! Bridges: `connection NAME` starts a `[[bridges]]` entry and the bridge
+//! settings after it (`address`, `topic`, `remote_clientid`, ...) belong to
+//! it until the next `connection` or the end of the file, as in Mosquitto's
+//! parser (a `listener` line does not end it; listener settings always go
+//! to the last listener). A bridge setting with no `connection` before it
+//! in its file is an error. `topic` lines are kept as written and checked
+//! with the bridge's own grammar. Mosquitto bridge settings this broker
+//! does not have are refused, except when their value is what this broker
+//! does anyway (`start_type automatic`, `round_robin true`,
+//! `notifications_local_only false`, ...).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, ConfigError, ListenerConfig, TlsListenerConfig};
+use crate::bridge::config::{
+    check_all, Addresses, BridgeConfig, BridgeProtocol, BridgeTls, RestartTimeout, TopicLine,
+};
+use crate::config::{Config, ConfigError, ListenerConfig, ListenerProtocol, TlsListenerConfig};
 use crate::store::Durability;
 
 /// Mosquitto's "0: no limit" for the queue limits: the largest value TOML
@@ -120,6 +139,71 @@ struct ListenerDraft {
     security: SecurityDraft,
     /// The listener Mosquitto 2 opens when a file has none.
     local_only: bool,
+    /// `protocol websockets`.
+    websockets: bool,
+    http_dir: Option<At<PathBuf>>,
+}
+
+/// A bridge (`connection NAME` and the settings after it) as read so far.
+#[derive(Debug)]
+struct BridgeDraft {
+    cfg: BridgeConfig,
+    /// The `connection` line.
+    place: Place,
+    /// Where each setting was written, as (its `BridgeConfig` key, the key
+    /// as written, place): the bridge's own check runs once the block is
+    /// complete and names `BridgeConfig` keys, and its errors must point
+    /// at the line.
+    places: Vec<(&'static str, String, Place)>,
+    /// Where each `topic` line was, in `cfg.topics` order.
+    topic_places: Vec<Place>,
+    cafile: Option<At<PathBuf>>,
+    certfile: Option<At<PathBuf>>,
+    keyfile: Option<At<PathBuf>>,
+    /// Settings checked against the whole block at its end (their meaning
+    /// depends on lines that may come after them).
+    local_cleansession: Option<At<bool>>,
+    session_expiry: Option<At<u64>>,
+    round_robin: Option<At<bool>>,
+}
+
+impl BridgeDraft {
+    /// Records where `key` was set. `once`: a second value is an error, as
+    /// Mosquitto refuses a second value for a bridge's text settings; other
+    /// settings take the last value.
+    fn note(&mut self, key: &'static str, line: &Line<'_>, once: bool) -> Result<(), ConfigError> {
+        if let Some(i) = self.places.iter().position(|(k, _, _)| *k == key) {
+            if once {
+                return Err(line.err(format!(
+                    "given twice for bridge `{}` (first at {})",
+                    self.cfg.name, self.places[i].2
+                )));
+            }
+            self.places.remove(i);
+        }
+        self.places
+            .push((key, line.key.to_string(), line.place.clone()));
+        Ok(())
+    }
+
+    /// The place and written key of a `BridgeConfig` key (`topics[2]` is
+    /// the third `topic` line); the `connection` line when it was not
+    /// written.
+    fn place_of(&self, key: &str) -> (Place, String) {
+        if let Some(i) = key
+            .strip_prefix("topics[")
+            .and_then(|r| r.strip_suffix(']'))
+            .and_then(|i| i.parse::<usize>().ok())
+        {
+            if let Some(p) = self.topic_places.get(i) {
+                return (p.clone(), "topic".to_string());
+            }
+        }
+        match self.places.iter().find(|(k, _, _)| *k == key) {
+            Some((_, written, place)) => (place.clone(), written.clone()),
+            None => (self.place.clone(), "connection".to_string()),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -140,6 +224,10 @@ struct Translator {
     autosave_interval: Option<u64>,
     /// Global values that Mosquitto sets per listener: one value for all.
     max_connections: Option<At<usize>>,
+    bridges: Vec<BridgeDraft>,
+    /// The bridge that bridge settings apply to now: the last `connection`
+    /// of the file being read.
+    current_bridge: Option<usize>,
 }
 
 /// One `key value` line.
@@ -232,10 +320,78 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("max_inflight_bytes", "use max_inflight_messages"),
     ("enable_control_api", "not supported"),
     ("accept_protocol_versions", "not supported: every listener accepts MQTT 3.1, 3.1.1 and 5.0"),
+    ("websockets_origin", "the WebSocket listener does not check the Origin header: protect it with password_file (and TLS)"),
 ];
+
+/// Bridge settings this broker translates or accepts at some values; like
+/// every bridge setting they need a `connection` block.
+const BRIDGE_KEYS: &[&str] = &[
+    "address",
+    "addresses",
+    "topic",
+    "remote_clientid",
+    "clientid",
+    "local_clientid",
+    "remote_username",
+    "username",
+    "remote_password",
+    "password",
+    "cleansession",
+    "local_cleansession",
+    "keepalive_interval",
+    "restart_timeout",
+    "try_private",
+    "notifications",
+    "notifications_local_only",
+    "notification_topic",
+    "bridge_protocol_version",
+    "bridge_outgoing_retain",
+    "bridge_cafile",
+    "bridge_certfile",
+    "bridge_keyfile",
+    "bridge_insecure",
+    "bridge_tls_version",
+    "bridge_attempt_unsubscribe",
+    "start_type",
+    "round_robin",
+    "idle_timeout",
+    "threshold",
+    "bridge_max_packet_size",
+    "bridge_max_topic_alias",
+    "bridge_session_expiry_interval",
+    "bridge_reload_type",
+    "bridge_require_ocsp",
+    "bridge_tls_use_os_certs",
+];
+
+/// Mosquitto bridge settings this broker does not have at any value, with
+/// what it does instead.
+const BRIDGE_UNSUPPORTED: &[(&str, &str)] = &[
+    ("bridge_capath", "put the CA certificates into one PEM file and use bridge_cafile"),
+    ("bridge_identity", "TLS-PSK is not supported: use certificates (bridge_cafile, bridge_certfile, bridge_keyfile)"),
+    ("bridge_psk", "TLS-PSK is not supported: use certificates (bridge_cafile, bridge_certfile, bridge_keyfile)"),
+    ("local_username", "the bridge's session on this broker is inside it and is not checked against password_file or acl_file: remove the line"),
+    ("local_password", "the bridge's session on this broker is inside it and is not checked against password_file or acl_file: remove the line"),
+    ("bridge_receive_maximum", "the bridge announces this broker's Receive Maximum (receive_maximum in TOML, default 1024) to an MQTT 5 remote: remove the line"),
+    ("bridge_alpn", "the bridge sends no ALPN protocol names: remove the line"),
+    ("bridge_bind_address", "the bridge's socket takes the source address the system's routing gives it: remove the line"),
+    ("bridge_ciphers", "remove the line: rustls offers only modern cipher suites"),
+    ("bridge_ciphers_tls1.3", "remove the line: rustls offers only modern cipher suites"),
+    ("bridge_tcp_keepalive", "a dead connection to the remote is found by MQTT keep alive (keepalive_interval): remove the line"),
+    ("bridge_tcp_user_timeout", "a dead connection to the remote is found by MQTT keep alive (keepalive_interval): remove the line"),
+];
+
+fn is_bridge_key(key: &str) -> bool {
+    BRIDGE_KEYS.contains(&key) || BRIDGE_UNSUPPORTED.iter().any(|(k, _)| *k == key)
+}
 
 impl Translator {
     fn read(&mut self, file: &str, text: &str, depth: usize) -> Result<(), ConfigError> {
+        // Mosquitto's parser keeps the current bridge per file: a
+        // `connection` block ends with its file, an included file starts
+        // outside any block, and the including file's block goes on after
+        // its `include_dir`.
+        let outer = self.current_bridge.take();
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -255,6 +411,7 @@ impl Translator {
             };
             self.setting(&line, depth)?;
         }
+        self.current_bridge = outer;
         Ok(())
     }
 
@@ -426,22 +583,32 @@ impl Translator {
                 };
                 self.current(line).ipv6 = ipv6;
             }
-            "protocol" => match line.value {
-                "mqtt" => {}
-                // Issue 15 adds WebSocket listeners (`protocol =
-                // "websockets"` on a listener); wire it here once merged.
-                "websockets" => {
-                    return Err(line.err(
-                        "WebSocket listeners are not supported yet: use `protocol mqtt`",
-                    ))
-                }
-                v => return Err(line.err(format!("must be mqtt or websockets, not `{v}`"))),
-            },
-            // Issue 15: `http_dir` on a WebSocket listener.
+            "protocol" => {
+                let websockets = match line.value {
+                    "mqtt" => false,
+                    "websockets" => true,
+                    v => return Err(line.err(format!("must be mqtt or websockets, not `{v}`"))),
+                };
+                self.current(line).websockets = websockets;
+            }
+            // Checked against the listener's protocol at the end: `protocol`
+            // may come after it.
             "http_dir" => {
-                return Err(line.err(
-                    "serving files over HTTP (WebSocket listeners) is not supported yet",
-                ))
+                let v = At {
+                    value: line.path()?,
+                    place: line.place.clone(),
+                };
+                self.current(line).http_dir = Some(v);
+            }
+            "websockets_headers_size" => {
+                let n: u32 = line.number("a number of bytes")?;
+                // Our handshake reads a request head of up to 8 KiB, so a
+                // smaller Mosquitto limit takes nothing away.
+                if n > 8192 {
+                    return Err(line.err(
+                        "not supported above 8192: the WebSocket request head may be up to 8 KiB here (a fixed limit)",
+                    ));
+                }
             }
             "certfile" => self.current(line).certfile = Some(line.path()?),
             "keyfile" => self.current(line).keyfile = Some(line.path()?),
@@ -468,13 +635,35 @@ impl Translator {
                 }
             },
 
-            // Issue 16 adds bridges (`[[bridges]]`); translate `connection`
-            // blocks here once merged.
             "connection" => {
-                return Err(line.err(
-                    "bridges are not supported yet: remove the `connection` block",
-                ))
+                let mut words = line.value.split_ascii_whitespace();
+                let name = words
+                    .next()
+                    .ok_or_else(|| line.err("needs the bridge's name: `connection NAME`"))?;
+                if words.next().is_some() {
+                    return Err(line.err("takes one name, without spaces"));
+                }
+                if let Some(b) = self.bridges.iter().find(|b| b.cfg.name == name) {
+                    return Err(line.err(format!(
+                        "the name `{name}` is already used by the bridge at {}",
+                        b.place
+                    )));
+                }
+                self.bridges.push(BridgeDraft {
+                    cfg: BridgeConfig::new(name),
+                    place: line.place.clone(),
+                    places: Vec::new(),
+                    topic_places: Vec::new(),
+                    cafile: None,
+                    certfile: None,
+                    keyfile: None,
+                    local_cleansession: None,
+                    session_expiry: None,
+                    round_robin: None,
+                });
+                self.current_bridge = Some(self.bridges.len() - 1);
             }
+            key if is_bridge_key(key) => self.bridge_setting(line)?,
 
             key if LOGGING_KEYS.contains(&key) => self.warnings.push(format!(
                 "{}: {key}: ignored (logging setting): logs go to standard output, \
@@ -513,8 +702,358 @@ impl Translator {
         Ok(())
     }
 
+    /// A setting inside a `connection` block.
+    fn bridge_setting(&mut self, line: &Line<'_>) -> Result<(), ConfigError> {
+        let Some(i) = self.current_bridge else {
+            return Err(line.err(
+                "is a bridge setting, but no `connection NAME` line comes before it in this file: \
+                 put it after the `connection` line of its bridge",
+            ));
+        };
+        if let Some((_, fix)) = BRIDGE_UNSUPPORTED.iter().find(|(k, _)| *k == line.key) {
+            return Err(line.err(format!("not supported: {fix}")));
+        }
+        let b = &mut self.bridges[i];
+        // A Mosquitto setting we accept only at the value this broker
+        // follows anyway.
+        let only = |ok: bool, fix: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(line.err(format!("`{}` is not supported: {fix}", line.value)))
+            }
+        };
+        match line.key {
+            "address" | "addresses" => {
+                b.note("address", line, true)?;
+                // Mosquitto stops at a word that starts a comment.
+                let list: Vec<String> = line
+                    .text()?
+                    .split_ascii_whitespace()
+                    .take_while(|w| !w.starts_with('#'))
+                    .map(bridge_address)
+                    .collect();
+                b.cfg.address = match <[String; 1]>::try_from(list) {
+                    Ok([one]) => Addresses::One(one),
+                    Err(list) if list.is_empty() => return Err(line.err("needs a value")),
+                    Err(list) => Addresses::Many(list),
+                };
+            }
+            "topic" => {
+                // Kept as written: `topics` takes Mosquitto's line syntax.
+                // Parsed here too, so a bad line is refused at its place.
+                let text = line.text()?;
+                TopicLine::parse(text).map_err(|m| line.err(m))?;
+                b.cfg.topics.push(text.to_string());
+                b.topic_places.push(line.place.clone());
+            }
+            // `clientid`, `username` and `password` are Mosquitto's older
+            // names, still read by it.
+            "remote_clientid" | "clientid" => {
+                b.note("remote_clientid", line, true)?;
+                b.cfg.remote_clientid = Some(line.text()?.to_string());
+            }
+            "local_clientid" => {
+                b.note("local_clientid", line, true)?;
+                b.cfg.local_clientid = Some(line.text()?.to_string());
+            }
+            "remote_username" | "username" => {
+                b.note("remote_username", line, true)?;
+                b.cfg.remote_username = Some(line.text()?.to_string());
+            }
+            "remote_password" | "password" => {
+                b.note("remote_password", line, true)?;
+                b.cfg.remote_password = Some(line.text()?.to_string());
+            }
+            "notification_topic" => {
+                b.note("notification_topic", line, true)?;
+                b.cfg.notification_topic = Some(line.text()?.to_string());
+            }
+            "cleansession" => {
+                b.note("cleansession", line, false)?;
+                b.cfg.cleansession = line.bool()?;
+            }
+            "try_private" => {
+                b.note("try_private", line, false)?;
+                b.cfg.try_private = line.bool()?;
+            }
+            "notifications" => {
+                b.note("notifications", line, false)?;
+                b.cfg.notifications = line.bool()?;
+            }
+            "bridge_outgoing_retain" => {
+                b.note("outgoing_retain", line, false)?;
+                b.cfg.outgoing_retain = line.bool()?;
+            }
+            "bridge_protocol_version" => {
+                b.note("protocol_version", line, false)?;
+                b.cfg.protocol_version = match line.value {
+                    "mqttv31" => BridgeProtocol::Mqttv31,
+                    "mqttv311" => BridgeProtocol::Mqttv311,
+                    "mqttv50" => BridgeProtocol::Mqttv50,
+                    v => {
+                        return Err(line.err(format!(
+                            "must be mqttv31, mqttv311 or mqttv50, not `{v}`"
+                        )))
+                    }
+                };
+            }
+            "keepalive_interval" => {
+                b.note("keepalive_interval", line, false)?;
+                let n: i64 = line.number("a number of seconds")?;
+                if n > i64::from(u16::MAX) {
+                    return Err(line.err("must be at most 65535 seconds"));
+                }
+                // Mosquitto's floor, kept so the bridge pings as it would.
+                if n < 5 {
+                    self.warnings.push(format!(
+                        "{}: keepalive_interval: {n} is below 5: 5 seconds are used, as in Mosquitto",
+                        line.place
+                    ));
+                }
+                b.cfg.keepalive_interval = n.max(5) as u16;
+            }
+            "restart_timeout" => {
+                b.note("restart_timeout", line, false)?;
+                let bad = || line.err("must be `SECONDS` (constant) or `BASE CAP` (backoff from BASE up to CAP seconds)");
+                let words: Vec<i64> = line
+                    .text()?
+                    .split_ascii_whitespace()
+                    .map(|w| w.parse().map_err(|_| bad()))
+                    .collect::<Result<_, _>>()?;
+                // Mosquitto's floor of 1 second for the first value.
+                b.cfg.restart_timeout = match *words.as_slice() {
+                    [n] => RestartTimeout::Constant(n.max(1) as u64),
+                    [base, cap] => {
+                        let base = base.max(1);
+                        if cap < base {
+                            return Err(line.err("the cap (second value) is lower than the base"));
+                        }
+                        RestartTimeout::Backoff([base as u64, cap as u64])
+                    }
+                    [_, _, _] => {
+                        return Err(line.err(
+                            "the third value (stable) is not supported: the backoff starts again from the base after every successful connection; remove it",
+                        ))
+                    }
+                    _ => return Err(bad()),
+                };
+            }
+            "bridge_cafile" => {
+                b.note("tls.ca_file", line, true)?;
+                b.cafile = Some(At { value: line.path()?, place: line.place.clone() });
+            }
+            "bridge_certfile" => {
+                b.note("tls.cert_file", line, true)?;
+                b.certfile = Some(At { value: line.path()?, place: line.place.clone() });
+            }
+            "bridge_keyfile" => {
+                b.note("tls.key_file", line, true)?;
+                b.keyfile = Some(At { value: line.path()?, place: line.place.clone() });
+            }
+            // Mosquitto's bridge_insecure skips only the host name check;
+            // our `tls.insecure` accepts any certificate at all, so
+            // translating it would quietly weaken the bridge.
+            "bridge_insecure" => only(
+                !line.bool()?,
+                "Mosquitto then skips only the host name check, but this broker can only skip the whole certificate check; give the remote a certificate that names the address it is reached at",
+            )?,
+            "bridge_tls_version" => match line.value {
+                "tlsv1.2" | "tlsv1.3" => self.warnings.push(format!(
+                    "{}: bridge_tls_version: ignored: the bridge offers TLS 1.2 and 1.3 and the remote picks",
+                    line.place
+                )),
+                v => {
+                    return Err(line.err(format!(
+                        "`{v}` is not supported: the bridge speaks TLS 1.2 and 1.3 only; remove the line"
+                    )))
+                }
+            },
+            // The bridge never unsubscribes on the remote; a message from
+            // a subscription left over there that no `in` line maps is
+            // acknowledged and dropped, so either value delivers the same.
+            "bridge_attempt_unsubscribe" => {
+                line.bool()?;
+            }
+            "start_type" => match line.value {
+                "automatic" => {}
+                "lazy" | "once" => only(
+                    false,
+                    "the bridge connects at start and reconnects after every failure (start_type automatic)",
+                )?,
+                v => return Err(line.err(format!("must be automatic, lazy or once, not `{v}`"))),
+            },
+            // Checked at the end, against the number of addresses.
+            "round_robin" => {
+                b.round_robin = Some(At { value: line.bool()?, place: line.place.clone() });
+            }
+            // Both only act with start_type lazy, refused above.
+            "idle_timeout" => only(
+                line.number::<i64>("a number of seconds")? == 60,
+                "it only acts with start_type lazy; the bridge stays connected here: remove the line",
+            )?,
+            "threshold" => only(
+                line.number::<i64>("a number of messages")? == 10,
+                "it only acts with start_type lazy; the bridge stays connected here: remove the line",
+            )?,
+            "bridge_max_packet_size" => only(
+                line.number::<i64>("a number of bytes")? <= 0,
+                "messages to the remote are limited by its Maximum Packet Size (MQTT 5) and by this broker's max_packet_size; remove the line",
+            )?,
+            "bridge_max_topic_alias" => {
+                let n: i64 = line.number("a number up to 65535")?;
+                if !(0..=i64::from(u16::MAX)).contains(&n) {
+                    return Err(line.err("must be 0 to 65535"));
+                }
+                self.warnings.push(format!(
+                    "{}: bridge_max_topic_alias: ignored: the bridge lets the remote use no topic aliases, so it sends full topic names",
+                    line.place
+                ));
+            }
+            "bridge_session_expiry_interval" => {
+                let v = line.value;
+                let n = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+                    Some(hex) => u64::from_str_radix(hex, 16).ok(),
+                    None => v.parse().ok(),
+                }
+                .filter(|n| *n <= u64::from(u32::MAX))
+                .ok_or_else(|| line.err(format!("`{v}` is not a number of seconds from 0 to 4294967295")))?;
+                b.session_expiry = Some(At { value: n, place: line.place.clone() });
+            }
+            "local_cleansession" => {
+                b.local_cleansession = Some(At { value: line.bool()?, place: line.place.clone() });
+            }
+            "notifications_local_only" => only(
+                !line.bool()?,
+                "notifications go to both brokers here (notifications false sends none)",
+            )?,
+            "bridge_reload_type" => match line.value {
+                "lazy" => {}
+                "immediate" => only(
+                    false,
+                    "bridges are not reloaded on SIGHUP here (only TLS files, passwords and ACLs are): restart the broker to change a bridge",
+                )?,
+                v => return Err(line.err(format!("must be lazy or immediate, not `{v}`"))),
+            },
+            "bridge_require_ocsp" => only(
+                !line.bool()?,
+                "OCSP is not checked: remove the line",
+            )?,
+            "bridge_tls_use_os_certs" => only(
+                !line.bool()?,
+                "give the system's CA file with bridge_cafile (e.g. /etc/ssl/certs/ca-certificates.crt)",
+            )?,
+            key => return Err(line.err(format!("bridge setting {key} is not handled"))),
+        }
+        Ok(())
+    }
+
+    /// The `[[bridges]]` entries, with the checks that need a whole block.
+    fn finish_bridges(&mut self) -> Result<Vec<BridgeConfig>, ConfigError> {
+        let at = |p: &Place, key: &str, m: String| ConfigError(format!("{p}: {key}: {m}"));
+        let mut out = Vec::new();
+        for b in &mut self.bridges {
+            let name = b.cfg.name.clone();
+            if !b.places.iter().any(|(k, _, _)| *k == "address") {
+                return Err(at(
+                    &b.place,
+                    "connection",
+                    format!(
+                    "bridge `{name}` has no `address` line: give the remote broker's host[:port]"
+                ),
+                ));
+            }
+            if b.cfg.topics.is_empty() {
+                return Err(at(
+                    &b.place,
+                    "connection",
+                    format!("bridge `{name}` has no `topic` line: nothing would cross it"),
+                ));
+            }
+            // TLS to the remote is on when bridge_cafile is set, as in
+            // Mosquitto (its other ways, capath and the system's
+            // certificates, are refused above).
+            match (&b.cafile, &b.certfile, &b.keyfile) {
+                (None, None, None) => {}
+                (_, Some(c), None) => {
+                    return Err(at(&c.place, "bridge_certfile", "needs bridge_keyfile (its private key)".into()))
+                }
+                (_, None, Some(k)) => {
+                    return Err(at(&k.place, "bridge_keyfile", "needs bridge_certfile (the certificate of the key)".into()))
+                }
+                (None, Some(c), Some(_)) => {
+                    return Err(at(&c.place, "bridge_certfile", "needs bridge_cafile: TLS to the remote is on when bridge_cafile names the CA certificates of the remote's certificate".into()))
+                }
+                (Some(ca), cert, key) => {
+                    b.cfg.tls = Some(BridgeTls {
+                        ca_file: Some(ca.value.clone()),
+                        cert_file: cert.as_ref().map(|c| c.value.clone()),
+                        key_file: key.as_ref().map(|k| k.value.clone()),
+                        insecure: false,
+                        server_name: None,
+                    });
+                }
+            }
+            if let Some(l) = &b.local_cleansession {
+                if l.value != b.cfg.cleansession {
+                    return Err(at(&l.place, "local_cleansession", format!(
+                        "differs from cleansession ({}): here cleansession applies to both the remote and the local session; remove the line",
+                        b.cfg.cleansession
+                    )));
+                }
+            }
+            if let Some(e) = &b.session_expiry {
+                // What the bridge asks an MQTT 5 remote for: a session that
+                // never expires, or none with cleansession true. 3.x has no
+                // expiry, so Mosquitto ignores the setting there.
+                let ours = if b.cfg.cleansession {
+                    0
+                } else {
+                    u64::from(u32::MAX)
+                };
+                if b.cfg.protocol_version == BridgeProtocol::Mqttv50 && e.value != ours {
+                    return Err(at(&e.place, "bridge_session_expiry_interval", format!(
+                        "`{}` is not supported: the bridge's session on the remote never expires (4294967295), or ends with the connection with cleansession true (0); remove the line",
+                        e.value
+                    )));
+                }
+            }
+            let several = matches!(&b.cfg.address, Addresses::Many(v) if v.len() > 1);
+            match &b.round_robin {
+                Some(r) if !r.value && several => {
+                    return Err(at(&r.place, "round_robin", "`false` is not supported: the bridge moves to the next address when a connection fails and stays there until that one fails (round_robin true); it does not go back to the first".into()))
+                }
+                None if several => self.warnings.push(format!(
+                    "{}: {}: several addresses: the bridge tries them in turn and stays on the one that answers until it fails (Mosquitto's round_robin true), it does not go back to the first",
+                    b.place_of("address").0,
+                    b.place_of("address").1
+                )),
+                _ => {}
+            }
+            out.push(b.cfg.clone());
+        }
+        // The bridge's own checks (addresses, client ids, notification
+        // topic, ...), reported at the line they are about.
+        check_all(&out).map_err(|e| self.bridge_error(&e))?;
+        Ok(out)
+    }
+
+    /// A bridge check's error (`bridge "NAME": KEY: message`) at the line
+    /// of KEY in that bridge's block.
+    fn bridge_error(&self, e: &str) -> ConfigError {
+        for b in &self.bridges {
+            let Some(rest) = e.strip_prefix(&format!("bridge {:?}: ", b.cfg.name)) else {
+                continue;
+            };
+            let (key, message) = rest.split_once(": ").unwrap_or(("", rest));
+            let (place, written) = b.place_of(key);
+            return ConfigError(format!("{place}: {written}: {message}"));
+        }
+        ConfigError(e.to_string())
+    }
+
     fn finish(mut self) -> Result<(Config, Vec<String>), ConfigError> {
-        let mut c = self.config;
+        let mut c = std::mem::take(&mut self.config);
         c.durability = match (self.persistence, self.autosave_interval) {
             (false, _) => Durability::None,
             (true, Some(secs)) if secs > 0 => {
@@ -604,15 +1143,27 @@ impl Translator {
                     )))
                 }
             };
+            if let (Some(dir), false) = (&l.http_dir, l.websockets) {
+                return Err(ConfigError(format!(
+                    "{}: http_dir: serves files on WebSocket listeners only: add `protocol websockets` to listener {} or remove the line",
+                    dir.place, l.port
+                )));
+            }
             c.listeners.push(ListenerConfig {
-                bind: SocketAddr::new(ip, l.port),
                 // A listener in a file refuses anonymous clients unless told
                 // otherwise (Mosquitto 2).
                 allow_anonymous: Some(anonymous),
                 tls,
+                protocol: if l.websockets {
+                    ListenerProtocol::Websockets
+                } else {
+                    ListenerProtocol::Mqtt
+                },
+                http_dir: l.http_dir.as_ref().map(|d| d.value.clone()),
                 ..ListenerConfig::new(SocketAddr::new(ip, l.port))
             });
         }
+        c.bridges = self.finish_bridges()?;
         c.validate()?;
         Ok((c, self.warnings))
     }
@@ -647,6 +1198,18 @@ fn one_for_all<'a>(
         )));
     }
     Ok(seen.cloned())
+}
+
+/// One `address` word as `BridgeConfig` takes it. Mosquitto writes an IPv6
+/// address with its port as `::1:1884` (the port is required with IPv6, so
+/// the last colon is the port's); here that is `[::1]:1884`.
+fn bridge_address(word: &str) -> String {
+    match word.rsplit_once(':') {
+        Some((host, port)) if !word.starts_with('[') && host.contains(':') => {
+            format!("[{host}]:{port}")
+        }
+        _ => word.to_string(),
+    }
 }
 
 /// An IP address, or `localhost`; other host names are not resolved.

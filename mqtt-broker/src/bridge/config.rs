@@ -298,6 +298,35 @@ pub struct BridgeConfig {
     pub tls: Option<BridgeTls>,
 }
 
+impl BridgeConfig {
+    /// An entry named `name` with no address or topic lines yet and every
+    /// other setting at its default (the same defaults as a `[[bridges]]`
+    /// entry that leaves them out), for the mosquitto.conf translation.
+    pub fn new(name: impl Into<String>) -> BridgeConfig {
+        BridgeConfig {
+            name: name.into(),
+            address: Addresses::Many(Vec::new()),
+            topics: Vec::new(),
+            remote_clientid: None,
+            local_clientid: None,
+            remote_username: None,
+            remote_password: None,
+            cleansession: false,
+            protocol_version: BridgeProtocol::default(),
+            keepalive_interval: default_keepalive(),
+            restart_timeout: RestartTimeout::default(),
+            try_private: yes(),
+            notifications: yes(),
+            notification_topic: None,
+            outgoing_retain: yes(),
+            max_queued_messages: default_queue(),
+            max_queued_bytes: default_queue_bytes(),
+            max_inflight: default_inflight(),
+            tls: None,
+        }
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -577,6 +606,15 @@ mod tests {
         .unwrap();
         let e = Bridge::check(&cfg, 0).unwrap_err();
         assert!(e.starts_with("bridge \"cloud\": address:"), "{e}");
+    }
+
+    #[test]
+    fn new_has_the_defaults_of_an_entry_that_leaves_them_out() {
+        let parsed: BridgeConfig = toml::from_str("name = \"c\"\naddress = []").unwrap();
+        assert_eq!(
+            format!("{:?}", BridgeConfig::new("c")),
+            format!("{parsed:?}")
+        );
     }
 
     #[test]
