@@ -19,6 +19,7 @@
 
 mod handshake;
 mod http_dir;
+mod linger;
 mod stream;
 
 use std::io;
@@ -167,9 +168,13 @@ pub(crate) async fn serve<S>(
                 // mostly idle); writes go out as soon as they are made.
                 .read_buffer_size(8 * 1024)
                 .write_buffer_size(0);
+            // Set by the stream when it closes the WebSocket for an error:
+            // the socket then lingers for the client's close (`linger.rs`).
+            let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let stream = linger::Linger::new(stream, failed.clone());
             let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(config))
                 .await;
-            let stream = WsStream::new(ws, peer, broker.clone());
+            let stream = WsStream::new(ws, peer, broker.clone(), failed);
             connection::serve(Box::new(connection::Incoming {
                 stream,
                 peer,

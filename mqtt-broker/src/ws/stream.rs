@@ -12,6 +12,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -38,16 +39,25 @@ pub(crate) struct WsStream<S> {
     /// completes only once its frame is flushed, so nothing waits in
     /// tungstenite's buffer after the connection stops writing.
     taken: usize,
+    /// Set when this side closes the WebSocket for an error, so the socket
+    /// lingers for the client's close (`linger.rs`).
+    failed: Arc<AtomicBool>,
 }
 
 impl<S> WsStream<S> {
-    pub fn new(ws: WebSocketStream<S>, peer: SocketAddr, broker: Arc<BrokerState>) -> Self {
+    pub fn new(
+        ws: WebSocketStream<S>,
+        peer: SocketAddr,
+        broker: Arc<BrokerState>,
+        failed: Arc<AtomicBool>,
+    ) -> Self {
         WsStream {
             ws,
             peer,
             broker,
             rest: Bytes::new(),
             taken: 0,
+            failed,
         }
     }
 }
@@ -58,6 +68,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     /// returns the error that ends the connection.
     fn fail(&mut self, cx: &mut Context<'_>, code: CloseCode, why: String) -> io::Error {
         self.broker.stats.websocket_errors.inc();
+        self.failed.store(true, Ordering::Relaxed);
         tracing::warn!(peer = %self.peer, close_code = u16::from(code), "WebSocket: {why}: closing");
         let mut ws = Pin::new(&mut self.ws);
         if let Poll::Ready(Ok(())) = ws.as_mut().poll_ready(cx) {
