@@ -100,11 +100,14 @@ if [ "$status" -ne 0 ] || [ "$t_pass" -eq 0 ]; then
 fi
 
 # --- 2. release brokers from config files ------------------------------------------
-start_node() { # NAME MQTT_PORT FIRST_NATS_INDEX
-    local name="$1" port="$2" first="$3"
+start_node() { # NAME MQTT_PORT FIRST_NATS_INDEX METRICS_PORT
+    local name="$1" port="$2" first="$3" metrics="$4"
     cat >"$WORK/$name.toml" <<EOF
 durability = "none"
 sys_interval_secs = 1
+
+[metrics]
+bind = "127.0.0.1:$metrics"
 
 [[listeners]]
 bind = "127.0.0.1:$port"
@@ -123,7 +126,9 @@ EOF
 
 PORT_A="$(free_port)"
 PORT_B="$(free_port)"
-if start_node node-a "$PORT_A" 0 && start_node node-b "$PORT_B" 1; then
+METRICS_A="$(free_port)"
+METRICS_B="$(free_port)"
+if start_node node-a "$PORT_A" 0 "$METRICS_A" && start_node node-b "$PORT_B" 1 "$METRICS_B"; then
     # The node reports "up" in $SYS (retained, every second) once NATS and
     # its streams are ready.
     for port in "$PORT_A" "$PORT_B"; do
@@ -158,6 +163,21 @@ if start_node node-a "$PORT_A" 0 && start_node node-b "$PORT_B" 1; then
         pass "mosquitto_pub on node A (QoS 1, 2) reaches mosquitto_sub on node B"
     else
         fail "mosquitto_pub on node A (QoS 1, 2) reaches mosquitto_sub on node B (got: $got)"
+    fi
+    # The cluster's figures are in /metrics: node A is up and handed the
+    # two messages to NATS, node B received them.
+    scrape() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "http://127.0.0.1:$1/metrics" 2>&1; }
+    metric() { awk -v s="$2" '$1 == s { print $2 }' <<<"$1"; }
+    body_a="$(scrape "$METRICS_A")"
+    body_b="$(scrape "$METRICS_B")"
+    if [ "$(metric "$body_a" 'mqtt_cluster_info{node="node-a",state="up"}')" = 1 ] &&
+        [ "$(metric "$body_a" mqtt_cluster_up)" = 1 ] &&
+        [ "$(metric "$body_a" mqtt_cluster_messages_forwarded_total)" -ge 2 ] &&
+        [ "$(metric "$body_b" mqtt_cluster_messages_received_total)" -ge 2 ]; then
+        pass "/metrics shows the cluster state and the messages forwarded and received"
+    else
+        fail "/metrics shows the cluster state and the messages forwarded and received"
+        grep '^mqtt_cluster' <<<"$body_a"$'\n'"$body_b"
     fi
     # A retained message set on A is seen by a new subscriber on B.
     timeout 10 mosquitto_pub -h 127.0.0.1 -p "$PORT_A" -t 'ci/retained' -q 1 -r -m 'kept'

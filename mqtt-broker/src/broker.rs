@@ -74,6 +74,9 @@ pub struct BrokerState {
     pub drops: DropLog,
     /// This node's part in a cluster, with `[cluster]`.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Every running bridge by name, with what it shows in `$SYS` and
+    /// `/metrics`.
+    pub bridges: Mutex<Vec<(String, Arc<crate::bridge::LinkStatus>)>>,
 }
 
 /// What `attach` found.
@@ -105,6 +108,7 @@ impl BrokerState {
                 Duration::from_secs(config.drop_warning_interval_secs),
             ),
             cluster,
+            bridges: Mutex::new(Vec::new()),
             security: RwLock::new(Arc::new(security)),
             auth_permits: tokio::sync::Semaphore::new(4),
             pending_connects: std::sync::atomic::AtomicUsize::new(0),

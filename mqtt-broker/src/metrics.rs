@@ -310,6 +310,10 @@ pub(crate) fn render(state: &BrokerState) -> String {
         "WebSocket upgrades refused and WebSocket connections closed for a framing violation.",
         s.websocket_errors.get(),
     );
+    bridges(&mut o, state);
+    if let Some(cluster) = &state.cluster {
+        cluster_figures(&mut o, &cluster.sys_values());
+    }
     if let Some(store) = &state.store {
         let name = "mqtt_store_sync_duration_seconds";
         o.family(
@@ -326,4 +330,148 @@ pub(crate) fn render(state: &BrokerState) -> String {
         o.value(&format!("{name}_count"), "", count);
     }
     o.0
+}
+
+/// A label value in the text format: backslash, double quote and line feed
+/// escaped (a bridge name comes from the configuration).
+fn label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One series per bridge (label `bridge`, its `name`): the figures of
+/// `$SYS/broker/bridges/<name>/`, read at scrape time.
+fn bridges(o: &mut Out, state: &BrokerState) {
+    use std::sync::atomic::Ordering::{Acquire, Relaxed};
+    let bridges = state.bridges.lock().clone();
+    if bridges.is_empty() {
+        return;
+    }
+    let rows: Vec<_> = bridges
+        .iter()
+        .map(|(name, st)| {
+            let (queued, inflight, dropped) = st.depth();
+            (
+                format!("bridge=\"{}\"", label(name)),
+                st,
+                queued,
+                inflight,
+                dropped,
+            )
+        })
+        .collect();
+    type Figure = fn(
+        &(
+            String,
+            &std::sync::Arc<crate::bridge::LinkStatus>,
+            usize,
+            usize,
+            u64,
+        ),
+    ) -> u64;
+    let families: [(&str, &str, &str, Figure); 8] = [
+        (
+            "mqtt_bridge_connected",
+            "gauge",
+            "1 while the bridge is connected to its remote, else 0.",
+            |r| u64::from(r.1.connected.load(Acquire)),
+        ),
+        (
+            "mqtt_bridge_queued_messages",
+            "gauge",
+            "Messages waiting to be sent to the remote.",
+            |r| r.2 as u64,
+        ),
+        (
+            "mqtt_bridge_inflight_messages",
+            "gauge",
+            "Messages sent to the remote and not yet acknowledged.",
+            |r| r.3 as u64,
+        ),
+        (
+            "mqtt_bridge_messages_dropped_total",
+            "counter",
+            "Messages for the remote dropped by the bridge's queue limit.",
+            |r| r.4,
+        ),
+        (
+            "mqtt_bridge_messages_sent_total",
+            "counter",
+            "Messages sent to the remote.",
+            |r| r.1.sent.load(Relaxed),
+        ),
+        (
+            "mqtt_bridge_messages_received_total",
+            "counter",
+            "Messages received from the remote and published here.",
+            |r| r.1.received.load(Relaxed),
+        ),
+        (
+            "mqtt_bridge_echoes_dropped_total",
+            "counter",
+            "Our own messages sent back by a 3.1.1 remote and not published again.",
+            |r| r.1.echoes_dropped.load(Relaxed),
+        ),
+        (
+            "mqtt_bridge_connects_total",
+            "counter",
+            "Successful connections to the remote.",
+            |r| r.1.connects.load(Relaxed),
+        ),
+    ];
+    for (name, kind, help, figure) in families {
+        o.family(name, kind, help);
+        for r in &rows {
+            o.value(name, &r.0, figure(r));
+        }
+    }
+}
+
+/// The cluster's figures (`$SYS/broker/cluster/`): node and state as an
+/// info series and a 0/1 gauge, the counters as `_total`.
+fn cluster_figures(o: &mut Out, values: &[(&'static str, String)]) {
+    let get = |key: &str| {
+        values
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
+    let (node, state) = (get("cluster/node"), get("cluster/state"));
+    o.family(
+        "mqtt_cluster_info",
+        "gauge",
+        "This node's name and its cluster state (up, degraded: JetStream does not store, down: no NATS).",
+    );
+    o.value(
+        "mqtt_cluster_info",
+        &format!("node=\"{}\",state=\"{}\"", label(node), label(state)),
+        1,
+    );
+    o.one(
+        "mqtt_cluster_up",
+        "gauge",
+        "1 while NATS and JetStream work for this node, else 0.",
+        u64::from(state == "up"),
+    );
+    for (key, help) in [
+        ("cluster/messages/forwarded", "Messages handed to NATS for the other nodes."),
+        ("cluster/messages/received", "Messages received from other nodes."),
+        ("cluster/messages/dropped_qos0", "QoS 0 messages not sent to other nodes (queue full or too large)."),
+        ("cluster/messages/not_stored", "QoS 1/2 messages JetStream did not store in time (publisher disconnected unacknowledged)."),
+        ("cluster/messages/malformed", "Messages from NATS that could not be read."),
+        ("cluster/clients/claims_refused", "CONNECTs refused because the client id could not be claimed."),
+        ("cluster/clients/handed_over", "Sessions handed to another node that took their client id over."),
+    ] {
+        let name = format!("mqtt_{}_total", key.replace('/', "_"));
+        o.one(&name, "counter", help, get(key).parse::<u64>().unwrap_or(0));
+    }
 }

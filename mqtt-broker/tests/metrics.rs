@@ -179,3 +179,99 @@ async fn a_stalled_client_does_not_block_a_scrape() {
     assert_eq!(n, 0);
     broker.shutdown().await;
 }
+
+/// Waits for `payload` on `topic` (retained connection state of a bridge).
+async fn wait_state(c: &mut RawClient, topic: &str, payload: &[u8]) {
+    loop {
+        let got = c.recv_publish().await;
+        let p = got.publish();
+        if p.topic == topic && p.payload == payload {
+            return;
+        }
+    }
+}
+
+/// A bridge's figures are in `/metrics` with the label `bridge="<name>"`:
+/// connected while it is, messages sent, and the queue held while the
+/// remote is down (issue 16: "bridge state ... in metrics").
+#[tokio::test]
+async fn bridge_figures_are_in_metrics() {
+    let remote = broker().await;
+    let config = Config::from_toml(&format!(
+        r#"
+listeners = [{{ bind = "127.0.0.1:0", allow_anonymous = true }}]
+sys_interval_secs = 0
+durability = "none"
+
+[metrics]
+bind = "127.0.0.1:0"
+
+[[bridges]]
+name = "up"
+address = "{}"
+remote_clientid = "edge"
+restart_timeout = 60
+topics = ["s/# out 1"]
+"#,
+        remote.local_addr()
+    ))
+    .expect("configuration");
+    let local = broker_with(config).await;
+    let m = local.metrics_addr().expect("metrics listener");
+    const STATE: &str = "$SYS/broker/connection/edge/state";
+    let mut watch = RawClient::connect(local.local_addr(), ProtocolVersion::V5, "watch").await;
+    watch.subscribe(1, STATE, QoS::AtMostOnce).await;
+    wait_state(&mut watch, STATE, b"1").await;
+
+    let mut far = RawClient::connect(remote.local_addr(), ProtocolVersion::V5, "far").await;
+    far.subscribe(1, "s/#", QoS::AtLeastOnce).await;
+    let mut publ = RawClient::connect(local.local_addr(), ProtocolVersion::V5, "pub").await;
+    for pid in 1..=3 {
+        publ.publish_flow(publish("s/x", b"m", QoS::AtLeastOnce, pid, false))
+            .await;
+    }
+    for _ in 0..3 {
+        let got = far.recv_publish().await;
+        far.ack_delivery(&got.publish()).await;
+    }
+    let body = scrape(m).await;
+    assert_eq!(
+        sample(&body, "mqtt_bridge_connected{bridge=\"up\"}"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "mqtt_bridge_messages_sent_total{bridge=\"up\"}"),
+        Some(3.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "mqtt_bridge_connects_total{bridge=\"up\"}"),
+        Some(1.0)
+    );
+    assert!(body.contains("# TYPE mqtt_bridge_queued_messages gauge"));
+
+    // The remote gone: the bridge says so and holds what is published.
+    remote.shutdown().await;
+    wait_state(&mut watch, STATE, b"0").await;
+    for pid in 4..=5 {
+        publ.publish_flow(publish("s/y", b"m", QoS::AtLeastOnce, pid, false))
+            .await;
+    }
+    let body = scrape(m).await;
+    assert_eq!(
+        sample(&body, "mqtt_bridge_connected{bridge=\"up\"}"),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "mqtt_bridge_queued_messages{bridge=\"up\"}"),
+        Some(2.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "mqtt_bridge_messages_dropped_total{bridge=\"up\"}"),
+        Some(0.0)
+    );
+    local.shutdown().await;
+}

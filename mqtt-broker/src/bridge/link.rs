@@ -67,6 +67,22 @@ pub struct LinkStatus {
     pub echoes_dropped: AtomicU64,
     /// Successful connections so far.
     pub connects: AtomicU64,
+    /// The bridge's local session (its queue): replaced when the session is
+    /// attached again after a local client took it over.
+    session: parking_lot::Mutex<Option<Arc<Session>>>,
+}
+
+impl LinkStatus {
+    /// Queued, in flight, and dropped by the queue limit so far.
+    pub fn depth(&self) -> (usize, usize, u64) {
+        match &*self.session.lock() {
+            Some(s) => {
+                let st = s.lock();
+                (st.pending.len(), st.inflight.len(), st.dropped)
+            }
+            None => (0, 0, 0),
+        }
+    }
 }
 
 /// Why a connection to the remote ended.
@@ -192,11 +208,13 @@ impl Link {
         let remote_echoes = !version.is_v5() && !bridge.cfg.try_private;
         let client_id: Arc<str> = bridge.local_clientid.as_str().into();
         let (session, generation, kick) = attach(&broker, &bridge, &client_id);
+        let status = Arc::new(LinkStatus::default());
+        *status.session.lock() = Some(session.clone());
         Link {
             broker,
             bridge,
             tls,
-            status: Arc::new(LinkStatus::default()),
+            status,
             session,
             generation,
             kick: Some(kick),
@@ -206,11 +224,6 @@ impl Link {
             echo: Echoes::default(),
             subscribed_once: false,
         }
-    }
-
-    /// The bridge's session on this broker.
-    pub fn session(&self) -> &Arc<Session> {
-        &self.session
     }
 
     /// Connects, serves and reconnects until this broker shuts down.
@@ -289,12 +302,12 @@ impl Link {
 
     /// Queued, in flight, dropped by the queue limit so far.
     fn depth(&self) -> (usize, usize, u64) {
-        let st = self.session.lock();
-        (st.pending.len(), st.inflight.len(), st.dropped)
+        self.status.depth()
     }
 
     fn reattach(&mut self) {
         let (session, generation, kick) = attach(&self.broker, &self.bridge, &self.client_id);
+        *self.status.session.lock() = Some(session.clone());
         self.session = session;
         self.generation = generation;
         self.kick = Some(kick);

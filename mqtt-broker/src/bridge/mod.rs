@@ -24,7 +24,8 @@ use tokio::task::JoinHandle;
 use crate::broker::BrokerState;
 use crate::message::Message;
 pub use config::{Bridge, BridgeConfig};
-use link::{Link, LinkStatus};
+use link::Link;
+pub use link::LinkStatus;
 
 /// Checks every `[[bridges]]` entry (TLS files are read at start), so a
 /// broken bridge stops the start with a message naming the entry and key.
@@ -54,11 +55,14 @@ pub(crate) fn start(
             "bridge configured"
         );
         let link = Link::new(broker.clone(), Arc::new(b.clone()), tls);
+        broker
+            .bridges
+            .lock()
+            .push((b.cfg.name.clone(), link.status.clone()));
         tasks.push(tokio::spawn(sys_loop(
             broker.clone(),
             b.cfg.name.clone(),
             link.status.clone(),
-            link.session().clone(),
             shutdown.clone(),
         )));
         tasks.push(tokio::spawn(link.run(shutdown.clone())));
@@ -76,7 +80,6 @@ async fn sys_loop(
     broker: Arc<BrokerState>,
     name: String,
     status: Arc<LinkStatus>,
-    session: Arc<crate::session::Session>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let secs = broker.config.sys_interval_secs;
@@ -95,10 +98,7 @@ async fn sys_loop(
             _ = drop_tick.tick() => false,
             _ = shutdown.changed() => return,
         };
-        let (queued, inflight, dropped) = {
-            let st = session.lock();
-            (st.pending.len(), st.inflight.len(), st.dropped)
-        };
+        let (queued, inflight, dropped) = status.depth();
         if dropped > dropped_logged {
             tracing::warn!(
                 bridge = %name,
