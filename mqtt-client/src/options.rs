@@ -13,8 +13,16 @@ use crate::message::PublishProperties;
 /// How to verify and present certificates.
 #[derive(Debug, Clone, Default)]
 pub struct TlsOptions {
-    /// CA certificates (PEM); `None` uses the system's roots.
+    /// CA certificates (PEM); `None` (and no `ca_dir`) uses the system's
+    /// roots.
     pub ca_file: Option<PathBuf>,
+    /// A directory of CA certificates (PEM files, as mosquitto's
+    /// `--capath`; OpenSSL's hashed names work since every file is read).
+    /// Used together with `ca_file` when both are given.
+    pub ca_dir: Option<PathBuf>,
+    /// ALPN protocol names offered in the handshake (`--tls-alpn`), e.g.
+    /// `mqtt` for AWS IoT on port 443. Empty: no ALPN.
+    pub alpn: Vec<String>,
     /// Client certificate chain (PEM), for mutual TLS.
     pub cert_file: Option<PathBuf>,
     /// Client private key (PEM).

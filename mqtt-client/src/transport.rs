@@ -132,25 +132,21 @@ pub fn tls_config(tls: &TlsOptions) -> Result<ClientConfig, ClientError> {
             .with_custom_certificate_verifier(Arc::new(insecure::NoVerification(provider())))
     } else {
         let mut roots = RootCertStore::empty();
-        match &tls.ca_file {
-            Some(path) => {
-                for cert in CertificateDer::pem_file_iter(path)
-                    .map_err(|e| conn_err(&path.display().to_string(), e))?
-                {
-                    let cert = cert.map_err(|e| conn_err(&path.display().to_string(), e))?;
-                    roots.add(cert).map_err(|e| conn_err("CA certificate", e))?;
-                }
-            }
-            None => {
-                let native = rustls_native_certs::load_native_certs();
-                for cert in native.certs {
-                    let _ = roots.add(cert);
-                }
+        if let Some(path) = &tls.ca_file {
+            add_pem_file(&mut roots, path)?;
+        }
+        if let Some(dir) = &tls.ca_dir {
+            add_pem_dir(&mut roots, dir)?;
+        }
+        if tls.ca_file.is_none() && tls.ca_dir.is_none() {
+            let native = rustls_native_certs::load_native_certs();
+            for cert in native.certs {
+                let _ = roots.add(cert);
             }
         }
         builder.with_root_certificates(roots)
     };
-    match (&tls.cert_file, &tls.key_file) {
+    let mut config = match (&tls.cert_file, &tls.key_file) {
         (Some(cert), Some(key)) => {
             let chain = CertificateDer::pem_file_iter(cert)
                 .map_err(|e| conn_err(&cert.display().to_string(), e))?
@@ -166,7 +162,43 @@ pub fn tls_config(tls: &TlsOptions) -> Result<ClientConfig, ClientError> {
         _ => Err(ClientError::Invalid(
             "a client certificate needs both --cert and --key".into(),
         )),
+    }?;
+    config.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Ok(config)
+}
+
+/// Adds every certificate of one PEM file to `roots`.
+fn add_pem_file(roots: &mut RootCertStore, path: &std::path::Path) -> Result<usize, ClientError> {
+    let mut added = 0;
+    for cert in
+        CertificateDer::pem_file_iter(path).map_err(|e| conn_err(&path.display().to_string(), e))?
+    {
+        let cert = cert.map_err(|e| conn_err(&path.display().to_string(), e))?;
+        roots.add(cert).map_err(|e| conn_err("CA certificate", e))?;
+        added += 1;
     }
+    Ok(added)
+}
+
+/// Adds the certificates of every PEM file in `dir` (mosquitto's
+/// `--capath`). Files that hold no certificate (a CRL, a README) are
+/// passed over, as OpenSSL does; a directory that yields none is an error,
+/// since nothing could be verified.
+fn add_pem_dir(roots: &mut RootCertStore, dir: &std::path::Path) -> Result<(), ClientError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| conn_err(&dir.display().to_string(), e))?;
+    let mut names: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    names.sort();
+    let mut added = 0;
+    for path in names.iter().filter(|p| p.is_file()) {
+        added += add_pem_file(roots, path).unwrap_or(0);
+    }
+    if added == 0 {
+        return Err(ClientError::Connection(format!(
+            "{}: no CA certificate (PEM) in this directory",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 mod insecure {

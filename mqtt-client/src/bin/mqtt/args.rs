@@ -106,6 +106,12 @@ pub struct Common {
     /// CA certificate file (PEM); enables TLS.
     #[arg(long)]
     pub cafile: Option<PathBuf>,
+    /// A directory of CA certificates (PEM files); enables TLS.
+    #[arg(long)]
+    pub capath: Option<PathBuf>,
+    /// ALPN protocol to offer in the TLS handshake (e.g. mqtt); may repeat.
+    #[arg(long = "tls-alpn", action = clap::ArgAction::Append)]
+    pub tls_alpn: Vec<String>,
     /// Use the operating system's CA certificates; enables TLS.
     #[arg(long)]
     pub tls_use_os_certs: bool,

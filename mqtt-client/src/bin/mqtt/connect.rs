@@ -133,14 +133,20 @@ pub fn publish_properties(raw: &[String]) -> Result<PublishProperties, ClientErr
 }
 
 fn tls(c: &Common) -> Option<TlsOptions> {
-    (c.cafile.is_some() || c.tls_use_os_certs || c.insecure || c.cert.is_some()).then(|| {
-        TlsOptions {
-            ca_file: c.cafile.clone(),
-            cert_file: c.cert.clone(),
-            key_file: c.key.clone(),
-            insecure: c.insecure,
-            server_name: None,
-        }
+    (c.cafile.is_some()
+        || c.capath.is_some()
+        || c.tls_use_os_certs
+        || c.insecure
+        || c.cert.is_some()
+        || !c.tls_alpn.is_empty())
+    .then(|| TlsOptions {
+        ca_file: c.cafile.clone(),
+        ca_dir: c.capath.clone(),
+        alpn: c.tls_alpn.clone(),
+        cert_file: c.cert.clone(),
+        key_file: c.key.clone(),
+        insecure: c.insecure,
+        server_name: None,
     })
 }
 
@@ -182,7 +188,7 @@ pub fn apply_url(c: &mut Common, topics: &mut Vec<String>) -> Result<(), ClientE
         c.pw = u.password;
     }
     // mqtts:// and wss:// mean TLS: with no CA given, the system's roots.
-    if u.tls && c.cafile.is_none() && !c.insecure && c.cert.is_none() {
+    if u.tls && c.cafile.is_none() && c.capath.is_none() && !c.insecure && c.cert.is_none() {
         c.tls_use_os_certs = true;
     }
     Ok(())
