@@ -42,6 +42,8 @@ pub(crate) struct WsStream<S> {
     /// Set when this side closes the WebSocket for an error, so the socket
     /// lingers for the client's close (`linger.rs`).
     failed: Arc<AtomicBool>,
+    /// How the stream ended, met while a read had bytes to give already.
+    ended: Option<End>,
 }
 
 impl<S> WsStream<S> {
@@ -58,6 +60,7 @@ impl<S> WsStream<S> {
             rest: Bytes::new(),
             taken: 0,
             failed,
+            ended: None,
         }
     }
 }
@@ -84,66 +87,98 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     }
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
+    /// The next binary payload, or how the stream ends. Pings, pongs and
+    /// close frames are tungstenite's business and passed over.
+    fn poll_payload(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, End>> {
+        loop {
+            let msg = match ready!(Pin::new(&mut self.ws).poll_next(cx)) {
+                // The close handshake is complete, or the peer went away.
+                None => return Poll::Ready(Err(End::Eof)),
+                Some(m) => m,
+            };
+            let e = match msg {
+                Ok(Message::Binary(b)) => return Poll::Ready(Ok(b)),
+                // Pings are answered by tungstenite on the next read or
+                // write; a received close is echoed on the next poll, which
+                // then ends the stream.
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_)) => {
+                    continue
+                }
+                Ok(Message::Text(_)) => self.fail(
+                    cx,
+                    CloseCode::Unsupported,
+                    "text frame (MQTT uses binary frames only, MQTT-6.0.0-1)".into(),
+                ),
+                Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
+                    return Poll::Ready(Err(End::Eof))
+                }
+                Err(WsError::Capacity(e)) => self.fail(
+                    cx,
+                    CloseCode::Size,
+                    format!("message larger than max_packet_size ({e})"),
+                ),
+                Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+                    // The TCP connection ended, possibly mid-frame.
+                    self.broker.stats.websocket_errors.inc();
+                    tracing::info!(peer = %self.peer, "WebSocket: connection ended without a close frame");
+                    io::ErrorKind::UnexpectedEof.into()
+                }
+                Err(WsError::Protocol(e)) => {
+                    self.fail(cx, CloseCode::Protocol, format!("framing error ({e})"))
+                }
+                Err(WsError::Io(e)) => e,
+                Err(e) => self.fail(cx, CloseCode::Protocol, e.to_string()),
+            };
+            return Poll::Ready(Err(End::Error(e)));
+        }
+    }
+}
+
+/// How the byte stream ends.
+enum End {
+    Eof,
+    Error(io::Error),
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
+    /// Fills `buf` with as many binary payloads as are ready, not just one:
+    /// a client that sends each packet in its own frame (most do) then
+    /// still has a window of packets read, handled and acknowledged in one
+    /// go, as over TCP, instead of one wake-up and one written frame per
+    /// packet. An end met after some bytes were given is reported on the
+    /// next read.
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        let start = buf.filled().len();
         loop {
             if !this.rest.is_empty() {
                 let n = this.rest.len().min(buf.remaining());
                 buf.put_slice(&this.rest[..n]);
                 this.rest.advance(n);
-                return Poll::Ready(Ok(()));
+                if buf.remaining() == 0 {
+                    return Poll::Ready(Ok(()));
+                }
             }
-            let msg = match ready!(Pin::new(&mut this.ws).poll_next(cx)) {
-                // The close handshake is complete, or the peer went away.
-                None => return Poll::Ready(Ok(())),
-                Some(m) => m,
-            };
-            match msg {
-                Ok(Message::Binary(b)) => this.rest = b,
-                // Pings are answered by tungstenite on the next read or
-                // write; a received close is echoed on the next poll, which
-                // then ends the stream.
-                Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_)) => {
+            if let Some(end) = this.ended.take() {
+                if buf.filled().len() > start {
+                    this.ended = Some(end);
+                    return Poll::Ready(Ok(()));
                 }
-                Ok(Message::Text(_)) => {
-                    let e = this.fail(
-                        cx,
-                        CloseCode::Unsupported,
-                        "text frame (MQTT uses binary frames only, MQTT-6.0.0-1)".into(),
-                    );
-                    return Poll::Ready(Err(e));
-                }
-                Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
-                    return Poll::Ready(Ok(()))
-                }
-                Err(WsError::Capacity(e)) => {
-                    let e = this.fail(
-                        cx,
-                        CloseCode::Size,
-                        format!("message larger than max_packet_size ({e})"),
-                    );
-                    return Poll::Ready(Err(e));
-                }
-                Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
-                    // The TCP connection ended, possibly mid-frame.
-                    this.broker.stats.websocket_errors.inc();
-                    tracing::info!(peer = %this.peer, "WebSocket: connection ended without a close frame");
-                    return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
-                }
-                Err(WsError::Protocol(e)) => {
-                    let e = this.fail(cx, CloseCode::Protocol, format!("framing error ({e})"));
-                    return Poll::Ready(Err(e));
-                }
-                Err(WsError::Io(e)) => return Poll::Ready(Err(e)),
-                Err(e) => {
-                    let e = this.fail(cx, CloseCode::Protocol, e.to_string());
-                    return Poll::Ready(Err(e));
-                }
+                return Poll::Ready(match end {
+                    End::Eof => Ok(()),
+                    End::Error(e) => Err(e),
+                });
+            }
+            match this.poll_payload(cx) {
+                Poll::Ready(Ok(b)) => this.rest = b,
+                Poll::Ready(Err(end)) => this.ended = Some(end),
+                Poll::Pending if buf.filled().len() > start => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
