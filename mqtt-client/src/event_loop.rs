@@ -15,6 +15,11 @@
 //! UNSUBACK, PINGRESP): that answer may sit behind messages the
 //! application has not taken, and the application may be waiting for it,
 //! e.g. when it publishes from its message loop.
+//!
+//! The protocol state itself (packet identifiers, the QoS 1/2 flows and
+//! their legal replies, incoming QoS 2 identifiers, topic aliases, the ping
+//! schedule, framing) is `mqtt-proto`'s, shared with the broker: this file
+//! turns its outcomes into completed futures and bytes on the socket.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -23,9 +28,13 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use mqtt_codec::{
-    check_header, decode_body, ConnAck, Connect, Disconnect, EncodeError, LastWill, List, Packet,
-    Pid, Properties, Property, ProtocolVersion, PubResp, Publish, QoS, QosPid, ReasonCode, Status,
-    Subscribe, SubscribeFilter, SubscriptionOptions, Unsubscribe, MAX_PACKET_SIZE,
+    decode_body, ConnAck, Connect, Disconnect, EncodeError, LastWill, List, Packet, Pid,
+    Properties, Property, ProtocolVersion, PubResp, Publish, QoS, QosPid, ReasonCode, Subscribe,
+    SubscribeFilter, SubscriptionOptions, Unsubscribe, MAX_PACKET_SIZE,
+};
+use mqtt_proto::{
+    next_frame, InboundAliases, IncomingQos2, Inflight, OutAlias, OutboundAliases, Outcome,
+    PidAllocator, PingAction, PingSchedule, Qos2Arrival, Reply, Resend,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
@@ -46,24 +55,24 @@ const STOP_LINGER: Duration = Duration::from_secs(5);
 /// Stop taking commands while this much waits to be written.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 
-/// Where an outgoing QoS 1/2 message stands: which acknowledgement it
-/// awaits (named after the protocol's packets).
-#[allow(clippy::enum_variant_names)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OutState {
-    AwaitPubAck,
-    AwaitPubRec,
-    AwaitPubComp,
+/// An outgoing QoS 1/2 message in flight (its state is `Inflight`'s).
+struct InFlight {
+    msg: OutgoingMessage,
+    done: Option<Done<ReasonCode>>,
 }
 
-struct InFlight {
-    pid: Pid,
-    msg: OutgoingMessage,
-    state: OutState,
-    /// QoS 2: the reason code of PUBREC, which is where the server tells
-    /// the outcome (e.g. No Matching Subscribers); PUBCOMP only closes.
-    rec_reason: ReasonCode,
-    done: Option<Done<ReasonCode>>,
+impl InFlight {
+    /// Completes the application's future with the outcome the server told.
+    fn complete(self, reason: ReasonCode) {
+        if let Some(d) = self.done {
+            let result = if reason.is_error() {
+                Err(ClientError::Rejected(reason))
+            } else {
+                Ok(reason)
+            };
+            let _ = d.send(result);
+        }
+    }
 }
 
 /// The acknowledgement an incoming message still owes the server.
@@ -118,15 +127,15 @@ pub(crate) struct EventLoop {
     commands: mpsc::Receiver<Command>,
     incoming: mpsc::Sender<Message>,
     shared: Arc<Shared>,
-    next_pid: u16,
-    inflight: VecDeque<InFlight>,
-    incoming_qos2: HashSet<u16>,
+    pids: PidAllocator,
+    inflight: Inflight<InFlight>,
+    incoming_qos2: IncomingQos2,
     requests: HashMap<u16, Request>,
     /// Granted subscriptions, to restore when the server lost the session.
     subscriptions: Vec<(String, SubscriptionOptions, Option<u32>)>,
     server: ServerLimits,
-    in_aliases: HashMap<u16, String>,
-    out_aliases: HashMap<String, u16>,
+    in_aliases: InboundAliases,
+    out_aliases: OutboundAliases,
     backlog: VecDeque<Waiting>,
     /// Packet identifiers of backlog messages not acknowledged yet: a
     /// redelivery of one of them (DUP, after a reconnection) is the same
@@ -150,9 +159,9 @@ impl EventLoop {
             commands,
             incoming,
             shared,
-            next_pid: 0,
-            inflight: VecDeque::new(),
-            incoming_qos2: HashSet::new(),
+            pids: PidAllocator::new(),
+            inflight: Inflight::new(),
+            incoming_qos2: IncomingQos2::new(),
             requests: HashMap::new(),
             subscriptions: Vec::new(),
             server: ServerLimits {
@@ -161,8 +170,8 @@ impl EventLoop {
                 topic_alias_maximum: 0,
                 keep_alive,
             },
-            in_aliases: HashMap::new(),
-            out_aliases: HashMap::new(),
+            in_aliases: InboundAliases::new(0),
+            out_aliases: OutboundAliases::new(0),
             backlog: VecDeque::new(),
             unacked: HashSet::new(),
             flush_waiters: Vec::new(),
@@ -181,16 +190,12 @@ impl EventLoop {
         self.opts.version
     }
 
-    fn next_pid(&mut self) -> Pid {
-        loop {
-            self.next_pid = self.next_pid.wrapping_add(1).max(1);
-            let pid = self.next_pid;
-            if !self.inflight.iter().any(|o| o.pid.get() == pid)
-                && !self.requests.contains_key(&pid)
-            {
-                return Pid::new(pid).unwrap_or_default();
-            }
-        }
+    /// A packet identifier that no message in flight and no request
+    /// awaiting its answer uses; `None` when all 65,535 are taken.
+    fn next_pid(&mut self) -> Option<Pid> {
+        let (inflight, requests) = (&self.inflight, &self.requests);
+        self.pids
+            .next(|p| inflight.contains(p) || requests.contains_key(&p))
     }
 
     /// Opens the transport, sends CONNECT and waits for CONNACK.
@@ -274,12 +279,10 @@ impl EventLoop {
                     o.host, o.port, buf[0]
                 )));
             }
-            if let Status::Complete(h) = check_header(&buf, MAX_PACKET_SIZE)
+            if let Some(f) = next_frame(&mut buf, MAX_PACKET_SIZE)
                 .map_err(|e| ClientError::Protocol(e.to_string()))?
             {
-                if buf.len() >= h.packet_len() {
-                    break (h, buf.split_to(h.packet_len()).freeze());
-                }
+                break (f.header, f.bytes);
             }
             let n = stream
                 .read_buf(&mut buf)
@@ -335,8 +338,9 @@ impl EventLoop {
                 _ => {}
             }
         }
-        self.in_aliases.clear();
-        self.out_aliases.clear();
+        // Aliases last as long as the connection [MQTT-5: 3.3.2-7].
+        self.in_aliases = InboundAliases::new(self.opts.topic_alias_maximum);
+        self.out_aliases = OutboundAliases::new(self.server.topic_alias_maximum);
     }
 
     /// Runs until `disconnect`, or until the connection is lost and
@@ -388,8 +392,8 @@ impl EventLoop {
     }
 
     fn fail_all(&mut self, err: &ClientError) {
-        for o in self.inflight.drain(..) {
-            if let Some(d) = o.done {
+        for o in self.inflight.drain() {
+            if let Some(d) = o.item.done {
                 let _ = d.send(Err(err.clone()));
             }
         }
@@ -431,8 +435,7 @@ impl EventLoop {
         let keep_alive = self.server.keep_alive;
         // A local handle, so that a reserved slot does not borrow `self`.
         let incoming = self.incoming.clone();
-        let mut last_tx = Instant::now();
-        let mut ping_sent: Option<Instant> = None;
+        let mut ping = PingSchedule::new(keep_alive, Instant::now());
         // Set by `disconnect` while a QoS 2 message we received still
         // awaits its PUBREL: the exchange is finished first (briefly), so
         // the server does not keep it for a session that may never return.
@@ -443,15 +446,7 @@ impl EventLoop {
                     return self.close(&mut wr, &mut out).await;
                 }
             }
-            let ping_at = if keep_alive.is_zero() {
-                None
-            } else {
-                Some(match ping_sent {
-                    // No PINGRESP within keep alive: the connection is dead.
-                    Some(t) => t + keep_alive,
-                    None => last_tx + keep_alive,
-                })
-            };
+            let ping_at = ping.poll_timeout();
             let take_commands = self.inflight.len() < self.window() && out.len() < WRITE_HIGH_WATER;
             // Past the application's capacity, read only while an answer
             // is awaited; QoS 1/2 messages read meanwhile stay
@@ -459,7 +454,7 @@ impl EventLoop {
             let read_open = self.backlog.len() < self.opts.incoming_capacity
                 || !self.inflight.is_empty()
                 || !self.requests.is_empty()
-                || ping_sent.is_some();
+                || ping.awaiting_pingresp();
             tokio::select! {
                 biased;
                 _ = stop.changed(), if stopping.is_none() => {
@@ -474,7 +469,7 @@ impl EventLoop {
                     Ok(0) | Err(_) => return Exit::Lost(ClientError::Connection("write failed".into())),
                     Ok(n) => {
                         out.advance(n);
-                        last_tx = Instant::now();
+                        ping.on_sent(Instant::now());
                         if out.is_empty() {
                             for w in self.flush_waiters.drain(..) {
                                 let _ = w.send(Ok(ReasonCode::Success));
@@ -486,7 +481,7 @@ impl EventLoop {
                     Ok(0) => return Exit::Lost(ClientError::Connection("closed by the server".into())),
                     Err(e) => return Exit::Lost(ClientError::Connection(e.to_string())),
                     Ok(_) => {
-                        ping_sent = None;
+                        ping.on_received();
                         if let Err(e) = self.drain_frames(&mut rbuf, &mut out) {
                             return self.end_on(e, &mut wr, &mut out).await;
                         }
@@ -515,12 +510,11 @@ impl EventLoop {
                         self.shared.stop.send_replace(true);
                     }
                 },
-                _ = sleep_until_opt(ping_at) => {
-                    if ping_sent.is_some() {
-                        return Exit::Lost(ClientError::Timeout);
-                    }
-                    self.send(&mut out, &Packet::PingReq);
-                    ping_sent = Some(Instant::now());
+                _ = sleep_until_opt(ping_at) => match ping.handle_timeout(Instant::now()) {
+                    // No PINGRESP within keep alive: the connection is dead.
+                    PingAction::Dead => return Exit::Lost(ClientError::Timeout),
+                    PingAction::SendPing => self.send(&mut out, &Packet::PingReq),
+                    PingAction::Wait => {}
                 }
             }
         }
@@ -559,7 +553,7 @@ impl EventLoop {
     fn awaiting_pubrel(&self) -> bool {
         self.incoming_qos2
             .iter()
-            .any(|pid| !self.unacked.contains(pid))
+            .any(|pid| !self.unacked.contains(&pid))
     }
 
     /// Sends DISCONNECT after what is already queued, closes, and completes
@@ -596,19 +590,6 @@ impl EventLoop {
                 w.ack = None;
             }
             self.unacked.clear();
-            // The server forgot its half of QoS 2 exchanges that got PUBREC:
-            // it has the message, so they are complete.
-            let mut kept = VecDeque::new();
-            for o in self.inflight.drain(..) {
-                if o.state == OutState::AwaitPubComp {
-                    if let Some(d) = o.done {
-                        let _ = d.send(Ok(o.rec_reason));
-                    }
-                } else {
-                    kept.push_back(o);
-                }
-            }
-            self.inflight = kept;
             // One SUBSCRIBE per Subscription Identifier: a packet carries
             // at most one.
             let mut ids: Vec<Option<u32>> = Vec::new();
@@ -637,15 +618,26 @@ impl EventLoop {
         for r in pending {
             self.send_request(out, r);
         }
-        let resend: Vec<(Pid, OutState)> = self.inflight.iter().map(|o| (o.pid, o.state)).collect();
-        for (pid, state) in resend {
-            match state {
-                OutState::AwaitPubComp => self.send(out, &Packet::PubRel(PubResp::new(pid))),
-                _ => {
-                    if let Some(i) = self.inflight.iter().position(|o| o.pid == pid) {
-                        let msg = self.inflight[i].msg.clone();
-                        let _ = self.write_publish(out, &msg, QosPid::from_qos(msg.qos, pid), true);
-                    }
+        // Every unacknowledged PUBLISH again with DUP, every PUBREL again
+        // [MQTT-3.1.1/5: 4.4.0-1]. Without a session on the server, the
+        // QoS 2 exchanges that got PUBREC are complete: it had the message.
+        for (o, reason) in self.inflight.resume(session_present) {
+            o.complete(reason);
+        }
+        self.resend_due(out);
+    }
+
+    /// Resends what a reconnection owes, as far as the server's Receive
+    /// Maximum allows [MQTT-5: 3.3.4-9]; the rest follows as
+    /// acknowledgements free the window.
+    fn resend_due(&mut self, out: &mut BytesMut) {
+        let window = self.window();
+        while let Some(r) = self.inflight.next_resend(window) {
+            match r {
+                Resend::PubRel(pid) => self.send(out, &Packet::PubRel(PubResp::new(pid))),
+                Resend::Publish(pid, o) => {
+                    let msg = o.msg.clone();
+                    let _ = self.write_publish(out, &msg, QosPid::from_qos(msg.qos, pid), true);
                 }
             }
         }
@@ -670,21 +662,21 @@ impl EventLoop {
                     }
                     return;
                 }
-                let pid = self.next_pid();
+                let Some(pid) = self.next_pid() else {
+                    let _ = done.send(Err(no_free_pid()));
+                    return;
+                };
                 match self.write_publish(out, &msg, QosPid::from_qos(msg.qos, pid), false) {
                     Ok(()) => {
-                        let state = if msg.qos == QoS::AtLeastOnce {
-                            OutState::AwaitPubAck
-                        } else {
-                            OutState::AwaitPubRec
-                        };
-                        self.inflight.push_back(InFlight {
-                            pid,
+                        let qos = msg.qos;
+                        let item = InFlight {
                             msg,
-                            state,
-                            rec_reason: ReasonCode::Success,
                             done: Some(done),
-                        });
+                        };
+                        // QoS 0 returned above: the push takes the message.
+                        if let Err(item) = self.inflight.push(pid, qos, item) {
+                            item.complete(ReasonCode::Success);
+                        }
                     }
                     Err(e) => {
                         let _ = done.send(Err(e));
@@ -714,7 +706,14 @@ impl EventLoop {
     }
 
     fn send_request(&mut self, out: &mut BytesMut, req: Request) {
-        let pid = self.next_pid();
+        let Some(pid) = self.next_pid() else {
+            if let Request::Subscribe { done: Some(d), .. }
+            | Request::Unsubscribe { done: Some(d), .. } = req
+            {
+                let _ = d.send(Err(no_free_pid()));
+            }
+            return;
+        };
         let mut props = Vec::new();
         match &req {
             Request::Subscribe {
@@ -759,23 +758,21 @@ impl EventLoop {
     ) -> Result<(), ClientError> {
         let mut props = Vec::new();
         let mut topic = msg.topic.as_str();
+        // A new alias is recorded only once the PUBLISH that sets it is
+        // encoded (it may be over the server's Maximum Packet Size).
+        let mut new_alias = None;
         if self.version().is_v5() {
             msg.properties.push_to(&mut props);
-            if self.server.topic_alias_maximum > 0 {
-                match self.out_aliases.get(topic) {
-                    Some(&a) => {
-                        props.push(Property::TopicAlias(a));
-                        topic = "";
-                    }
-                    None if self.out_aliases.len()
-                        < usize::from(self.server.topic_alias_maximum) =>
-                    {
-                        let a = self.out_aliases.len() as u16 + 1;
-                        self.out_aliases.insert(msg.topic.clone(), a);
-                        props.push(Property::TopicAlias(a));
-                    }
-                    None => {}
+            match self.out_aliases.choose(topic) {
+                OutAlias::Existing(a) => {
+                    props.push(Property::TopicAlias(a));
+                    topic = "";
                 }
+                OutAlias::New(a) => {
+                    new_alias = Some(a);
+                    props.push(Property::TopicAlias(a));
+                }
+                OutAlias::None => {}
             }
         }
         let packet = Packet::Publish(Publish {
@@ -788,6 +785,9 @@ impl EventLoop {
         });
         match packet.encode_to(self.version(), out, self.server.max_packet_size as usize) {
             Ok(_) => {
+                if let Some(a) = new_alias {
+                    self.out_aliases.confirm(msg.topic.as_str().into(), a);
+                }
                 self.emit(&ClientEvent::Sent(&packet));
                 Ok(())
             }
@@ -802,11 +802,10 @@ impl EventLoop {
     fn drain_frames(&mut self, rbuf: &mut BytesMut, out: &mut BytesMut) -> Result<(), ReadError> {
         loop {
             let limit = self.opts.max_packet_size.unwrap_or(MAX_PACKET_SIZE);
-            let header = match check_header(rbuf, limit).map_err(ReadError::decode)? {
-                Status::Complete(h) if rbuf.len() >= h.packet_len() => h,
-                _ => return Ok(()),
+            let Some(f) = next_frame(rbuf, limit).map_err(ReadError::decode)? else {
+                return Ok(());
             };
-            let frame = rbuf.split_to(header.packet_len()).freeze();
+            let (header, frame) = (f.header, f.bytes);
             let packet = decode_body(
                 header.packet_type,
                 header.flags,
@@ -828,52 +827,20 @@ impl EventLoop {
         match packet {
             Packet::Publish(p) => self.on_publish(&p, frame, out),
             Packet::PubAck(r) => {
-                self.complete(r.pid, OutState::AwaitPubAck, r.reason);
+                self.on_reply(r.pid, Reply::PubAck(r.reason), out);
                 Ok(())
             }
             Packet::PubRec(r) => {
-                let pos = self.inflight.iter().position(|o| o.pid == r.pid);
-                match pos.map(|i| (i, self.inflight[i].state)) {
-                    Some((i, OutState::AwaitPubRec)) => {
-                        if r.reason.is_error() {
-                            self.complete(r.pid, OutState::AwaitPubRec, r.reason);
-                            return Ok(());
-                        }
-                        self.inflight[i].state = OutState::AwaitPubComp;
-                        self.inflight[i].rec_reason = r.reason;
-                        self.send(out, &Packet::PubRel(PubResp::new(r.pid)));
-                    }
-                    // A repeated PUBREC (ours crossed a resent one): PUBREL
-                    // again; the outcome the first PUBREC told stands.
-                    Some((_, OutState::AwaitPubComp)) => {
-                        self.send(out, &Packet::PubRel(PubResp::new(r.pid)));
-                    }
-                    // No QoS 2 message awaits a PUBREC under this id (a QoS 1
-                    // message may hold it, and still awaits its PUBACK): as
-                    // the broker does, answer "not found" and change
-                    // nothing (MQTT 5.0 section 4.3.3).
-                    _ => {
-                        let rel = PubResp {
-                            reason: ReasonCode::PacketIdentifierNotFound,
-                            ..PubResp::new(r.pid)
-                        };
-                        self.send(out, &Packet::PubRel(rel));
-                    }
-                }
+                self.on_reply(r.pid, Reply::PubRec(r.reason), out);
                 Ok(())
             }
             Packet::PubComp(r) => {
-                self.complete(r.pid, OutState::AwaitPubComp, r.reason);
+                self.on_reply(r.pid, Reply::PubComp(r.reason), out);
                 Ok(())
             }
             Packet::PubRel(r) => {
-                let known = self.incoming_qos2.remove(&r.pid.get());
                 let comp = PubResp {
-                    reason: if known {
-                        ReasonCode::Success
-                    } else {
-                        ReasonCode::PacketIdentifierNotFound
-                    },
+                    reason: self.incoming_qos2.on_pubrel(r.pid),
                     ..PubResp::new(r.pid)
                 };
                 self.send(out, &Packet::PubComp(comp));
@@ -932,35 +899,24 @@ impl EventLoop {
         }
     }
 
-    fn complete(&mut self, pid: Pid, expected: OutState, reason: ReasonCode) {
-        if let Some(i) = self
-            .inflight
-            .iter()
-            .position(|o| o.pid == pid && o.state == expected)
-        {
-            if let Some(o) = self.inflight.remove(i) {
-                if let Some(d) = o.done {
-                    // PUBREC told the outcome. A PUBCOMP saying "packet
-                    // identifier not found" answers a PUBREL resent after a
-                    // reconnection that the server had already completed:
-                    // the message was delivered.
-                    let reason = if expected == OutState::AwaitPubComp
-                        && matches!(
-                            reason,
-                            ReasonCode::Success | ReasonCode::PacketIdentifierNotFound
-                        ) {
-                        o.rec_reason
-                    } else {
-                        reason
-                    };
-                    let result = if reason.is_error() {
-                        Err(ClientError::Rejected(reason))
-                    } else {
-                        Ok(reason)
-                    };
-                    let _ = d.send(result);
-                }
+    /// An acknowledgement of one of our messages: the transitions and
+    /// which replies are legal where are `mqtt_proto::outgoing`'s. A
+    /// completed message frees a place in the window for what a
+    /// reconnection still owes.
+    fn on_reply(&mut self, pid: Pid, reply: Reply, out: &mut BytesMut) {
+        match self.inflight.on_reply(pid, reply) {
+            Outcome::Completed { item, reason } => {
+                item.complete(reason);
+                self.resend_due(out);
             }
+            Outcome::SendPubRel(pid, reason) => {
+                let rel = PubResp {
+                    reason,
+                    ..PubResp::new(pid)
+                };
+                self.send(out, &Packet::PubRel(rel));
+            }
+            Outcome::Ignored => {}
         }
     }
 
@@ -974,28 +930,21 @@ impl EventLoop {
             Property::TopicAlias(a) => Some(a),
             _ => None,
         });
-        let topic = match alias {
-            None => p.topic.to_owned(),
-            // Above the Topic Alias Maximum this client announced (none
-            // when it announced 0) [MQTT-5: 3.3.2-9, 3.3.2-10].
-            Some(a) if a == 0 || a > self.opts.topic_alias_maximum => {
+        // Within the Topic Alias Maximum this client announced (none when
+        // it announced 0) [MQTT-5: 3.3.2-9, 3.3.2-10].
+        let topic = match self.in_aliases.resolve(p.topic, alias) {
+            Ok(None) => p.topic.to_owned(),
+            Ok(Some(t)) => t.to_string(),
+            Err(e) => {
                 return Err(ReadError::Violation(
-                    ReasonCode::TopicAliasInvalid,
+                    e.reason_code(),
                     format!(
-                        "topic alias {a} above the maximum {}",
-                        self.opts.topic_alias_maximum
+                        "{} (alias {:?}, maximum {})",
+                        e.as_str(),
+                        alias,
+                        self.in_aliases.max()
                     ),
-                ));
-            }
-            Some(a) if p.topic.is_empty() => self.in_aliases.get(&a).cloned().ok_or_else(|| {
-                ReadError::Violation(
-                    ReasonCode::ProtocolError,
-                    format!("unknown topic alias {a}"),
-                )
-            })?,
-            Some(a) => {
-                self.in_aliases.insert(a, p.topic.to_owned());
-                p.topic.to_owned()
+                ))
             }
         };
         let ack = match p.qos_pid {
@@ -1010,8 +959,25 @@ impl EventLoop {
                 return Ok(());
             }
         }
+        // Method A: delivered on PUBLISH, remembered until PUBREL; at most
+        // our Receive Maximum await it [MQTT-5: 3.3.4-8].
         let duplicate = match p.qos_pid {
-            QosPid::ExactlyOnce(pid) => !self.incoming_qos2.insert(pid.get()),
+            QosPid::ExactlyOnce(pid) => {
+                // (Announced in a 5.0 CONNECT only.)
+                let max = match self.version().is_v5() {
+                    true => self.opts.receive_maximum.unwrap_or(u16::MAX),
+                    false => u16::MAX,
+                };
+                match self.incoming_qos2.on_publish(pid, max) {
+                    Ok(arrival) => arrival == Qos2Arrival::Duplicate,
+                    Err(e) => {
+                        return Err(ReadError::Violation(
+                            e.reason_code(),
+                            "more QoS 2 messages awaiting PUBREL than our Receive Maximum".into(),
+                        ))
+                    }
+                }
+            }
             _ => false,
         };
         if duplicate {
@@ -1085,6 +1051,10 @@ impl ReadError {
             ReadError::Disconnected(reason) => ClientError::Rejected(reason),
         }
     }
+}
+
+fn no_free_pid() -> ClientError {
+    ClientError::Invalid("all 65,535 packet identifiers are in use".into())
 }
 
 fn jitter(d: Duration) -> Duration {
