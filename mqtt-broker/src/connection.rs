@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use mqtt_codec::{
-    check_header, decode_body, ConnAck, Connect, DecodeError, Disconnect, FixedHeader, List,
-    Packet, Pid, Property, PropertyId, ProtocolVersion, PubResp, Publish, QoS, QosPid, ReasonCode,
-    RetainHandling, Status, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
-    MAX_PACKET_SIZE,
+    decode_body, ConnAck, Connect, DecodeError, Disconnect, List, Packet, Pid, Property,
+    PropertyId, ProtocolVersion, PubResp, Publish, QoS, QosPid, ReasonCode, RetainHandling, SubAck,
+    Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, MAX_PACKET_SIZE,
+};
+use mqtt_proto::{
+    Frame, InboundAliases, KeepAliveTimeout, OutAlias, OutboundAliases, Qos2Arrival, Reply,
 };
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
@@ -28,7 +30,9 @@ use crate::drop_log::DropReason;
 use crate::log::describe;
 use crate::message::Message;
 use crate::route::RouteCache;
-use crate::session::{Delivery, Kick, OutState, Outgoing, Session, SessionState, SubRecord};
+use crate::session::{
+    Delivery, Kick, OutState, Outgoing, ReplyEffect, Session, SessionState, SubRecord,
+};
 use crate::splice::{Spliced, SPLICE_MIN};
 use crate::store::StoredState;
 use crate::transport::{ReadSide, Transport};
@@ -70,40 +74,17 @@ struct Reader<R> {
 const MIN_READ: usize = 256;
 const MAX_READ: usize = 64 * 1024;
 
-/// One packet cut out of the read buffer.
-struct Frame {
-    header: FixedHeader,
-    bytes: Bytes,
-}
-
-impl Frame {
-    fn body(&self) -> &[u8] {
-        &self.bytes[self.header.header_len..]
-    }
-}
-
 impl<R: ReadSide> Reader<R> {
     /// A whole packet from the buffer, if one is there. Type, flags and size
     /// are checked from the header before the body is waited for.
     fn try_frame(&mut self) -> Result<Option<Frame>, DecodeError> {
-        let header = match check_header(&self.buf, self.max_packet_size)? {
-            Status::Complete(h) => h,
-            Status::Partial(_) => return Ok(None),
-        };
-        let total = header.packet_len();
-        if self.buf.len() < total {
-            // Grow towards the announced size, but never all at once: the
-            // sender has to actually send the bytes.
-            self.buf.reserve((total - self.buf.len()).min(64 * 1024));
-            return Ok(None);
-        }
-        let bytes = self.buf.split_to(total).freeze();
-        if self.buf.is_empty() {
+        let frame = mqtt_proto::next_frame(&mut self.buf, self.max_packet_size)?;
+        if frame.is_some() && self.buf.is_empty() {
             // The frames hold the old allocation for as long as they live;
             // an idle connection keeps no read buffer at all.
             self.buf = BytesMut::new();
         }
-        Ok(Some(Frame { header, bytes }))
+        Ok(frame)
     }
 
     /// Reads more bytes; `Ok(0)` at end of stream.
@@ -635,25 +616,12 @@ async fn authenticate(
     }
 }
 
-/// The client's Keep Alive in seconds (not 0). Kept in two bytes rather
-/// than as a `Duration`: `Conn` lives as long as the connection.
-#[derive(Clone, Copy)]
-struct KeepAlive(u16);
-
-impl KeepAlive {
-    /// One and a half times the keep alive [MQTT-3.1.1: 3.1.2-24].
-    fn timeout(self) -> Duration {
-        Duration::from_millis(u64::from(self.0) * 1500)
-    }
-}
-
-/// Topic aliases of one connection (MQTT 5).
-#[derive(Default)]
+/// Topic aliases of one connection (MQTT 5), both directions.
 struct TopicAliases {
-    /// Given by the broker, by topic.
-    outgoing: std::collections::HashMap<Arc<str>, u16>,
-    /// Set by the client, by number.
-    incoming: std::collections::HashMap<u16, Arc<str>>,
+    /// Given by the broker, within the client's Topic Alias Maximum.
+    outgoing: OutboundAliases,
+    /// Set by the client, within the broker's.
+    incoming: InboundAliases,
 }
 
 /// The state of one connected client.
@@ -665,7 +633,7 @@ struct Conn {
     peer: SocketAddr,
     version: ProtocolVersion,
     /// 1.5 times the keep alive, or `None` when keep alive is off.
-    keep_alive_timeout: Option<KeepAlive>,
+    keep_alive_timeout: Option<KeepAliveTimeout>,
     /// Most outgoing QoS 1/2 messages in flight.
     send_window: u16,
     /// The client's Maximum Packet Size.
@@ -992,7 +960,7 @@ impl Conn {
             client_id,
             peer,
             version: v,
-            keep_alive_timeout: (keep_alive > 0).then_some(KeepAlive(keep_alive)),
+            keep_alive_timeout: KeepAliveTimeout::new(keep_alive),
             send_window: receive_max.min(config.max_inflight),
             client_max_packet,
             client_alias_max,
@@ -1028,6 +996,20 @@ impl Conn {
 type Step = Result<(), Close>;
 
 impl Conn {
+    /// The connection's topic aliases, made on first use.
+    fn aliases(&mut self) -> &mut TopicAliases {
+        let (client_max, server_max) = (
+            self.client_alias_max,
+            self.broker.config.topic_alias_maximum,
+        );
+        self.aliases.get_or_insert_with(|| {
+            Box::new(TopicAliases {
+                outgoing: OutboundAliases::new(client_max),
+                incoming: InboundAliases::new(server_max),
+            })
+        })
+    }
+
     /// The connection's main loop.
     async fn run<R, W>(&mut self, reader: &mut Reader<R>, wr: &mut W, out: &mut BytesMut) -> Close
     where
@@ -1047,7 +1029,7 @@ impl Conn {
         // One timer serves keep alive and the publish-rate pause. Keep alive
         // is checked lazily: the timer is not moved on every packet read,
         // only when it fires and finds that the client has been heard since.
-        let mut keep_alive_check = self.keep_alive_timeout.map(|t| self.last_rx + t.timeout());
+        let mut keep_alive_check = self.keep_alive_timeout.map(|k| k.deadline(self.last_rx));
         let timer = tokio::time::sleep_until(tokio::time::Instant::now());
         tokio::pin!(timer);
         loop {
@@ -1095,13 +1077,14 @@ impl Conn {
                             return close;
                         }
                         self.fill(out);
-                    } else if let Some(t) = self.keep_alive_timeout.map(KeepAlive::timeout) {
+                    } else if let Some(k) = self.keep_alive_timeout {
                         if keep_alive_check.is_some_and(|c| c <= now) {
-                            if self.last_rx + t <= now {
+                            // [MQTT-3.1.1/5: 3.1.2-24] 1.5 x keep alive.
+                            if k.expired(self.last_rx, now) {
                                 tracing::info!(client = %self.client_id, "keep alive timeout");
                                 return Close::Server(ReasonCode::KeepAliveTimeout, "keep alive timeout");
                             }
-                            keep_alive_check = Some(self.last_rx + t);
+                            keep_alive_check = Some(k.deadline(self.last_rx));
                         }
                     }
                 }
@@ -1313,11 +1296,8 @@ impl Conn {
         tracing::debug!(target: "mqtt_broker::packets", "{} -> {}", self.client_id, describe(&packet));
         match packet {
             Packet::Publish(p) => self.on_publish(&p, &frame, out),
-            Packet::PubAck(r) => {
-                self.ack_outgoing(r.pid, OutState::AwaitPubAck);
-                Ok(())
-            }
-            Packet::PubRec(r) => self.on_pubrec(r, out),
+            Packet::PubAck(r) => self.on_reply(r.pid, Reply::PubAck(r.reason), out),
+            Packet::PubRec(r) => self.on_reply(r.pid, Reply::PubRec(r.reason), out),
             Packet::PubRel(r) => {
                 let known = self.forget_incoming(r.pid.get());
                 let mut comp = PubResp::new(r.pid);
@@ -1327,10 +1307,7 @@ impl Conn {
                 self.send_ack(out, &Packet::PubComp(comp));
                 Ok(())
             }
-            Packet::PubComp(r) => {
-                self.ack_outgoing(r.pid, OutState::AwaitPubComp);
-                Ok(())
-            }
+            Packet::PubComp(r) => self.on_reply(r.pid, Reply::PubComp(r.reason), out),
             Packet::Subscribe(s) => self.on_subscribe(&s, out),
             Packet::Unsubscribe(u) => self.on_unsubscribe(&u, out),
             Packet::PingReq => {
@@ -1399,51 +1376,38 @@ impl Conn {
                 Some(r) if *r.topic == *p.topic => r.topic.clone(),
                 _ => p.topic.into(),
             },
-            Some(a) if a > config.topic_alias_maximum => {
-                return Err(self.protocol_error(
-                    ReasonCode::TopicAliasInvalid,
-                    "topic alias above the maximum",
-                ));
-            }
-            Some(a) if p.topic.is_empty() => {
-                match self.aliases.as_ref().and_then(|t| t.incoming.get(&a)) {
-                    Some(t) => t.clone(),
-                    None => {
-                        return Err(
-                            self.protocol_error(ReasonCode::ProtocolError, "unknown topic alias")
-                        )
-                    }
-                }
-            }
-            Some(a) => {
-                let topic: Arc<str> = p.topic.into();
-                self.aliases
-                    .get_or_insert_default()
-                    .incoming
-                    .insert(a, topic.clone());
-                topic
-            }
+            // Within the broker's Topic Alias Maximum [MQTT-5: 3.3.2-9, 3.3.2-10].
+            Some(a) => match InboundAliases::check(self.broker.config.topic_alias_maximum, a)
+                .and_then(|()| self.aliases().incoming.resolve(p.topic, Some(a)))
+            {
+                Ok(Some(topic)) => topic,
+                Ok(None) => p.topic.into(),
+                Err(e) => return Err(self.protocol_error(e.reason_code(), e.as_str())),
+            },
         };
 
         if let QosPid::ExactlyOnce(pid) = p.qos_pid {
             let mut st = self.session.lock();
-            if st.incoming_qos2.contains(&pid.get()) {
-                // [MQTT-5: 4.3.3-10] a duplicate before PUBREL: acknowledge
-                // again, do not deliver again.
-                drop(st);
-                self.send_ack(out, &Packet::PubRec(PubResp::new(pid)));
-                return Ok(());
-            }
-            if st.incoming_qos2.len() >= usize::from(config.receive_maximum) {
-                drop(st);
-                return Err(self.protocol_error(
-                    ReasonCode::ReceiveMaximumExceeded,
-                    "receive maximum exceeded",
-                ));
-            }
-            st.incoming_qos2.insert(pid.get());
-            if let (Some(store), true) = (&self.broker.store, st.persistent) {
-                store.put_qos2(&self.client_id, pid.get());
+            match st
+                .incoming_qos2
+                .on_publish(pid, self.broker.config.receive_maximum)
+            {
+                Ok(Qos2Arrival::New) => {
+                    if let (Some(store), true) = (&self.broker.store, st.persistent) {
+                        store.put_qos2(&self.client_id, pid.get());
+                    }
+                }
+                Ok(Qos2Arrival::Duplicate) => {
+                    // [MQTT-5: 4.3.3-10] a duplicate before PUBREL: acknowledge
+                    // again, do not deliver again.
+                    drop(st);
+                    self.send_ack(out, &Packet::PubRec(PubResp::new(pid)));
+                    return Ok(());
+                }
+                Err(e) => {
+                    drop(st);
+                    return Err(self.protocol_error(e.reason_code(), "receive maximum exceeded"));
+                }
             }
         }
 
@@ -1528,35 +1492,37 @@ impl Conn {
         Ok(())
     }
 
-    fn on_pubrec(&mut self, r: PubResp<'_>, out: &mut BytesMut) -> Step {
+    /// An acknowledgement of a message to this client: a finished one is
+    /// forgotten (in the store too), a released one stored as such, and a
+    /// PUBREL sent where the table says so.
+    fn on_reply(&mut self, pid: Pid, reply: Reply, out: &mut BytesMut) -> Step {
         let mut st = self.session.lock();
-        let pos = st.inflight.iter().position(|o| o.pid == r.pid);
-        let mut rel = PubResp::new(r.pid);
-        match pos {
-            Some(i) if st.inflight[i].state == OutState::AwaitPubRec => {
-                if r.reason.is_error() {
-                    // The receiver refused the message: it is done.
-                    if let Some(done) = st.inflight.remove(i) {
-                        self.broker
-                            .forget_message(&self.session, &st, &done.delivery);
-                    }
+        let rel = match st.on_reply(pid, reply) {
+            ReplyEffect::Done(done) => {
+                self.broker
+                    .forget_message(&self.session, &st, &done.delivery);
+                if let Reply::PubRec(_) = reply {
+                    // The receiver refused the message: room in the window.
                     drop(st);
                     self.fill(out);
-                    return Ok(());
                 }
-                st.inflight[i].state = OutState::AwaitPubComp;
-                let pid = r.pid.get();
+                return Ok(());
+            }
+            ReplyEffect::Ignore => return Ok(()),
+            ReplyEffect::Released(i) => {
                 self.broker.message_state(
                     &self.session,
                     &st,
                     &st.inflight[i].delivery,
-                    StoredState::Released(pid),
+                    StoredState::Released(pid.get()),
                 );
+                PubResp::new(pid)
             }
-            // A repeated PUBREC: answer with PUBREL again.
-            Some(i) if st.inflight[i].state == OutState::AwaitPubComp => {}
-            _ => rel.reason = ReasonCode::PacketIdentifierNotFound,
-        }
+            ReplyEffect::SendPubRel(reason) => PubResp {
+                reason,
+                ..PubResp::new(pid)
+            },
+        };
         let hold = self.hold_outgoing(&st, true);
         drop(st);
         if hold {
@@ -1570,26 +1536,11 @@ impl Conn {
     /// Forgets an incoming QoS 2 identifier; returns whether it was known.
     fn forget_incoming(&self, pid: u16) -> bool {
         let mut st = self.session.lock();
-        let known = st.incoming_qos2.remove(&pid);
+        let known = st.incoming_qos2.remove(pid);
         if let (Some(store), true, true) = (&self.broker.store, st.persistent, known) {
             store.del_qos2(&self.client_id, pid);
         }
         known
-    }
-
-    fn ack_outgoing(&mut self, pid: Pid, expected: OutState) {
-        let mut st = self.session.lock();
-        // Acknowledgements come in order, so the match is almost always first.
-        if let Some(i) = st
-            .inflight
-            .iter()
-            .position(|o| o.pid == pid && o.state == expected)
-        {
-            if let Some(done) = st.inflight.remove(i) {
-                self.broker
-                    .forget_message(&self.session, &st, &done.delivery);
-            }
-        }
     }
 
     fn on_subscribe(&mut self, s: &Subscribe<'_>, out: &mut BytesMut) -> Step {
@@ -1924,20 +1875,16 @@ impl Conn {
                 props.push(Property::SubscriptionIdentifier(*id));
             }
             if self.client_alias_max > 0 {
-                let outgoing = self.aliases.as_ref().map(|t| &t.outgoing);
-                match outgoing.and_then(|o| o.get(topic)) {
-                    Some(&a) => {
+                match self.aliases().outgoing.choose(topic) {
+                    OutAlias::Existing(a) => {
                         props.push(Property::TopicAlias(a));
                         topic = "";
                     }
-                    None if outgoing.map_or(0, |o| o.len())
-                        < usize::from(self.client_alias_max) =>
-                    {
-                        let a = outgoing.map_or(0, |o| o.len()) as u16 + 1;
+                    OutAlias::New(a) => {
                         new_alias = Some(a);
                         props.push(Property::TopicAlias(a));
                     }
-                    None => {}
+                    OutAlias::None => {}
                 }
             }
         }
@@ -1961,10 +1908,7 @@ impl Conn {
             return false;
         }
         if let Some(a) = new_alias {
-            self.aliases
-                .get_or_insert_default()
-                .outgoing
-                .insert(d.msg.topic.clone(), a);
+            self.aliases().outgoing.confirm(d.msg.topic.clone(), a);
         }
         self.broker.stats.publish_sent.inc();
         let q = usize::from(qos_pid.qos().as_u8().min(2));

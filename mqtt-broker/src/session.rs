@@ -6,11 +6,12 @@
 //! push into `pending` and wake the owning connection with `notify`; only the
 //! owning connection drains it. No lock is held across an `.await`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use mqtt_codec::{Pid, QoS, SubscriptionOptions};
+use mqtt_codec::{Pid, QoS, ReasonCode, SubscriptionOptions};
+use mqtt_proto::{IncomingQos2, PidAllocator, Reply, Transition};
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{oneshot, Notify};
 
@@ -35,18 +36,9 @@ pub struct Delivery {
     pub seq: u64,
 }
 
-/// Where an outgoing QoS 1/2 message stands.
-// The variants name the acknowledgement awaited, as the specification does.
-#[allow(clippy::enum_variant_names)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutState {
-    /// QoS 1 PUBLISH sent, PUBACK awaited.
-    AwaitPubAck,
-    /// QoS 2 PUBLISH sent, PUBREC awaited.
-    AwaitPubRec,
-    /// PUBREL sent, PUBCOMP awaited.
-    AwaitPubComp,
-}
+/// Where an outgoing QoS 1/2 message stands; its transitions are
+/// `mqtt_proto::outgoing`'s, shared with the client.
+pub use mqtt_proto::OutState;
 
 /// An outgoing message in flight.
 #[derive(Debug)]
@@ -60,6 +52,21 @@ pub struct Outgoing {
     /// Owed to the client again after a reconnection, but held back by the
     /// client's Receive Maximum [MQTT-5: 3.3.4-9].
     pub unsent: bool,
+}
+
+/// What an acknowledgement did to the session's outgoing messages, for the
+/// connection (or bridge) to turn into store operations and packets.
+#[derive(Debug)]
+pub enum ReplyEffect {
+    /// The exchange is over: the message left `inflight` (forget it in the store).
+    Done(Outgoing),
+    /// PUBREC accepted: `inflight[i]` now awaits PUBCOMP (store its new
+    /// state) and PUBREL (Success) is sent.
+    Released(usize),
+    /// Send PUBREL with this reason code; nothing changed.
+    SendPubRel(ReasonCode),
+    /// Nothing to do.
+    Ignore,
 }
 
 /// A subscription as the session remembers it.
@@ -100,11 +107,9 @@ pub struct SessionState {
     pub pending_bytes: usize,
     /// Outgoing QoS 1/2 messages awaiting acknowledgement, in send order.
     pub inflight: VecDeque<Outgoing>,
-    /// Identifiers of incoming QoS 2 messages awaiting PUBREL.
-    /// (Hashed with seeded foldhash: looked up twice per incoming QoS 2
-    /// message, and SipHash showed in profiles.)
-    pub incoming_qos2: HashSet<u16, foldhash::fast::RandomState>,
-    next_pid: u16,
+    /// Identifiers of incoming QoS 2 messages awaiting PUBREL (method A).
+    pub incoming_qos2: IncomingQos2,
+    pids: PidAllocator,
     /// Session Expiry Interval in seconds; `u32::MAX` never expires.
     pub expiry_secs: u32,
     /// Bumped on every new connection, so timers of an older one can tell
@@ -134,16 +139,42 @@ pub struct SessionState {
 impl SessionState {
     /// The next free packet identifier.
     pub fn next_pid(&mut self) -> Pid {
-        loop {
-            self.next_pid = self.next_pid.wrapping_add(1);
-            if self.next_pid == 0 {
-                self.next_pid = 1;
+        let inflight = &self.inflight;
+        // Always found: the inflight window is a u16 Receive Maximum or
+        // `max_inflight`, so at most 65,535 are in flight, and a full
+        // window takes no new message.
+        self.pids
+            .next(|p| inflight.iter().any(|o| o.pid.get() == p))
+            .unwrap_or_default()
+    }
+
+    /// Applies an acknowledgement of an outgoing message (the transitions
+    /// and the replies legal in each state are `OutState::on_reply`'s).
+    pub fn on_reply(&mut self, pid: Pid, reply: Reply) -> ReplyEffect {
+        // Acknowledgements come in order, so the match is almost always first.
+        let pos = self.inflight.iter().position(|o| o.pid == pid);
+        match (
+            OutState::on_reply(pos.map(|i| self.inflight[i].state), reply),
+            pos,
+        ) {
+            (Transition::Done, Some(i)) => match self.inflight.remove(i) {
+                Some(o) => {
+                    if o.unsent {
+                        self.unsent -= 1;
+                    }
+                    ReplyEffect::Done(o)
+                }
+                None => ReplyEffect::Ignore,
+            },
+            (Transition::Release, Some(i)) => {
+                self.inflight[i].state = OutState::AwaitPubComp;
+                ReplyEffect::Released(i)
             }
-            let in_use = self.inflight.iter().any(|o| o.pid.get() == self.next_pid);
-            if !in_use {
-                // The loop ends: at most u16::MAX - 1 messages are in flight.
-                return Pid::new(self.next_pid).unwrap_or_default();
+            (Transition::ReleaseAgain, _) => ReplyEffect::SendPubRel(ReasonCode::Success),
+            (Transition::ReleaseNotFound, _) => {
+                ReplyEffect::SendPubRel(ReasonCode::PacketIdentifierNotFound)
             }
+            _ => ReplyEffect::Ignore,
         }
     }
 

@@ -42,8 +42,9 @@ use super::config::Bridge;
 use super::transport::{self, Stream};
 use crate::broker::BrokerState;
 use crate::message::Message;
-use crate::session::{Delivery, Kick, OutState, Outgoing, Session, SubRecord};
+use crate::session::{Delivery, Kick, OutState, Outgoing, ReplyEffect, Session, SubRecord};
 use crate::store::{Durability, StoredState};
+use mqtt_proto::Reply;
 
 /// Stop taking from the queue while this much waits to be written.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
@@ -809,19 +810,13 @@ impl Link {
     fn handle(&mut self, c: &mut Conn, packet: Packet<'_>, frame: &Bytes) -> Result<(), String> {
         match packet {
             Packet::Publish(p) => self.on_publish(c, &p, frame),
-            Packet::PubAck(r) => {
-                self.ack_outgoing(r.pid, OutState::AwaitPubAck);
-                self.fill(c);
-            }
-            Packet::PubRec(r) => self.on_pubrec(c, r),
-            Packet::PubComp(r) => {
-                self.ack_outgoing(r.pid, OutState::AwaitPubComp);
-                self.fill(c);
-            }
+            Packet::PubAck(r) => self.on_reply(c, r.pid, Reply::PubAck(r.reason)),
+            Packet::PubRec(r) => self.on_reply(c, r.pid, Reply::PubRec(r.reason)),
+            Packet::PubComp(r) => self.on_reply(c, r.pid, Reply::PubComp(r.reason)),
             Packet::PubRel(r) => {
                 let known = {
                     let mut st = self.session.lock();
-                    let known = st.incoming_qos2.remove(&r.pid.get());
+                    let known = st.incoming_qos2.remove(r.pid.get());
                     if let (Some(store), true, true) = (&self.broker.store, st.persistent, known) {
                         store.del_qos2(&self.client_id, r.pid.get());
                     }
@@ -859,7 +854,7 @@ impl Link {
         self.broker.stats.publish_received.inc();
         if let QosPid::ExactlyOnce(pid) = p.qos_pid {
             let mut st = self.session.lock();
-            if st.incoming_qos2.contains(&pid.get()) {
+            if st.incoming_qos2.contains(pid.get()) {
                 // [MQTT-4.3.3-10] a resent PUBLISH before PUBREL: PUBREC
                 // again, not delivered again.
                 drop(st);
@@ -910,48 +905,36 @@ impl Link {
         let _ = ack.encode_to(self.version, &mut c.acks, usize::MAX);
     }
 
-    fn on_pubrec(&mut self, c: &mut Conn, r: PubResp<'_>) {
+    /// An acknowledgement from the remote (the transitions are the
+    /// session's, from `mqtt_proto`): a finished message is forgotten and
+    /// frees the window, a released one is stored as such.
+    fn on_reply(&mut self, c: &mut Conn, pid: Pid, reply: Reply) {
         let session = self.session.clone();
         let mut st = session.lock();
-        let pos = st.inflight.iter().position(|o| o.pid == r.pid);
-        let mut rel = PubResp::new(r.pid);
-        match pos {
-            Some(i) if st.inflight[i].state == OutState::AwaitPubRec => {
-                if r.reason.is_error() {
-                    if let Some(done) = st.inflight.remove(i) {
-                        self.broker.forget_message(&session, &st, &done.delivery);
-                    }
-                    drop(st);
-                    self.fill(c);
-                    return;
-                }
-                st.inflight[i].state = OutState::AwaitPubComp;
+        let rel = match st.on_reply(pid, reply) {
+            ReplyEffect::Done(done) => {
+                self.broker.forget_message(&session, &st, &done.delivery);
+                drop(st);
+                self.fill(c);
+                return;
+            }
+            ReplyEffect::Ignore => return,
+            ReplyEffect::Released(i) => {
                 self.broker.message_state(
                     &session,
                     &st,
                     &st.inflight[i].delivery,
-                    StoredState::Released(r.pid.get()),
+                    StoredState::Released(pid.get()),
                 );
+                PubResp::new(pid)
             }
-            Some(i) if st.inflight[i].state == OutState::AwaitPubComp => {}
-            _ => rel.reason = ReasonCode::PacketIdentifierNotFound,
-        }
+            ReplyEffect::SendPubRel(reason) => PubResp {
+                reason,
+                ..PubResp::new(pid)
+            },
+        };
         drop(st);
         self.send(c, &Packet::PubRel(rel));
-    }
-
-    fn ack_outgoing(&mut self, pid: Pid, expected: OutState) {
-        let session = self.session.clone();
-        let mut st = session.lock();
-        if let Some(i) = st
-            .inflight
-            .iter()
-            .position(|o| o.pid == pid && o.state == expected)
-        {
-            if let Some(done) = st.inflight.remove(i) {
-                self.broker.forget_message(&session, &st, &done.delivery);
-            }
-        }
     }
 }
 
