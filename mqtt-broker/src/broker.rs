@@ -756,7 +756,7 @@ impl BrokerState {
     /// dropped; expired messages are not restored.
     pub fn restore(self: &Arc<Self>, restored: Restored) {
         let now_ms = crate::store::unix_ms();
-        let now = Instant::now();
+        let now = crate::clock::now();
         {
             let mut retained = self.retained.write();
             for (bytes, received_ms) in &restored.retained {

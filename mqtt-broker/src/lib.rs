@@ -60,6 +60,7 @@ mod cluster {
     }
 }
 pub mod certs;
+mod clock;
 pub mod config;
 mod connection;
 pub mod drop_log;

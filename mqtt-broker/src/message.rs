@@ -96,7 +96,7 @@ impl Message {
             qos,
             retain,
             props: None,
-            received: Instant::now(),
+            received: crate::clock::now(),
             publisher: None,
         }
     }
@@ -217,7 +217,7 @@ impl Message {
         };
         let payload = frame.slice_ref(p.payload);
         let age = Duration::from_millis(crate::store::unix_ms().saturating_sub(received_ms));
-        let now = Instant::now();
+        let now = crate::clock::now();
         let received = now.checked_sub(age).unwrap_or(now);
         Some(Message::from_publish(
             &p,

@@ -5,7 +5,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Tokio's clock: virtual in the tests that run on paused time.
+use tokio::time::Instant;
 
 use common::*;
 use mqtt_broker::Config;
@@ -25,7 +28,7 @@ async fn connect_keep_alive(
 
 /// [MQTT-3.1.1: 3.1.2-23] a client that sends PINGREQ within its keep alive stays
 /// connected past 1.5 times the keep alive.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn pingreq_within_keep_alive_keeps_the_connection_open() {
     let broker = broker().await;
     let addr = broker.local_addr();
@@ -41,7 +44,7 @@ async fn pingreq_within_keep_alive_keeps_the_connection_open() {
 }
 
 /// Any control packet counts as activity, not only PINGREQ.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn any_packet_within_keep_alive_keeps_the_connection_open() {
     let broker = broker().await;
     let addr = broker.local_addr();
@@ -67,7 +70,7 @@ async fn any_packet_within_keep_alive_keeps_the_connection_open() {
 
 /// [MQTT-3.1.1: 3.1.2-24] a client silent for 1.5 times its keep alive is
 /// disconnected (5.0: DISCONNECT 0x8D, Keep Alive timeout, first).
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn silent_client_is_closed_after_one_and_a_half_keep_alives() {
     let broker = broker().await;
     let addr = broker.local_addr();
@@ -86,7 +89,7 @@ async fn silent_client_is_closed_after_one_and_a_half_keep_alives() {
 
 /// (Section 3.1.2.10) keep alive 0 turns the keep alive mechanism off:
 /// a silent client is not disconnected.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn keep_alive_0_disables_the_timeout() {
     let broker = broker().await;
     let addr = broker.local_addr();
@@ -109,7 +112,7 @@ fn max_keepalive_1() -> Config {
 /// (5.0, section 3.2.2.3.14) a server with a lower keep alive limit tells
 /// the client in Server Keep Alive, and holds it to that value
 /// [MQTT-5: 3.2.2-21].
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn v5_server_keep_alive_replaces_a_longer_keep_alive() {
     let broker = broker_with(max_keepalive_1()).await;
     for asked in [60, 0] {
@@ -142,7 +145,7 @@ async fn v5_server_keep_alive_replaces_a_longer_keep_alive() {
 /// before 1.5 times its own would break [MQTT-3.1.1: 3.1.2-24]: one asking for
 /// more than the server's maximum (or for 0) is refused with return code
 /// 0x02, as Mosquitto does; one within the maximum is accepted.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn v311_keep_alive_above_the_server_maximum_is_refused() {
     let broker = broker_with(max_keepalive_1()).await;
     for asked in [60, 0] {

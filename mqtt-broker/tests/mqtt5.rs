@@ -32,7 +32,7 @@ async fn persistent(addr: std::net::SocketAddr, id: &str, clean_start: bool) -> 
 /// The Message Expiry Interval forwarded is what is left of it, not the
 /// original [MQTT-5: 3.3.2-6]: 60 straight away to an online subscriber, at most
 /// 59 after the message waited more than a second for an offline one.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn message_expiry_is_forwarded_as_the_remaining_interval() {
     let broker = broker().await;
     let addr = broker.local_addr();
@@ -90,7 +90,7 @@ async fn message_expiry_is_forwarded_as_the_remaining_interval() {
 
 /// A queued message whose Message Expiry Interval runs out while its
 /// subscriber is offline is not delivered [MQTT-5: 3.3.2-5], and is counted.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn expired_queued_message_is_not_delivered() {
     let broker = broker().await;
     let addr = broker.local_addr();

@@ -4,7 +4,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Tokio's clock: virtual in the tests that run on paused time.
+use tokio::time::Instant;
 
 use common::*;
 use mqtt_codec::{
@@ -100,7 +103,7 @@ async fn will_is_published_when_the_network_connection_drops() {
 /// [MQTT-3.1.1/5: 3.1.2-8, MQTT-3.1.1: 3.1.2-24] the server closes a client that is silent
 /// for 1.5 times its keep alive (5.0: DISCONNECT 0x8D first), and publishes
 /// its will.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn will_is_published_on_keep_alive_timeout() {
     for version in V3_AND_V5 {
         let broker = broker().await;
@@ -232,7 +235,7 @@ async fn will_with_retain_flag_is_stored_as_retained() {
 
 /// (5.0, section 3.1.3.2.2) with a Will Delay Interval the will is
 /// published when the delay has passed, not when the connection drops.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn v5_will_is_published_after_its_delay() {
     let broker = broker().await;
     let addr = broker.local_addr();
@@ -255,7 +258,7 @@ async fn v5_will_is_published_after_its_delay() {
 
 /// [MQTT-5: 3.1.3-9] a reconnection to the session before the Will
 /// Delay Interval has passed cancels the will.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn v5_reconnect_within_the_will_delay_cancels_the_will() {
     let broker = broker().await;
     let addr = broker.local_addr();
@@ -277,7 +280,7 @@ async fn v5_reconnect_within_the_will_delay_cancels_the_will() {
 
 /// (5.0, section 3.1.3.2.2) the will is published when the session ends,
 /// if that comes before the end of the Will Delay Interval.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn v5_will_is_published_when_the_session_ends_before_the_delay() {
     let broker = broker().await;
     let addr = broker.local_addr();

@@ -1,0 +1,208 @@
+//! The session's queue to the wire (MQTT 5.0 sections 4.3, 4.4 and 4.9):
+//! messages move into the write buffer while the inflight window (the
+//! client's Receive Maximum and `max_inflight`) and the buffer allow, with
+//! packet identifiers, topic aliases and the remaining expiry; on resume,
+//! every unacknowledged PUBLISH again with DUP and every PUBREL again
+//! [MQTT-3.1.1/5: 4.4.0-1].
+
+use super::*;
+
+impl Conn {
+    /// Moves queued messages into the write buffer while the inflight window
+    /// and the buffer allow.
+    pub(super) fn fill(&mut self, out: &mut BytesMut) {
+        let mark = crate::store::ops_sent_on_this_thread();
+        let now = crate::clock::now();
+        let session = self.session.clone();
+        let mut st = session.lock();
+        if st.generation != self.generation {
+            // Taken over while this task was busy: the queue is the new
+            // connection's now. Taking from it here would put messages in
+            // flight on a dead socket after the new one resent in-flight ones.
+            return;
+        }
+        if st.unsent > 0 {
+            self.resend_unsent(&mut st, out);
+        }
+        // Held packets count against the high water mark too.
+        let waiting: usize = self.durable_acks.iter().map(|(_, b)| b.len()).sum();
+        while out.len() + self.spliced.pending() + self.held.len() + waiting < WRITE_HIGH_WATER {
+            let Some(front) = st.pending.front() else {
+                break;
+            };
+            if front.qos != QoS::AtMostOnce && st.inflight.len() >= usize::from(self.send_window) {
+                break;
+            }
+            let Some(d) = st.pending.pop_front() else {
+                break;
+            };
+            st.pending_bytes -= d.msg.size();
+            if d.msg.is_expired(now) {
+                self.broker
+                    .dropped(DropReason::Expired, &self.client_id, &d.msg.topic);
+                self.broker.forget_message(&session, &st, &d);
+                continue;
+            }
+            if !self.acl.can_receive(&d.msg.topic) {
+                // Read access is checked per message, so overlapping grants
+                // and denies (and retained messages) are exact.
+                self.broker.stats.acl_denied.inc();
+                self.broker.forget_message(&session, &st, &d);
+                continue;
+            }
+            let qos_pid = match d.qos {
+                QoS::AtMostOnce => QosPid::AtMostOnce,
+                q => QosPid::from_qos(q, st.next_pid()),
+            };
+            let hold = self.hold_outgoing(&st, d.qos == QoS::ExactlyOnce);
+            let mut held = std::mem::take(&mut self.held);
+            let written = self.write_publish(
+                &d,
+                qos_pid,
+                false,
+                now,
+                if hold { &mut held } else { out },
+                !hold,
+            );
+            self.held = held;
+            if !written {
+                self.broker.forget_message(&session, &st, &d);
+            } else {
+                if let Some(pid) = qos_pid.pid() {
+                    self.broker
+                        .message_state(&session, &st, &d, StoredState::Sent(pid.get()));
+                    let state = if d.qos == QoS::AtLeastOnce {
+                        OutState::AwaitPubAck
+                    } else {
+                        OutState::AwaitPubRec
+                    };
+                    st.inflight.push_back(Outgoing {
+                        pid,
+                        delivery: d,
+                        state,
+                        unsent: false,
+                    });
+                }
+            }
+        }
+        drop(st);
+        self.seal_held(out, mark);
+    }
+
+    /// On session resume: every unacknowledged PUBLISH again with DUP, and
+    /// every PUBREL again [MQTT-3.1.1/5: 4.4.0-1].
+    pub(super) fn resend_inflight(&mut self, out: &mut BytesMut) {
+        let mark = crate::store::ops_sent_on_this_thread();
+        {
+            let mut st = self.session.lock();
+            for o in st.inflight.iter_mut() {
+                o.unsent = true;
+            }
+            st.unsent = st.inflight.len();
+        }
+        let session = self.session.clone();
+        let mut st = session.lock();
+        self.resend_unsent(&mut st, out);
+        drop(st);
+        self.seal_held(out, mark);
+    }
+
+    /// Resends what a reconnection owes, as far as the client's Receive
+    /// Maximum allows; the rest follows as acknowledgements free the window.
+    pub(super) fn resend_unsent(&mut self, st: &mut SessionState, out: &mut BytesMut) {
+        let now = crate::clock::now();
+        let mut i = 0;
+        while st.unsent > 0
+            && i < st.inflight.len()
+            && st.inflight.len() - st.unsent < usize::from(self.send_window)
+        {
+            if st.inflight[i].unsent {
+                let o = &st.inflight[i];
+                // Held like first sends (see `hold_outgoing`): after a
+                // takeover the state may not be on disk yet.
+                let hold = self.hold_outgoing(st, o.state != OutState::AwaitPubAck);
+                let mut held = std::mem::take(&mut self.held);
+                let to = if hold { &mut held } else { &mut *out };
+                match o.state {
+                    OutState::AwaitPubAck | OutState::AwaitPubRec => {
+                        let qos_pid = QosPid::from_qos(o.delivery.qos, o.pid);
+                        self.write_publish(&o.delivery, qos_pid, true, now, to, !hold);
+                    }
+                    OutState::AwaitPubComp => {
+                        let pid = o.pid;
+                        self.send(to, &Packet::PubRel(PubResp::new(pid)));
+                    }
+                }
+                self.held = held;
+                st.inflight[i].unsent = false;
+                st.unsent -= 1;
+            }
+            i += 1;
+        }
+    }
+
+    /// Encodes one PUBLISH to this client. Returns false when the message is
+    /// larger than the client accepts; it is dropped and counted
+    /// [MQTT-5: 3.1.2-25]. `direct` says `out` is the write buffer itself (not
+    /// `held`), so a large payload can be spliced in rather than copied.
+    pub(super) fn write_publish(
+        &mut self,
+        d: &Delivery,
+        qos_pid: QosPid,
+        dup: bool,
+        now: Instant,
+        out: &mut BytesMut,
+        direct: bool,
+    ) -> bool {
+        let mut props = Vec::new();
+        let mut topic: &str = &d.msg.topic;
+        // A new alias is recorded only once the PUBLISH that sets it is sent.
+        let mut new_alias = None;
+        if self.version.is_v5() {
+            d.msg.push_properties(now, &mut props);
+            for id in d.sub_ids.iter() {
+                props.push(Property::SubscriptionIdentifier(*id));
+            }
+            if self.client_alias_max > 0 {
+                match self.aliases().outgoing.choose(topic) {
+                    OutAlias::Existing(a) => {
+                        props.push(Property::TopicAlias(a));
+                        topic = "";
+                    }
+                    OutAlias::New(a) => {
+                        new_alias = Some(a);
+                        props.push(Property::TopicAlias(a));
+                    }
+                    OutAlias::None => {}
+                }
+            }
+        }
+        let publish = Publish {
+            dup,
+            qos_pid,
+            retain: d.retain,
+            topic,
+            properties: mqtt_codec::Properties::from_slice(&props),
+            payload: &d.msg.payload,
+        };
+        let packet = Packet::Publish(publish);
+        let sent = if direct && d.msg.payload.len() >= SPLICE_MIN {
+            self.send_spliced(out, publish, &d.msg.payload)
+        } else {
+            self.send_within(out, &packet, self.client_max_packet as usize)
+        };
+        if !sent {
+            self.broker
+                .dropped(DropReason::TooLarge, &self.client_id, &d.msg.topic);
+            return false;
+        }
+        if let Some(a) = new_alias {
+            self.aliases().outgoing.confirm(d.msg.topic.clone(), a);
+        }
+        self.broker.stats.publish_sent.inc();
+        let q = usize::from(qos_pid.qos().as_u8().min(2));
+        self.broker.stats.publish_sent_by_qos[q].inc();
+        self.broker.stats.publish_bytes_sent_by_qos[q].add(d.msg.payload.len() as u64);
+        true
+    }
+}
