@@ -37,6 +37,10 @@
 //! does not have are refused, except when their value is what this broker
 //! does anyway (`start_type automatic`, `round_robin true`,
 //! `notifications_local_only false`, ...).
+//!
+//! Longer than 800 lines on purpose: most of it is two tables (`setting`
+//! and `bridge_setting`), a match arm per Mosquitto key with its translation
+//! or its refusal text, which read best top to bottom in one place.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -20,6 +20,11 @@
 //! bridge's in-flight state must be the session's own, stored state (the
 //! client library keeps its own, in memory, and would lose it on a restart),
 //! and `try_private` needs a protocol level the client does not send.
+//!
+//! Longer than 800 lines on purpose: the bridge's connection is a small MQTT
+//! client of its own (CONNECT, QoS flows both ways, reconnection, resends),
+//! kept with its loop; its QoS transitions are the session's
+//! (`SessionState::on_reply`, from `mqtt-proto`).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};

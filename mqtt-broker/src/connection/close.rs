@@ -7,12 +7,7 @@ use super::*;
 impl Conn {
     /// Sends the server's DISCONNECT if any, flushes, and hands the session
     /// back with the will and expiry the close calls for.
-    pub(super) async fn finish<W: AsyncWrite + Unpin>(
-        mut self,
-        close: Close,
-        wr: &mut W,
-        out: &mut BytesMut,
-    ) {
+    pub(super) async fn finish<W: AsyncWrite + Unpin>(mut self, close: Close, wr: &mut W) {
         let publish_will = match close {
             Close::Disconnect { will } => will,
             Close::Network | Close::Server(..) | Close::TakenOver => true,
@@ -39,20 +34,20 @@ impl Conn {
                 properties: mqtt_codec::Properties::from_slice(&props),
             };
             let packet = Packet::Disconnect(disconnect);
-            if !self.send_within(out, &packet, self.client_max_packet as usize) {
+            if !self.send_within(&packet, Lane::Now, self.client_max_packet as usize) {
                 // Too large for the client with the text: send the code alone.
-                self.send(out, &Packet::Disconnect(Disconnect::new(reason)));
+                self.send(&Packet::Disconnect(Disconnect::new(reason)), Lane::Now);
             }
         }
-        if self.spliced.has_output(out) {
-            let spliced = &mut self.spliced;
+        if self.outbox.has_output() {
+            let outbox = &mut self.outbox;
             let _ = tokio::time::timeout(CLOSE_FLUSH, async {
-                while spliced.has_output(out) {
-                    let n = wr.write(spliced.next(out)).await?;
+                while outbox.has_output() {
+                    let n = wr.write(outbox.spliced.next(&outbox.buf)).await?;
                     if n == 0 {
                         return Err(std::io::ErrorKind::WriteZero.into());
                     }
-                    spliced.advance(out, n);
+                    outbox.advance(n);
                 }
                 wr.flush().await
             })

@@ -88,16 +88,11 @@ pub(super) async fn open<S: Transport>(incoming: Box<Incoming<S>>) -> Option<Ope
         why,
     });
     drop(pending);
-    if let Ok((conn, _)) = &accepted {
+    if let Ok(conn) = &accepted {
         confirm_claim(&broker, &connect, &conn.client_id);
     }
     match accepted {
-        Ok((conn, out)) => Some(Open {
-            conn,
-            reader,
-            wr,
-            out,
-        }),
+        Ok(conn) => Some(Open { conn, reader, wr }),
         Err(refusal) => {
             let out = refusal.connack(&connect);
             tracing::info!(%peer, client = connect.client_id, reason = ?refusal.reason, why = refusal.why, "connection refused");
@@ -408,7 +403,7 @@ impl Conn {
         peer: SocketAddr,
         username: Option<Box<str>>,
         bridge: bool,
-    ) -> Result<(Conn, BytesMut), (ReasonCode, &'static str)> {
+    ) -> Result<Conn, (ReasonCode, &'static str)> {
         let config = &broker.config;
         let v = c.protocol;
         let refuse = |r: ReasonCode, why: &'static str| (r, why);
@@ -520,6 +515,13 @@ impl Conn {
         let mut out = BytesMut::new();
         // The CONNACK is built from valid parts; encoding cannot fail.
         let _ = push_packet(&mut out, v, &ack, usize::MAX);
+        // With `durability = "always"` QoS 1/2 acknowledgements wait for
+        // the store; in a cluster, for JetStream.
+        let hold_acks = broker.cluster.is_some()
+            || broker
+                .store
+                .as_ref()
+                .is_some_and(|s| s.durability() == crate::store::Durability::Always);
         tracing::debug!(target: "mqtt_broker::packets", "{client_id} <- {}", describe(&ack));
         tracing::info!(
             %peer,
@@ -556,19 +558,11 @@ impl Conn {
             rate_window: (crate::clock::now(), 0),
             read_paused_until: None,
             last_rx: crate::clock::now(),
-            // In a cluster, QoS 1/2 acknowledgements wait for JetStream.
-            hold_acks: broker.cluster.is_some()
-                || broker
-                    .store
-                    .as_ref()
-                    .is_some_and(|s| s.durability() == crate::store::Durability::Always),
-            held: BytesMut::new(),
-            durable_acks: Default::default(),
-            spliced: Spliced::default(),
+            outbox: Outbox::new(hold_acks, out),
             bridge,
             cluster_waits: Vec::new(),
             cluster_qos2: Vec::new(),
         };
-        Ok((conn, out))
+        Ok(conn)
     }
 }

@@ -10,7 +10,7 @@ use super::*;
 impl Conn {
     /// Moves queued messages into the write buffer while the inflight window
     /// and the buffer allow.
-    pub(super) fn fill(&mut self, out: &mut BytesMut) {
+    pub(super) fn fill(&mut self) {
         let mark = crate::store::ops_sent_on_this_thread();
         let now = crate::clock::now();
         let session = self.session.clone();
@@ -22,11 +22,10 @@ impl Conn {
             return;
         }
         if st.unsent > 0 {
-            self.resend_unsent(&mut st, out);
+            self.resend_unsent(&mut st);
         }
         // Held packets count against the high water mark too.
-        let waiting: usize = self.durable_acks.iter().map(|(_, b)| b.len()).sum();
-        while out.len() + self.spliced.pending() + self.held.len() + waiting < WRITE_HIGH_WATER {
+        while self.outbox.backlog() < WRITE_HIGH_WATER {
             let Some(front) = st.pending.front() else {
                 break;
             };
@@ -54,17 +53,11 @@ impl Conn {
                 QoS::AtMostOnce => QosPid::AtMostOnce,
                 q => QosPid::from_qos(q, st.next_pid()),
             };
-            let hold = self.hold_outgoing(&st, d.qos == QoS::ExactlyOnce);
-            let mut held = std::mem::take(&mut self.held);
-            let written = self.write_publish(
-                &d,
-                qos_pid,
-                false,
-                now,
-                if hold { &mut held } else { out },
-                !hold,
-            );
-            self.held = held;
+            let lane = match self.hold_outgoing(&st, d.qos == QoS::ExactlyOnce) {
+                true => Lane::Held,
+                false => Lane::Now,
+            };
+            let written = self.write_publish(&d, qos_pid, false, now, lane);
             if !written {
                 self.broker.forget_message(&session, &st, &d);
             } else {
@@ -86,12 +79,12 @@ impl Conn {
             }
         }
         drop(st);
-        self.seal_held(out, mark);
+        self.seal_held(mark);
     }
 
     /// On session resume: every unacknowledged PUBLISH again with DUP, and
     /// every PUBREL again [MQTT-3.1.1/5: 4.4.0-1].
-    pub(super) fn resend_inflight(&mut self, out: &mut BytesMut) {
+    pub(super) fn resend_inflight(&mut self) {
         let mark = crate::store::ops_sent_on_this_thread();
         {
             let mut st = self.session.lock();
@@ -102,14 +95,14 @@ impl Conn {
         }
         let session = self.session.clone();
         let mut st = session.lock();
-        self.resend_unsent(&mut st, out);
+        self.resend_unsent(&mut st);
         drop(st);
-        self.seal_held(out, mark);
+        self.seal_held(mark);
     }
 
     /// Resends what a reconnection owes, as far as the client's Receive
     /// Maximum allows; the rest follows as acknowledgements free the window.
-    pub(super) fn resend_unsent(&mut self, st: &mut SessionState, out: &mut BytesMut) {
+    pub(super) fn resend_unsent(&mut self, st: &mut SessionState) {
         let now = crate::clock::now();
         let mut i = 0;
         while st.unsent > 0
@@ -120,20 +113,17 @@ impl Conn {
                 let o = &st.inflight[i];
                 // Held like first sends (see `hold_outgoing`): after a
                 // takeover the state may not be on disk yet.
-                let hold = self.hold_outgoing(st, o.state != OutState::AwaitPubAck);
-                let mut held = std::mem::take(&mut self.held);
-                let to = if hold { &mut held } else { &mut *out };
-                match o.state {
-                    OutState::AwaitPubAck | OutState::AwaitPubRec => {
-                        let qos_pid = QosPid::from_qos(o.delivery.qos, o.pid);
-                        self.write_publish(&o.delivery, qos_pid, true, now, to, !hold);
-                    }
-                    OutState::AwaitPubComp => {
-                        let pid = o.pid;
-                        self.send(to, &Packet::PubRel(PubResp::new(pid)));
-                    }
+                let lane = match self.hold_outgoing(st, o.state != OutState::AwaitPubAck) {
+                    true => Lane::Held,
+                    false => Lane::Now,
+                };
+                if o.state.resends_publish() {
+                    let qos_pid = QosPid::from_qos(o.delivery.qos, o.pid);
+                    self.write_publish(&o.delivery, qos_pid, true, now, lane);
+                } else {
+                    let pid = o.pid;
+                    self.send(&Packet::PubRel(PubResp::new(pid)), lane);
                 }
-                self.held = held;
                 st.inflight[i].unsent = false;
                 st.unsent -= 1;
             }
@@ -141,18 +131,17 @@ impl Conn {
         }
     }
 
-    /// Encodes one PUBLISH to this client. Returns false when the message is
-    /// larger than the client accepts; it is dropped and counted
-    /// [MQTT-5: 3.1.2-25]. `direct` says `out` is the write buffer itself (not
-    /// `held`), so a large payload can be spliced in rather than copied.
+    /// Encodes one PUBLISH to this client by `lane`. Returns false when
+    /// the message is larger than the client accepts; it is dropped and
+    /// counted [MQTT-5: 3.1.2-25]. A large payload sent now is spliced in
+    /// rather than copied.
     pub(super) fn write_publish(
         &mut self,
         d: &Delivery,
         qos_pid: QosPid,
         dup: bool,
         now: Instant,
-        out: &mut BytesMut,
-        direct: bool,
+        lane: Lane,
     ) -> bool {
         let mut props = Vec::new();
         let mut topic: &str = &d.msg.topic;
@@ -186,10 +175,11 @@ impl Conn {
             payload: &d.msg.payload,
         };
         let packet = Packet::Publish(publish);
-        let sent = if direct && d.msg.payload.len() >= SPLICE_MIN {
-            self.send_spliced(out, publish, &d.msg.payload)
+        // Spliced only into the write buffer itself, not into held packets.
+        let sent = if lane == Lane::Now && d.msg.payload.len() >= SPLICE_MIN {
+            self.send_spliced(publish, &d.msg.payload)
         } else {
-            self.send_within(out, &packet, self.client_max_packet as usize)
+            self.send_within(&packet, lane, self.client_max_packet as usize)
         };
         if !sent {
             self.broker

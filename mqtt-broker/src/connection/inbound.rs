@@ -6,7 +6,7 @@
 use super::*;
 
 impl Conn {
-    pub(super) fn handle(&mut self, frame: Frame, out: &mut BytesMut) -> Step {
+    pub(super) fn handle(&mut self, frame: Frame) -> Step {
         let packet = decode_body(
             frame.header.packet_type,
             frame.header.flags,
@@ -16,32 +16,33 @@ impl Conn {
         .map_err(|e| self.decode_error(e))?;
         tracing::debug!(target: "mqtt_broker::packets", "{} -> {}", self.client_id, describe(&packet));
         match packet {
-            Packet::Publish(p) => self.on_publish(&p, &frame, out),
-            Packet::PubAck(r) => self.on_reply(r.pid, Reply::PubAck(r.reason), out),
-            Packet::PubRec(r) => self.on_reply(r.pid, Reply::PubRec(r.reason), out),
+            Packet::Publish(p) => self.on_publish(&p, &frame),
+            Packet::PubAck(r) => self.on_reply(r.pid, Reply::PubAck(r.reason)),
+            Packet::PubRec(r) => self.on_reply(r.pid, Reply::PubRec(r.reason)),
             Packet::PubRel(r) => {
                 let known = self.forget_incoming(r.pid.get());
                 let mut comp = PubResp::new(r.pid);
                 if !known {
                     comp.reason = ReasonCode::PacketIdentifierNotFound;
                 }
-                self.send_ack(out, &Packet::PubComp(comp));
+                self.send(&Packet::PubComp(comp), Lane::Ack);
                 Ok(())
             }
-            Packet::PubComp(r) => self.on_reply(r.pid, Reply::PubComp(r.reason), out),
-            Packet::Subscribe(s) => self.on_subscribe(&s, out),
-            Packet::Unsubscribe(u) => self.on_unsubscribe(&u, out),
+            Packet::PubComp(r) => self.on_reply(r.pid, Reply::PubComp(r.reason)),
+            Packet::Subscribe(s) => self.on_subscribe(&s),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(&u),
             Packet::PingReq => {
                 // Whatever was queued for this client before the PINGREQ goes
                 // out before the PINGRESP (as in Mosquitto), so a PINGRESP
                 // tells the client it has been sent everything due so far.
                 // Packets held for the store count as sent before it.
-                self.fill(out);
-                if self.held.is_empty() && self.durable_acks.is_empty() {
-                    self.send(out, &Packet::PingResp);
+                self.fill();
+                let lane = if self.outbox.nothing_held() {
+                    Lane::Now
                 } else {
-                    self.send_held(&Packet::PingResp);
-                }
+                    Lane::Held
+                };
+                self.send(&Packet::PingResp, lane);
                 Ok(())
             }
             Packet::Disconnect(d) => self.on_disconnect(&d),
@@ -61,12 +62,7 @@ impl Conn {
         }
     }
 
-    pub(super) fn on_publish(
-        &mut self,
-        p: &Publish<'_>,
-        frame: &Frame,
-        out: &mut BytesMut,
-    ) -> Step {
+    pub(super) fn on_publish(&mut self, p: &Publish<'_>, frame: &Frame) -> Step {
         self.count_publish();
         let config = &self.broker.config;
         self.broker.stats.publish_received.inc();
@@ -127,7 +123,7 @@ impl Conn {
                     // [MQTT-5: 4.3.3-10] a duplicate before PUBREL: acknowledge
                     // again, do not deliver again.
                     drop(st);
-                    self.send_ack(out, &Packet::PubRec(PubResp::new(pid)));
+                    self.send(&Packet::PubRec(PubResp::new(pid)), Lane::Ack);
                     return Ok(());
                 }
                 Err(e) => {
@@ -200,7 +196,7 @@ impl Conn {
                     reason,
                     ..PubResp::new(pid)
                 };
-                self.send_ack(out, &Packet::PubAck(ack));
+                self.send(&Packet::PubAck(ack), Lane::Ack);
             }
             QosPid::ExactlyOnce(pid) => {
                 if reason.is_error() {
@@ -212,7 +208,7 @@ impl Conn {
                     reason,
                     ..PubResp::new(pid)
                 };
-                self.send_ack(out, &Packet::PubRec(rec));
+                self.send(&Packet::PubRec(rec), Lane::Ack);
             }
         }
         Ok(())
@@ -221,7 +217,7 @@ impl Conn {
     /// An acknowledgement of a message to this client: a finished one is
     /// forgotten (in the store too), a released one stored as such, and a
     /// PUBREL sent where the table says so.
-    pub(super) fn on_reply(&mut self, pid: Pid, reply: Reply, out: &mut BytesMut) -> Step {
+    pub(super) fn on_reply(&mut self, pid: Pid, reply: Reply) -> Step {
         let mut st = self.session.lock();
         let rel = match st.on_reply(pid, reply) {
             ReplyEffect::Done(done) => {
@@ -230,7 +226,7 @@ impl Conn {
                 if let Reply::PubRec(_) = reply {
                     // The receiver refused the message: room in the window.
                     drop(st);
-                    self.fill(out);
+                    self.fill();
                 }
                 return Ok(());
             }
@@ -252,9 +248,9 @@ impl Conn {
         let hold = self.hold_outgoing(&st, true);
         drop(st);
         if hold {
-            self.send_held(&Packet::PubRel(rel));
+            self.send(&Packet::PubRel(rel), Lane::Held);
         } else {
-            self.send(out, &Packet::PubRel(rel));
+            self.send(&Packet::PubRel(rel), Lane::Now);
         }
         Ok(())
     }
@@ -269,7 +265,7 @@ impl Conn {
         known
     }
 
-    pub(super) fn on_subscribe(&mut self, s: &Subscribe<'_>, out: &mut BytesMut) -> Step {
+    pub(super) fn on_subscribe(&mut self, s: &Subscribe<'_>) -> Step {
         let config = &self.broker.config;
         let sub_id = s.properties.subscription_identifiers().next();
         let mut codes = Vec::with_capacity(4);
@@ -333,14 +329,14 @@ impl Conn {
                 // ... and written to the cluster's session record.
                 self.cluster_waits.push(c.records_written());
             }
-            self.send_ack(out, &Packet::SubAck(ack));
+            self.send(&Packet::SubAck(ack), Lane::Ack);
         } else {
-            self.send(out, &Packet::SubAck(ack));
+            self.send(&Packet::SubAck(ack), Lane::Now);
         }
         for d in retained {
             self.session.enqueue(d, &self.broker, true);
         }
-        self.fill(out);
+        self.fill();
         Ok(())
     }
 
@@ -392,7 +388,7 @@ impl Conn {
         }
     }
 
-    pub(super) fn on_unsubscribe(&mut self, u: &Unsubscribe<'_>, out: &mut BytesMut) -> Step {
+    pub(super) fn on_unsubscribe(&mut self, u: &Unsubscribe<'_>) -> Step {
         let codes: Vec<ReasonCode> = u
             .filters
             .iter()
@@ -416,9 +412,9 @@ impl Conn {
                 // ... and written to the cluster's session record.
                 self.cluster_waits.push(c.records_written());
             }
-            self.send_ack(out, &Packet::UnsubAck(ack));
+            self.send(&Packet::UnsubAck(ack), Lane::Ack);
         } else {
-            self.send(out, &Packet::UnsubAck(ack));
+            self.send(&Packet::UnsubAck(ack), Lane::Now);
         }
         Ok(())
     }

@@ -19,7 +19,7 @@
 //! | `negotiate.rs` | CONNECT negotiation as a pure function: the CONNECT and the configuration give the accepted parameters or the refusal's reason code |
 //! | `inbound.rs` | packets from the client: PUBLISH and its acknowledgements, SUBSCRIBE, UNSUBSCRIBE, DISCONNECT (sections 3.3 to 3.14) |
 //! | `delivery.rs` | the session's queue to the wire: the inflight window, resends with DUP, topic aliases out (sections 4.3, 4.4, 4.9) |
-//! | `outgoing.rs` | encoding into the write buffer, and acknowledgements held until a store sync (`durability = "always"`) or the cluster |
+//! | `outgoing.rs` | `Outbox`: the write buffer, spliced payloads, and the packets held until a store sync (`durability = "always"`) or the cluster; `Conn::send` by `Lane` |
 //! | `close.rs` | the end: the server's DISCONNECT, the will, the session handed back |
 
 use std::net::SocketAddr;
@@ -170,18 +170,10 @@ pub(crate) async fn serve<S: Transport>(incoming: Box<Incoming<S>>) {
         broker.stats.clients_connected.get(),
         std::sync::atomic::Ordering::Relaxed,
     );
-    let close = open
-        .conn
-        .run(&mut open.reader, &mut open.wr, &mut open.out)
-        .await;
+    let close = open.conn.run(&mut open.reader, &mut open.wr).await;
     broker.stats.clients_connected.dec();
-    let Open {
-        conn,
-        mut wr,
-        mut out,
-        ..
-    } = open;
-    Box::pin(conn.finish(close, &mut wr, &mut out)).await;
+    let Open { conn, mut wr, .. } = open;
+    Box::pin(conn.finish(close, &mut wr)).await;
 }
 
 /// A connection past its CONNACK.
@@ -189,8 +181,6 @@ struct Open<S: Transport> {
     conn: Conn,
     reader: Reader<S::Read>,
     wr: S::Write,
-    /// Bytes waiting to be written, starting with the CONNACK.
-    out: BytesMut,
 }
 
 /// Topic aliases of one connection (MQTT 5), both directions.
@@ -238,15 +228,8 @@ struct Conn {
     /// When bytes last arrived: for keep alive, and the arrival time of
     /// the messages in them.
     last_rx: Instant,
-    /// With `durability = "always"`: acknowledgements wait for the store.
-    hold_acks: bool,
-    /// Acknowledgements of the packets being handled now.
-    held: BytesMut,
-    /// Acknowledgements waiting for a sync or the cluster, oldest first.
-    durable_acks: std::collections::VecDeque<(Gate, BytesMut)>,
-    /// Large payloads written from the message, between the bytes of the
-    /// write buffer (see `splice`).
-    spliced: Spliced,
+    /// What waits to be written, and what is held for the store.
+    outbox: Outbox,
     /// A 3.x bridge that said so (Mosquitto's `try_private`): its
     /// subscriptions get No Local and Retain As Published, so what it
     /// forwards is not echoed back to it (a loop on a `both` line) and
@@ -278,17 +261,17 @@ impl Conn {
     }
 
     /// The connection's main loop.
-    async fn run<R, W>(&mut self, reader: &mut Reader<R>, wr: &mut W, out: &mut BytesMut) -> Close
+    async fn run<R, W>(&mut self, reader: &mut Reader<R>, wr: &mut W) -> Close
     where
         R: ReadSide,
         W: AsyncWrite + Unpin,
     {
         if self.session_present {
-            self.resend_inflight(out);
+            self.resend_inflight();
         }
-        self.fill(out);
+        self.fill();
         // Packets that arrived together with CONNECT.
-        if let Err(close) = self.drain_frames(reader, out) {
+        if let Err(close) = self.drain_frames(reader) {
             return close;
         }
         let session = self.session.clone();
@@ -320,18 +303,13 @@ impl Conn {
                     // A dropped sender: the session was handed on.
                     Ok(Kick::TakenOver) | Err(_) => Close::TakenOver,
                 },
-                written = wr.write(self.spliced.next(out)), if self.spliced.has_output(out) => {
+                written = wr.write(self.outbox.spliced.next(&self.outbox.buf)), if self.outbox.has_output() => {
                     match written {
                         Ok(0) | Err(_) => return Close::Network,
                         Ok(n) => {
                             self.broker.stats.bytes_sent.add(n as u64);
-                            self.spliced.advance(out, n);
-                            if out.is_empty() {
-                                // Nothing waits: an idle connection keeps no
-                                // write buffer.
-                                *out = BytesMut::new();
-                            }
-                            self.fill(out);
+                            self.outbox.advance(n);
+                            self.fill();
                         }
                     }
                 }
@@ -340,10 +318,10 @@ impl Conn {
                     if paused_until.is_some_and(|p| p <= now) {
                         self.read_paused_until = None;
                         // Packets read before the pause began are still waiting.
-                        if let Err(close) = self.drain_frames(reader, out) {
+                        if let Err(close) = self.drain_frames(reader) {
                             return close;
                         }
-                        self.fill(out);
+                        self.fill();
                     } else if let Some(k) = self.keep_alive_timeout {
                         if keep_alive_check.is_some_and(|c| c <= now) {
                             // [MQTT-3.1.1/5: 3.1.2-24] 1.5 x keep alive.
@@ -355,22 +333,22 @@ impl Conn {
                         }
                     }
                 }
-                read = reader.fill(), if out.len() + self.spliced.pending() < WRITE_HIGH_WATER && paused_until.is_none() => {
+                read = reader.fill(), if self.outbox.unwritten() < WRITE_HIGH_WATER && paused_until.is_none() => {
                     match read {
                         Ok(0) | Err(_) => return Close::Network,
                         Ok(n) => {
                             self.broker.stats.bytes_received.add(n as u64);
                             self.last_rx = crate::clock::now();
-                            if let Err(close) = self.drain_frames(reader, out) {
+                            if let Err(close) = self.drain_frames(reader) {
                                 return close;
                             }
-                            self.fill(out);
+                            self.fill();
                         }
                     }
                 }
-                _ = session.notify.notified(), if out.len() + self.spliced.pending() < WRITE_HIGH_WATER => self.fill(out),
-                _ = wait_front(&mut self.durable_acks), if !self.durable_acks.is_empty() => {
-                    if let Err(close) = self.release_acks(out) {
+                _ = session.notify.notified(), if self.outbox.unwritten() < WRITE_HIGH_WATER => self.fill(),
+                _ = wait_front(&mut self.outbox.waiting), if !self.outbox.waiting.is_empty() => {
+                    if let Err(close) = self.release_acks() {
                         return close;
                     }
                 }
@@ -379,7 +357,7 @@ impl Conn {
     }
 
     /// Handles every whole packet in the read buffer.
-    fn drain_frames<R: ReadSide>(&mut self, reader: &mut Reader<R>, out: &mut BytesMut) -> Step {
+    fn drain_frames<R: ReadSide>(&mut self, reader: &mut Reader<R>) -> Step {
         let mark = crate::store::ops_sent_on_this_thread();
         let result = loop {
             // Over `max_publish_rate`: packets already read wait as well,
@@ -393,12 +371,12 @@ impl Conn {
                 Err(e) => break Err(self.decode_error(e)),
             };
             self.broker.stats.messages_received.inc();
-            if let Err(close) = self.handle(frame, out) {
+            if let Err(close) = self.handle(frame) {
                 break Err(close);
             }
         };
         // One sync covers every acknowledgement of this read.
-        self.seal_held(out, mark);
+        self.seal_held(mark);
         result
     }
 

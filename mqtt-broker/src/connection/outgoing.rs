@@ -1,8 +1,9 @@
-//! What the connection writes: packets encoded into the write buffer (a
-//! large payload spliced in from the message, `splice.rs`), and
-//! acknowledgements held back until the store has synced what their
-//! packets changed (`durability = "always"`) and the cluster has stored
-//! the messages, released in order by their `Gate`.
+//! What the connection writes, owned by one type, [`Outbox`]: the write
+//! buffer (a large payload spliced in from the message, `splice.rs`), and
+//! the packets held back until the store has synced what their packets
+//! changed (`durability = "always"`) and the cluster has stored the
+//! messages, released in order by their `Gate`. Every packet the
+//! connection sends goes through `Conn::send` with the [`Lane`] it takes.
 
 use super::*;
 
@@ -16,7 +17,7 @@ pub(super) struct Gate {
     /// Incoming QoS 2 packet identifiers whose PUBREC waits here: forgotten
     /// if the gate fails, so the client's resent PUBLISH is taken as new
     /// (and sent to the cluster) rather than as a duplicate.
-    qos2: Vec<u16>,
+    pub(super) qos2: Vec<u16>,
 }
 
 impl Gate {
@@ -64,31 +65,113 @@ impl Gate {
     }
 }
 
-/// Completes when the oldest held acknowledgement's gate is done.
-pub(super) async fn wait_front(waiting: &mut std::collections::VecDeque<(Gate, BytesMut)>) {
-    match waiting.front_mut() {
-        Some((gate, _)) => gate.wait().await,
-        None => std::future::pending().await,
-    }
+/// Which way a packet leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lane {
+    /// Into the write buffer now.
+    Now,
+    /// A QoS acknowledgement (or SUBACK / UNSUBACK of a stored session):
+    /// held when acknowledgements wait for the store or the cluster, else now.
+    Ack,
+    /// Held behind the store sync of the packets being handled.
+    Held,
 }
 
-impl Conn {
-    /// Puts what `held` collected behind one store barrier, if the packets
-    /// handled since `mark` (see `store::ops_sent_on_this_thread`) wrote to
-    /// the store. If they did not (clean sessions, no retained message),
-    /// nothing needs a sync: the packets only keep their place behind those
-    /// already waiting. A barrier costs a wake-up of the writer thread and
-    /// one back, per read.
-    pub(super) fn seal_held(&mut self, out: &mut BytesMut, mark: u64) {
-        if self.held.is_empty() {
-            return;
+/// Everything the connection has to write, in the order it goes out.
+pub(super) struct Outbox {
+    /// Bytes waiting to be written (it starts with the CONNACK); dropped
+    /// whenever it empties, so an idle connection keeps none.
+    pub(super) buf: BytesMut,
+    /// Large payloads written from the message, between the bytes of
+    /// `buf` (see `splice`).
+    pub(super) spliced: Spliced,
+    /// With `durability = "always"` or in a cluster: acknowledgements wait.
+    hold_acks: bool,
+    /// Held packets of the packets being handled now.
+    held: BytesMut,
+    /// Held packets waiting for a sync or the cluster, oldest first.
+    pub(super) waiting: std::collections::VecDeque<(Gate, BytesMut)>,
+}
+
+impl Outbox {
+    /// An outbox whose first bytes are `first` (the CONNACK).
+    pub(super) fn new(hold_acks: bool, first: BytesMut) -> Self {
+        Outbox {
+            buf: first,
+            spliced: Spliced::default(),
+            hold_acks,
+            held: BytesMut::new(),
+            waiting: Default::default(),
         }
-        let store = match &self.broker.store {
-            Some(store) if crate::store::ops_sent_on_this_thread() != mark => Some(store.barrier()),
-            _ => None,
+    }
+
+    /// Encodes `packet` into its lane if it takes at most `limit` bytes.
+    fn push(
+        &mut self,
+        version: ProtocolVersion,
+        packet: &Packet<'_>,
+        limit: usize,
+        lane: Lane,
+    ) -> bool {
+        let to = match lane {
+            Lane::Held => &mut self.held,
+            Lane::Ack if self.hold_acks => &mut self.held,
+            Lane::Now | Lane::Ack => &mut self.buf,
         };
-        let cluster = std::mem::take(&mut self.cluster_waits);
-        let qos2 = std::mem::take(&mut self.cluster_qos2);
+        push_packet(to, version, packet, limit).is_ok()
+    }
+
+    /// Bytes written or spliced, not yet on the socket.
+    pub(super) fn unwritten(&self) -> usize {
+        self.buf.len() + self.spliced.pending()
+    }
+
+    /// Everything not on the socket yet, held packets included: what the
+    /// high water mark of a queue drain counts.
+    pub(super) fn backlog(&self) -> usize {
+        let waiting: usize = self.waiting.iter().map(|(_, b)| b.len()).sum();
+        self.unwritten() + self.held.len() + waiting
+    }
+
+    /// Whether nothing is held back.
+    pub(super) fn nothing_held(&self) -> bool {
+        self.held.is_empty() && self.waiting.is_empty()
+    }
+
+    /// Whether there is something to write.
+    pub(super) fn has_output(&self) -> bool {
+        self.spliced.has_output(&self.buf)
+    }
+
+    /// `n` bytes were written.
+    pub(super) fn advance(&mut self, n: usize) {
+        self.spliced.advance(&mut self.buf, n);
+        if self.buf.is_empty() {
+            // Nothing waits: an idle connection keeps no write buffer.
+            self.buf = BytesMut::new();
+        }
+    }
+
+    /// Whether a PUBLISH or PUBREL to this client must be held. With
+    /// `durability = "always"` and a stored session, a QoS 2 PUBLISH or a
+    /// PUBREL (`needs_store`) leaves only once the store has its new state:
+    /// else a restart could send the message again under another packet
+    /// identifier, or send the PUBLISH again after its PUBREL, and the
+    /// client would take it for a new message. Whatever follows a held
+    /// packet is held too, so the order (and topic aliases) stay as sent.
+    pub(super) fn must_hold(&self, persistent: bool, needs_store: bool) -> bool {
+        self.hold_acks && persistent && (needs_store || !self.nothing_held())
+    }
+
+    /// Puts what `held` collected behind a gate (a store barrier, the
+    /// cluster's answers), or, with nothing to wait for, behind the packets
+    /// already waiting (or into the write buffer when none are).
+    fn seal(
+        &mut self,
+        store: Option<oneshot::Receiver<()>>,
+        cluster: Vec<oneshot::Receiver<bool>>,
+        qos2: Vec<u16>,
+    ) {
         if store.is_some() || !cluster.is_empty() {
             let gate = Gate {
                 store,
@@ -97,95 +180,105 @@ impl Conn {
                 failed: false,
                 qos2,
             };
-            self.durable_acks.push_back((gate, self.held.split()));
-        } else if let Some((_, waiting)) = self.durable_acks.back_mut() {
+            self.waiting.push_back((gate, self.held.split()));
+        } else if let Some((_, waiting)) = self.waiting.back_mut() {
             waiting.unsplit(self.held.split());
         } else {
-            out.unsplit(self.held.split());
+            self.buf.unsplit(self.held.split());
         }
     }
 
-    /// Encodes a packet into `held`, to leave once the store has synced.
-    pub(super) fn send_held(&mut self, packet: &Packet<'_>) {
-        let mut held = std::mem::take(&mut self.held);
-        self.send(&mut held, packet);
-        self.held = held;
-    }
-
-    /// Whether a PUBLISH or PUBREL to this client waits in `held`. With
-    /// `durability = "always"` and a stored session, a QoS 2 PUBLISH or a
-    /// PUBREL (`needs_store`) leaves only once the store has its new state:
-    /// else a restart could send the message again under another packet
-    /// identifier, or send the PUBLISH again after its PUBREL, and the
-    /// client would take it for a new message. Whatever follows a held
-    /// packet is held too, so the order (and topic aliases) stay as sent.
-    pub(super) fn hold_outgoing(&self, st: &SessionState, needs_store: bool) -> bool {
-        self.hold_acks
-            && st.persistent
-            && (needs_store || !self.held.is_empty() || !self.durable_acks.is_empty())
-    }
-
-    /// Sends a QoS acknowledgement, or with `durability = "always"` holds it
-    /// until the store has synced what the packet changed.
-    pub(super) fn send_ack(&mut self, out: &mut BytesMut, packet: &Packet<'_>) {
-        if self.hold_acks {
-            self.send_held(packet);
-        } else {
-            self.send(out, packet);
-        }
-    }
-
-    /// Moves acknowledgements whose sync (and cluster store) has completed
-    /// to the write buffer, in order. A message the cluster did not store
-    /// closes the connection with its acknowledgement and every later one
-    /// unsent, so the client sends them again (MQTT 5: DISCONNECT 0x80).
-    pub(super) fn release_acks(&mut self, out: &mut BytesMut) -> Step {
-        while let Some((gate, _)) = self.durable_acks.front_mut() {
+    /// Moves held packets whose gate has opened to the write buffer, in
+    /// order. When the cluster did not store a message, the incoming QoS 2
+    /// identifiers of every gate still closed are returned (their PUBRECs
+    /// never leave).
+    fn release(&mut self) -> Result<(), Vec<u16>> {
+        while let Some((gate, _)) = self.waiting.front_mut() {
             match gate.check() {
                 Some(true) => {
-                    if let Some((_, bytes)) = self.durable_acks.pop_front() {
-                        out.extend_from_slice(&bytes);
+                    if let Some((_, bytes)) = self.waiting.pop_front() {
+                        self.buf.extend_from_slice(&bytes);
                     }
                 }
                 Some(false) => {
-                    // None of the held PUBRECs goes out: forget their ids.
-                    let pids: Vec<u16> = self
-                        .durable_acks
+                    return Err(self
+                        .waiting
                         .iter()
                         .flat_map(|(g, _)| g.qos2.iter().copied())
-                        .collect();
-                    for pid in pids {
-                        self.forget_incoming(pid);
-                    }
-                    tracing::warn!(
-                        client = %self.client_id,
-                        "cluster did not store a QoS 1/2 message in time: closing without acknowledging it"
-                    );
-                    return Err(Close::Server(
-                        ReasonCode::UnspecifiedError,
-                        "the cluster could not store the message; send it again",
-                    ));
+                        .collect())
                 }
                 None => break,
             }
         }
         Ok(())
     }
+}
 
-    pub(super) fn send(&self, out: &mut BytesMut, packet: &Packet<'_>) {
-        // Packets the broker builds itself are valid by construction.
-        self.send_within(out, packet, usize::MAX);
+/// Completes when the oldest held packets' gate is done.
+pub(super) async fn wait_front(waiting: &mut std::collections::VecDeque<(Gate, BytesMut)>) {
+    match waiting.front_mut() {
+        Some((gate, _)) => gate.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Conn {
+    /// Puts what was held while handling packets behind one store barrier,
+    /// if the packets handled since `mark` (see
+    /// `store::ops_sent_on_this_thread`) wrote to the store. If they did not
+    /// (clean sessions, no retained message), nothing needs a sync: the
+    /// packets only keep their place behind those already waiting. A
+    /// barrier costs a wake-up of the writer thread and one back, per read.
+    pub(super) fn seal_held(&mut self, mark: u64) {
+        if self.outbox.held.is_empty() {
+            return;
+        }
+        let store = match &self.broker.store {
+            Some(store) if crate::store::ops_sent_on_this_thread() != mark => Some(store.barrier()),
+            _ => None,
+        };
+        let cluster = std::mem::take(&mut self.cluster_waits);
+        let qos2 = std::mem::take(&mut self.cluster_qos2);
+        self.outbox.seal(store, cluster, qos2);
+    }
+
+    /// Moves held packets whose sync (and cluster store) has completed to
+    /// the write buffer, in order. A message the cluster did not store
+    /// closes the connection with its acknowledgement and every later one
+    /// unsent, so the client sends them again (MQTT 5: DISCONNECT 0x80).
+    pub(super) fn release_acks(&mut self) -> Step {
+        let Err(pids) = self.outbox.release() else {
+            return Ok(());
+        };
+        // None of the held PUBRECs goes out: forget their ids.
+        for pid in pids {
+            self.forget_incoming(pid);
+        }
+        tracing::warn!(
+            client = %self.client_id,
+            "cluster did not store a QoS 1/2 message in time: closing without acknowledging it"
+        );
+        Err(Close::Server(
+            ReasonCode::UnspecifiedError,
+            "the cluster could not store the message; send it again",
+        ))
+    }
+
+    /// Whether a PUBLISH or PUBREL to this client waits for the store (see
+    /// `Outbox::must_hold`).
+    pub(super) fn hold_outgoing(&self, st: &SessionState, needs_store: bool) -> bool {
+        self.outbox.must_hold(st.persistent, needs_store)
+    }
+
+    /// Sends a packet the broker built (valid by construction) by `lane`.
+    pub(super) fn send(&mut self, packet: &Packet<'_>, lane: Lane) {
+        self.send_within(packet, lane, usize::MAX);
     }
 
     /// [`send`](Conn::send) if the packet takes at most `limit` bytes (the
     /// client's Maximum Packet Size); says whether it was sent.
-    pub(super) fn send_within(
-        &self,
-        out: &mut BytesMut,
-        packet: &Packet<'_>,
-        limit: usize,
-    ) -> bool {
-        if push_packet(out, self.version, packet, limit).is_err() {
+    pub(super) fn send_within(&mut self, packet: &Packet<'_>, lane: Lane, limit: usize) -> bool {
+        if !self.outbox.push(self.version, packet, limit, lane) {
             return false;
         }
         tracing::debug!(target: "mqtt_broker::packets", "{} <- {}", self.client_id, describe(packet));
@@ -194,15 +287,10 @@ impl Conn {
     }
 
     /// Sends a PUBLISH whose large payload is written from the message
-    /// (see `splice`): the header goes into `out`, the payload is queued
-    /// after it. Says whether it was within the client's Maximum Packet
-    /// Size.
-    pub(super) fn send_spliced(
-        &mut self,
-        out: &mut BytesMut,
-        publish: Publish<'_>,
-        payload: &Bytes,
-    ) -> bool {
+    /// (see `splice`): the header goes into the write buffer, the payload
+    /// is queued after it. Says whether it was within the client's Maximum
+    /// Packet Size.
+    pub(super) fn send_spliced(&mut self, publish: Publish<'_>, payload: &Bytes) -> bool {
         let mut head = BytesMut::new();
         let headless = Packet::Publish(Publish {
             payload: &[],
@@ -212,10 +300,11 @@ impl Conn {
             return false;
         }
         let limit = self.client_max_packet as usize;
+        let out = &mut self.outbox.buf;
         if crate::splice::put_header(out, &head, payload.len(), limit).is_none() {
             return false;
         }
-        self.spliced.push(out.len(), payload.clone());
+        self.outbox.spliced.push(out.len(), payload.clone());
         tracing::debug!(target: "mqtt_broker::packets", "{} <- {}", self.client_id, describe(&Packet::Publish(publish)));
         self.broker.stats.messages_sent.inc();
         true
