@@ -15,7 +15,7 @@ use bytes::Bytes;
 use common::*;
 use mqtt_broker::Config;
 use mqtt_client::{Client, ClientError, OutgoingMessage, ProtocolVersion, QoS, ReasonCode};
-use mqtt_codec::{Packet, Properties, Property, PubResp, SubAck};
+use mqtt_codec::{Packet, Pid, Properties, Property, PubResp, Publish, QosPid, SubAck};
 
 const QOS: [QoS; 3] = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce];
 
@@ -531,4 +531,50 @@ async fn a_repeated_pubrec_does_not_replace_the_first_one() {
     }
     conn.send(&Packet::PubComp(PubResp::new(pid))).await;
     assert_eq!(within("QoS 2 publish", done).await, Ok(ReasonCode::Success));
+}
+
+/// More QoS 2 messages awaiting PUBREL than the Receive Maximum the client
+/// announced is a protocol violation: the client disconnects with 0x93
+/// Receive Maximum exceeded [MQTT-5: 3.3.4-8], as the broker does (the rule
+/// is `mqtt_proto::IncomingQos2`'s for both).
+#[tokio::test]
+async fn qos2_beyond_the_clients_receive_maximum_disconnects_with_0x93() {
+    let server = FakeServer::start().await;
+    let client_task = tokio::spawn({
+        let addr = server.addr();
+        async move {
+            let mut o = opts(addr, ProtocolVersion::V5, "receive-max");
+            o.receive_maximum = Some(1);
+            o.reconnect = false;
+            connect(o).await
+        }
+    });
+    let (mut conn, _) = server.accept().await;
+    conn.connack(false, Properties::EMPTY).await;
+    let (_client, _messages) = client_task.await.unwrap();
+    for pid in [1, 2] {
+        conn.send(&Packet::Publish(Publish {
+            dup: false,
+            qos_pid: QosPid::ExactlyOnce(Pid::new(pid).unwrap()),
+            retain: false,
+            topic: "t",
+            properties: Properties::EMPTY,
+            payload: b"x",
+        }))
+        .await;
+    }
+    // The first may be answered with PUBREC before the second is read.
+    let reason = loop {
+        let got = conn
+            .recv_with(|p| match p {
+                Packet::PubRec(_) => None,
+                Packet::Disconnect(d) => Some(d.reason),
+                p => panic!("expected PUBREC or DISCONNECT, got {p:?}"),
+            })
+            .await;
+        if let Some(reason) = got {
+            break reason;
+        }
+    };
+    assert_eq!(reason, ReasonCode::ReceiveMaximumExceeded);
 }
