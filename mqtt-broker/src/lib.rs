@@ -13,7 +13,8 @@
 //! ```
 //!
 //! A guided tour, in the order a packet travels: `server.rs` accepts,
-//! `connection.rs` reads packets and runs the protocol for one client,
+//! `connection/` reads packets and runs the protocol for one client (its
+//! protocol state is `mqtt-proto`'s, shared with the client),
 //! `broker.rs` routes messages between sessions using `topic_index.rs` and
 //! `retained.rs`, `session.rs` queues and tracks what each client is owed.
 //! `docs/ARCHITECTURE.md` has the whole picture.
