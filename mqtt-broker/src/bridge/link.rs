@@ -385,13 +385,10 @@ impl Link {
                 .map_err(|e| format!("write: {e}"))?;
             let mut rbuf = BytesMut::with_capacity(256);
             loop {
-                if let Status::Complete(h) =
-                    check_header(&rbuf, 64 * 1024).map_err(|e| format!("CONNACK: {e}"))?
+                if let Some(f) = mqtt_proto::next_frame(&mut rbuf, 64 * 1024)
+                    .map_err(|e| format!("CONNACK: {e}"))?
                 {
-                    if rbuf.len() >= h.packet_len() {
-                        let frame = rbuf.split_to(h.packet_len()).freeze();
-                        return Ok::<_, String>((h, frame, rbuf));
-                    }
+                    return Ok::<_, String>((f.header, f.bytes, rbuf));
                 }
                 let n = stream
                     .read_buf(&mut rbuf)
@@ -786,15 +783,13 @@ impl Link {
     async fn on_read(&mut self, c: &mut Conn) -> Result<(), String> {
         let mark = crate::store::ops_sent_on_this_thread();
         let max = self.broker.config.max_packet_size;
-        loop {
-            let h = match check_header(&c.rbuf, max).map_err(|e| format!("from the remote: {e}"))? {
-                Status::Complete(h) if c.rbuf.len() >= h.packet_len() => h,
-                _ => break,
-            };
-            let frame = c.rbuf.split_to(h.packet_len()).freeze();
-            let packet = decode_body(h.packet_type, h.flags, &frame[h.header_len..], self.version)
+        while let Some(f) =
+            mqtt_proto::next_frame(&mut c.rbuf, max).map_err(|e| format!("from the remote: {e}"))?
+        {
+            let h = f.header;
+            let packet = decode_body(h.packet_type, h.flags, f.body(), self.version)
                 .map_err(|e| format!("from the remote: {e}"))?;
-            self.handle(c, packet, &frame)?;
+            self.handle(c, packet, &f.bytes)?;
         }
         if c.rbuf.is_empty() && c.rbuf.capacity() > 64 * 1024 {
             c.rbuf = BytesMut::new();
