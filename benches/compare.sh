@@ -18,8 +18,12 @@
 #   DRAIN       longest wait for the last deliveries after publishing (default 30)
 #   DRAIN_IDLE  the wait also ends after this many seconds without a new
 #               delivery; what is missing then counts as lost (default 2)
-#   IDLE_CONNS  connections of the idle scenario (default 10000)
+#   IDLE_CONNS  connections of the idle scenario (default 19000: this
+#               machine allows 20,000 descriptors per process)
 #   IDLE_HOLD   seconds they are held (default 2)
+#   STORM_CONNS clients of the connection storm (default 19000)
+#   STORM_CONCURRENCY  handshakes in flight during the storm (default 512)
+#   FANOUT_WIDE subscribers of the wide fan-out row (default 1000)
 #   BROKERS     which columns to run (default "ours mosquitto rumqttd forwarder")
 #   SKIP_BUILD  set to 1 to use existing release binaries
 #   KEEP        set to 1 to keep the work directory (logs, JSON)
@@ -37,8 +41,11 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
 DRAIN=${DRAIN:-30}
 DRAIN_IDLE=${DRAIN_IDLE:-2}
-IDLE_CONNS=${IDLE_CONNS:-10000}
+IDLE_CONNS=${IDLE_CONNS:-19000}
 IDLE_HOLD=${IDLE_HOLD:-2}
+STORM_CONNS=${STORM_CONNS:-19000}
+STORM_CONCURRENCY=${STORM_CONCURRENCY:-512}
+FANOUT_WIDE=${FANOUT_WIDE:-1000}
 BROKERS=${BROKERS:-ours mosquitto rumqttd forwarder}
 BIN=${CARGO_TARGET_DIR:-target}/release
 
@@ -47,11 +54,12 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
     cargo build --release --quiet -p mqtt-broker -p mqtt-benches --bins
 fi
 
-# 10,000 idle clients need 10,000 descriptors in the generator and as many
+# 19,000 idle clients need 19,000 descriptors in the generator and as many
 # in the broker: each process gets the hard limit.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((IDLE_CONNS + 200)) ]; then
-    echo "warning: ulimit -n is $(ulimit -n); the idle scenario may run out of descriptors" >&2
+most_conns=$((IDLE_CONNS > STORM_CONNS ? IDLE_CONNS : STORM_CONNS))
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((most_conns + 200)) ]; then
+    echo "warning: ulimit -n is $(ulimit -n); the idle and storm scenarios may run out of descriptors" >&2
 fi
 
 WORK=$(mktemp -d /tmp/mqtt-compare.XXXXXX)
@@ -178,8 +186,10 @@ SCENARIOS=(
     "q1_pairs|QoS 1, 4 pairs, window 64: delivered msg/s|pairs --clients 4 --qos 1 --window 64"
     "q2_pairs|QoS 2, 4 pairs, window 64: delivered msg/s|pairs --clients 4 --qos 2 --window 64"
     "q0_fanout|QoS 0 fan-out 1 → 16, closed loop: delivered msg/s|fan-out --clients 16 --qos 0"
+    "q0_fanout_wide|QoS 0 fan-out 1 → $FANOUT_WIDE, closed loop: delivered msg/s|fan-out --clients $FANOUT_WIDE --qos 0"
     "q0_latency|QoS 0, 4 pairs at 5,000 msg/s each: p50 / p99 ms|pairs --clients 4 --qos 0 --rate 5000"
     "idle|$IDLE_CONNS idle connections: broker memory per connection|idle --clients $IDLE_CONNS"
+    "storm|storm of $STORM_CONNS clients: connect / subscribe / disconnect, s|storm --clients $STORM_CONNS --connect-concurrency $STORM_CONCURRENCY"
 )
 
 # run_one BROKER ID ARGS...: result in $WORK/BROKER.ID.json ({} on failure).
@@ -189,7 +199,10 @@ run_one() {
     local out="$WORK/$broker.$id.json" extra=()
     case $broker in ours* | mosquitto) extra=(--sys-dropped) ;; esac
     local time_args=(--duration "$DURATION" --drain "$DRAIN" --drain-idle "$DRAIN_IDLE")
-    if [ "$id" = idle ]; then time_args=(--duration "$IDLE_HOLD"); fi
+    case $id in
+        idle) time_args=(--duration "$IDLE_HOLD") ;;
+        storm) time_args=() extra=() ;;
+    esac
     echo "== $id on $broker (port $PORT)" >&2
     if ! "$BIN/mqtt-bench" "$@" --port "$PORT" --broker-pid "$BPID" "${time_args[@]}" \
         --json --quiet "${extra[@]}" >"$out" 2>"$WORK/$broker.$id.err"; then
@@ -197,6 +210,8 @@ run_one() {
         echo '{}' >"$out"
     fi
     jq -c 'if .scenario == "idle" then {connected, mem_per_conn_bytes, first_error}
+           elif .scenario == "storm" then {connect_s, subscribe_s, disconnect_s, connect_failed,
+                 subscribe_failed, disconnect_failed, first_error}
            else {sent_per_s, delivered_per_s, lost, duplicates, p50_ms, p99_ms, broker_cpu_pct,
                  generator_cpu_pct, broker_dropped, first_error} end' "$out" >&2 || true
 }
@@ -244,6 +259,16 @@ cell() {
         echo
         return
     fi
+    if [ "$2" = storm ]; then
+        v=$(get "$f" .connect_s)
+        [ -n "$v" ] || { echo "failed"; return; }
+        printf '%.2f / %.2f / %.2f' "$v" "$(get "$f" .subscribe_s)" "$(get "$f" .disconnect_s)"
+        local failed
+        failed=$(jq -r '(.connect_failed // 0) + (.subscribe_failed // 0) + (.disconnect_failed // 0)' "$WORK/$f")
+        [ "$failed" = 0 ] || printf ' (%s failed)' "$failed"
+        echo
+        return
+    fi
     if [ "$2" = q0_latency ]; then
         v=$(get "$f" .p50_ms)
         [ -n "$v" ] || { echo "failed"; return; }
@@ -265,6 +290,7 @@ cell() {
 metric() {
     case $2 in
         idle) get "$1.$2.json" .mem_per_conn_bytes ;;
+        storm) get "$1.$2.json" .total_s ;;
         q0_latency) get "$1.$2.json" .p99_ms ;;
         *) get "$1.$2.json" .delivered_per_s ;;
     esac
@@ -309,7 +335,8 @@ has() { local x; for x in "${available[@]}"; do [ "$x" = "$1" ] && return 0; don
     done
     echo
     echo "Ratios: delivered msg/s for throughput rows (higher is better for us), p99 for the"
-    echo "latency row and bytes per connection for the idle row (lower is better for us)."
+    echo "latency row, bytes per connection for the idle row and the total of the three phases"
+    echo "for the storm row (lower is better for us)."
     echo
     echo "Worker threads of our broker, QoS 0, 4 pairs, closed loop:"
     echo
@@ -333,7 +360,7 @@ has() { local x; for x in "${available[@]}"; do [ "$x" = "$1" ] && return 0; don
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     for s in "${SCENARIOS[@]}" "workers||"; do
         IFS='|' read -r id _label _args <<<"$s"
-        [ "$id" = idle ] && continue
+        case $id in idle | storm) continue ;; esac
         for b in "${available[@]}" ours-1t ours-2t; do
             f="$WORK/$b.$id.json"
             [ -f "$f" ] || continue
@@ -350,5 +377,16 @@ has() { local x; for x in "${available[@]}"; do [ "$x" = "$1" ] && return 0; don
         [ -f "$f" ] || continue
         jq -r --arg b "$b" '
           "| idle | \($b) | \(.connected // "-") | \(.connect_s // "-") | \(if .broker_rss_kb_before then (.broker_rss_kb_before / 1024 | round) else "-" end) | \(if .broker_rss_kb_connected then (.broker_rss_kb_connected / 1024 | round) else "-" end) | \(.mem_per_conn_bytes // "-" | if type == "number" then round else . end) | \(.first_error // "") |"' "$f"
+    done
+    echo
+    echo "| storm | broker | clients | connect s | connects/s | connect p99 ms | subscribe s | subscribe p99 ms | disconnect s | failed (c/s/d) | RSS subscribed MB | RSS after MB | error |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    for b in "${available[@]}"; do
+        f="$WORK/$b.storm.json"
+        [ -f "$f" ] || continue
+        jq -r --arg b "$b" '
+          def n: if . == null then "-" else (. * 100 | round / 100 | tostring) end;
+          def mb: if . then (. / 1024 | round) else "-" end;
+          "| storm | \($b) | \(.clients // "-") | \(.connect_s | n) | \(.connects_per_s | if . then round else "-" end) | \(.connect_p99_ms | n) | \(.subscribe_s | n) | \(.subscribe_p99_ms | n) | \(.disconnect_s | n) | \(.connect_failed // "-")/\(.subscribe_failed // "-")/\(.disconnect_failed // "-") | \(.broker_rss_kb_subscribed | mb) | \(.broker_rss_kb_end | mb) | \(.first_error // "") |"' "$f"
     done
 }

@@ -15,7 +15,8 @@
 //! mqtt-bench fan-out --clients 16 --qos 0
 //! mqtt-bench pairs   --clients 4 --rate 5000          # open loop, latency
 //! mqtt-bench shared  --clients 4 --members 3 --qos 1
-//! mqtt-bench idle    --clients 10000 --broker-pid $(pidof mqtt-broker)
+//! mqtt-bench idle    --clients 19000 --broker-pid $(pidof mqtt-broker)
+//! mqtt-bench storm   --clients 19000 --connect-concurrency 512
 //! mqtt-bench pairs   --qos 1 -p 1883 --sub-port 1884   # bridged: see bridge.sh
 //! ```
 //!
@@ -40,6 +41,7 @@ use mqtt_benches::load::proto::{
     READ_CHUNK,
 };
 use mqtt_benches::load::report::{group, Report};
+use mqtt_benches::load::storm::StormPlan;
 use mqtt_benches::load::track::SeqTrack;
 use mqtt_codec::{decode, Packet, QoS, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -58,8 +60,12 @@ enum Scenario {
     /// `$share/g/PREFIX/shared/+` with --members subscribers.
     Shared,
     /// N idle connections (CONNECT, then only keep alive); reports the
-    /// broker's memory per connection (needs --broker-pid).
+    /// broker's memory per connection (needs --broker-pid). Default N 19,000.
     Idle,
+    /// N clients connect as fast as they can (--connect-concurrency
+    /// handshakes at once), then all subscribe, then all disconnect; reports
+    /// each phase's time and failures. Default N 19,000.
+    Storm,
 }
 
 impl Scenario {
@@ -70,6 +76,24 @@ impl Scenario {
             Scenario::FanOut => "fan-out",
             Scenario::Shared => "shared",
             Scenario::Idle => "idle",
+            Scenario::Storm => "storm",
+        }
+    }
+
+    /// Clients when --clients is not given.
+    fn default_clients(self) -> u32 {
+        match self {
+            Scenario::Idle | Scenario::Storm => 19_000,
+            _ => 1,
+        }
+    }
+
+    /// Handshakes in flight when --connect-concurrency is not given: a
+    /// storm opens as many as a listen backlog takes without dropping SYNs.
+    fn default_concurrency(self) -> usize {
+        match self {
+            Scenario::Storm => 512,
+            _ => 128,
         }
     }
 }
@@ -101,9 +125,10 @@ struct Args {
     #[arg(long, default_value_t = 64)]
     payload: usize,
     /// pairs: publisher/subscriber pairs; fan-in, shared: publishers;
-    /// fan-out: subscribers; idle: connections.
-    #[arg(short = 'c', long, default_value_t = 1)]
-    clients: u32,
+    /// fan-out: subscribers; idle, storm: connections (default 19,000;
+    /// otherwise 1).
+    #[arg(short = 'c', long)]
+    clients: Option<u32>,
     /// shared: members of the shared subscription group.
     #[arg(long, default_value_t = 2)]
     members: u32,
@@ -150,9 +175,10 @@ struct Args {
     /// Generator worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
-    /// Connections opened at the same time while setting up.
-    #[arg(long, default_value_t = 128)]
-    connect_concurrency: usize,
+    /// Connections opened at the same time while setting up (storm: also
+    /// SUBSCRIBEs and DISCONNECTs in flight); default 128, storm 512.
+    #[arg(long)]
+    connect_concurrency: Option<usize>,
     /// Topic prefix (default bench/<random>).
     #[arg(long)]
     topic_prefix: Option<String>,
@@ -178,9 +204,10 @@ fn main() -> ExitCode {
         eprintln!("mqtt-bench: --payload raised to {HEADER_LEN} bytes (the header)");
         args.payload = HEADER_LEN;
     }
+    raise_fd_limit(args.clients(), args.quiet);
     if let Some(path) = &args.websocket {
-        if args.scenario == Scenario::Idle {
-            eprintln!("mqtt-bench: the idle scenario is TCP only");
+        if matches!(args.scenario, Scenario::Idle | Scenario::Storm) {
+            eprintln!("mqtt-bench: the idle and storm scenarios are TCP only");
             return ExitCode::FAILURE;
         }
         mqtt_benches::load::ws::use_websocket(path);
@@ -214,6 +241,8 @@ fn main() -> ExitCode {
         };
         if args.scenario == Scenario::Idle {
             run_idle(&args, addr).await
+        } else if args.scenario == Scenario::Storm {
+            Ok(run_storm(&args, addr).await)
         } else {
             run_load(&args, addr, sub_addr).await
         }
@@ -233,6 +262,34 @@ fn main() -> ExitCode {
             eprintln!("mqtt-bench: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+impl Args {
+    fn clients(&self) -> u32 {
+        self.clients
+            .unwrap_or(self.scenario.default_clients())
+            .max(1)
+    }
+
+    fn concurrency(&self) -> usize {
+        self.connect_concurrency
+            .unwrap_or(self.scenario.default_concurrency())
+            .max(1)
+    }
+}
+
+/// Raises this process's descriptor limit to the hard limit: thousands of
+/// connections need as many descriptors (a few more for the runtime).
+fn raise_fd_limit(clients: u32, quiet: bool) {
+    let want = u64::from(clients) * 2 + 64;
+    match rlimit::increase_nofile_limit(want) {
+        Ok(got) if got < u64::from(clients) + 64 && !quiet => eprintln!(
+            "mqtt-bench: only {got} file descriptors allowed (ulimit -Hn); {clients} connections may fail"
+        ),
+        Ok(_) => {}
+        Err(e) if !quiet => eprintln!("mqtt-bench: cannot raise the descriptor limit: {e}"),
+        Err(_) => {}
     }
 }
 
@@ -303,7 +360,7 @@ struct Layout {
 }
 
 fn layout(args: &Args, prefix: &str) -> Layout {
-    let n = args.clients.max(1);
+    let n = args.clients();
     match args.scenario {
         Scenario::Pairs => Layout {
             topics: (0..n).map(|i| format!("{prefix}/pair/{i}")).collect(),
@@ -334,7 +391,7 @@ fn layout(args: &Args, prefix: &str) -> Layout {
                 shared: true,
             }
         }
-        Scenario::Idle => unreachable!("idle has no layout"),
+        Scenario::Idle | Scenario::Storm => unreachable!("idle and storm have no layout"),
     }
 }
 
@@ -743,7 +800,7 @@ async fn run_load(args: &Args, addr: SocketAddr, sub_addr: SocketAddr) -> io::Re
         qos,
         args.keep_alive,
         !args.persistent,
-        args.connect_concurrency,
+        args.concurrency(),
     )
     .await;
     let subs = all_ok(subs, "subscriber")?;
@@ -755,7 +812,7 @@ async fn run_load(args: &Args, addr: SocketAddr, sub_addr: SocketAddr) -> io::Re
         qos,
         args.keep_alive,
         !args.persistent,
-        args.connect_concurrency,
+        args.concurrency(),
     )
     .await;
     let pubs = all_ok(pubs, "publisher")?;
@@ -1002,9 +1059,30 @@ async fn sys_dropped(addr: SocketAddr, id: &str) -> Option<u64> {
     std::str::from_utf8(&payload).ok()?.trim().parse().ok()
 }
 
+async fn run_storm(args: &Args, addr: SocketAddr) -> Report {
+    let id = run_id();
+    let prefix = args
+        .topic_prefix
+        .clone()
+        .unwrap_or_else(|| format!("bench/{id}"));
+    mqtt_benches::load::storm::run(StormPlan {
+        addr,
+        clients: args.clients(),
+        concurrency: args.concurrency(),
+        keep_alive: args.keep_alive,
+        qos: qos_of(args.qos),
+        id_prefix: format!("mb-{id}-st"),
+        topic_prefix: prefix,
+        step_timeout: Duration::from_secs(30),
+        verbose: !args.quiet,
+        broker_pid: args.broker_pid,
+    })
+    .await
+}
+
 async fn run_idle(args: &Args, addr: SocketAddr) -> io::Result<Report> {
     let id = run_id();
-    let n = args.clients.max(1);
+    let n = args.clients();
     let before = broker_sample(args);
     let t0 = Instant::now();
     let results = open_all(
@@ -1013,7 +1091,7 @@ async fn run_idle(args: &Args, addr: SocketAddr) -> io::Result<Report> {
         QoS::AtMostOnce,
         args.keep_alive,
         !args.persistent,
-        args.connect_concurrency,
+        args.concurrency(),
     )
     .await;
     let connect_secs = t0.elapsed().as_secs_f64();

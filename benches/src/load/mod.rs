@@ -1,11 +1,12 @@
 //! Building blocks of the `mqtt-bench` load generator: a latency histogram,
 //! the payload format, loss/duplicate tracking, `/proc` sampling, MQTT
-//! helpers over tokio TCP (or WebSocket), and the report.
+//! helpers over tokio TCP (or WebSocket), the connection storm, and the report.
 
 pub mod hist;
 pub mod payload;
 pub mod proc;
 pub mod proto;
 pub mod report;
+pub mod storm;
 pub mod track;
 pub mod ws;
