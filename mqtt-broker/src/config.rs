@@ -126,6 +126,12 @@ pub struct Config {
     pub max_packet_size: u32,
     /// Most simultaneous client connections; more are closed at accept.
     pub max_connections: usize,
+    /// Connections the kernel completes and queues for each listener before
+    /// the broker accepts them (`listen(2)` backlog; the kernel caps it at
+    /// `net.core.somaxconn`). A storm of reconnections overflows a small
+    /// queue, and each client whose SYN is dropped waits a second or more
+    /// to try again.
+    pub listen_backlog: u32,
     /// Seconds a new socket has to send CONNECT.
     pub connect_timeout_secs: u64,
     /// Most QoS 1 and 2 messages in flight to one client (also capped by the
@@ -253,6 +259,7 @@ impl Default for Config {
             listeners: vec![ListenerConfig::local_only(1883)],
             max_packet_size: mqtt_codec::MAX_PACKET_SIZE,
             max_connections: 100_000,
+            listen_backlog: 4096,
             connect_timeout_secs: 10,
             max_inflight: 1024,
             receive_maximum: 1024,
@@ -490,6 +497,9 @@ impl Config {
         }
         if self.max_qos > 2 {
             return fail("max_qos must be 0, 1 or 2");
+        }
+        if self.listen_backlog == 0 {
+            return fail("listen_backlog must be at least 1");
         }
         if self.max_inflight == 0 || self.receive_maximum == 0 {
             return fail("max_inflight and receive_maximum must be at least 1");

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::server::TlsStream;
@@ -58,7 +58,7 @@ impl Broker {
                 ListenerProtocol::Websockets => Some(Arc::new(WsListener::new(l)?)),
                 ListenerProtocol::Mqtt => None,
             };
-            let listener = TcpListener::bind(l.bind).await.map_err(|e| {
+            let listener = listen(l.bind, config.listen_backlog).map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.bind))
             })?;
             bound.push((listener, Arc::new(l.clone()), tls, ws));
@@ -174,6 +174,23 @@ impl Broker {
 struct Layers {
     tls: Option<Arc<TlsListener>>,
     ws: Option<Arc<WsListener>>,
+}
+
+/// A listening socket with `backlog` (`TcpListener::bind` gives 128: a
+/// storm of thousands of clients connecting at once overflows it, and every
+/// dropped SYN costs its client a one-second retransmission).
+fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted broker can bind again while
+    // connections of the previous one are in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 async fn accept_loop(
@@ -488,3 +505,32 @@ async fn close_cluster(state: &BrokerState) {
 
 #[cfg(not(feature = "cluster"))]
 async fn close_cluster(_state: &BrokerState) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The listener queues as many completed connections as its backlog
+    /// while none is accepted yet (a storm): with `TcpListener::bind`'s 128
+    /// the 130th client's SYN would be dropped and its connect would hang
+    /// until the timeout below.
+    #[test]
+    fn listener_queues_its_backlog() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let listener = rt
+            .block_on(async { listen("127.0.0.1:0".parse().unwrap(), 400) })
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut clients = Vec::new();
+        for i in 0..300 {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+                Ok(c) => clients.push(c),
+                Err(e) => panic!("connection {i} not queued: {e}"),
+            }
+        }
+        assert_eq!(clients.len(), 300);
+    }
+}
