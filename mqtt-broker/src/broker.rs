@@ -290,6 +290,11 @@ impl BrokerState {
 
     /// Queues `msg` for every session on `route`; returns how many.
     fn deliver(&self, msg: &Arc<Message>, route: &Route) -> usize {
+        if route.targets.len() > 1 {
+            // Fan-out: the shared part of its PUBLISH is encoded once here,
+            // not once per subscriber (`fanout`).
+            msg.share_head();
+        }
         for target in &route.targets {
             let (session, delivery) = target.delivery(msg);
             session.enqueue(delivery, self, false);

@@ -65,6 +65,7 @@ mod clock;
 pub mod config;
 mod connection;
 pub mod drop_log;
+mod fanout;
 mod log;
 pub mod logging;
 mod message;

@@ -1,7 +1,7 @@
 //! The broker's owned application message, shared by every subscriber it is
 //! delivered to, and its conversion from and to the codec's borrowed PUBLISH.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -47,6 +47,9 @@ pub struct Message {
     pub received: Instant,
     /// The publishing client, for No Local; `None` for wills and `$SYS`.
     pub publisher: Option<Arc<str>>,
+    /// The topic and properties of its PUBLISH, encoded once when it fans
+    /// out to several subscribers (see `fanout`).
+    shared_head: OnceLock<Box<[u8]>>,
 }
 
 impl Message {
@@ -85,6 +88,7 @@ impl Message {
             props: (!props.is_empty()).then(|| Box::new(props)),
             received,
             publisher,
+            shared_head: OnceLock::new(),
         }
     }
 
@@ -98,7 +102,24 @@ impl Message {
             props: None,
             received: crate::clock::now(),
             publisher: None,
+            shared_head: OnceLock::new(),
         }
+    }
+
+    /// Encodes the part of its PUBLISH every subscriber shares (see
+    /// `fanout`), once: called when it is routed to more than one session.
+    pub(crate) fn share_head(&self) {
+        if self.shared_head.get().is_none() {
+            if let Some(head) = crate::fanout::encode_head(self) {
+                // Another thread may have set it meanwhile: same bytes.
+                let _ = self.shared_head.set(head);
+            }
+        }
+    }
+
+    /// The shared head, if [`Message::share_head`] made one.
+    pub(crate) fn shared_head(&self) -> Option<&[u8]> {
+        self.shared_head.get().map(|h| &h[..])
     }
 
     /// Seconds left of the Message Expiry Interval at `now`: `None` when the

@@ -143,6 +143,34 @@ impl Conn {
         now: Instant,
         lane: Lane,
     ) -> bool {
+        // Fan-out: what all subscribers share was encoded once (`fanout`);
+        // not with Subscription Identifiers or topic aliases, which are this
+        // subscriber's own.
+        let aliases = self.version.is_v5() && self.client_alias_max > 0;
+        if let (Some(head), true) = (d.msg.shared_head(), d.sub_ids.is_empty() && !aliases) {
+            let shared = crate::fanout::Delivery {
+                version: self.version,
+                dup,
+                qos_pid,
+                retain: d.retain,
+                topic_len: d.msg.topic.len(),
+                payload: &d.msg.payload,
+            };
+            let limit = self.client_max_packet as usize;
+            let sent = self.outbox.push_shared(head, &shared, limit, lane);
+            if sent {
+                tracing::debug!(target: "mqtt_broker::packets", "{} <- {}", self.client_id, describe(&Packet::Publish(Publish {
+                    dup,
+                    qos_pid,
+                    retain: d.retain,
+                    topic: &d.msg.topic,
+                    properties: mqtt_codec::Properties::EMPTY,
+                    payload: &d.msg.payload,
+                })));
+                self.broker.stats.messages_sent.inc();
+            }
+            return self.published(d, qos_pid, sent, None);
+        }
         let mut props = Vec::new();
         let mut topic: &str = &d.msg.topic;
         // A new alias is recorded only once the PUBLISH that sets it is sent.
@@ -181,6 +209,18 @@ impl Conn {
         } else {
             self.send_within(&packet, lane, self.client_max_packet as usize)
         };
+        self.published(d, qos_pid, sent, new_alias)
+    }
+
+    /// The bookkeeping after a PUBLISH to this client was written (`sent`)
+    /// or found too large: counters, the new topic alias, or the drop.
+    fn published(
+        &mut self,
+        d: &Delivery,
+        qos_pid: QosPid,
+        sent: bool,
+        new_alias: Option<u16>,
+    ) -> bool {
         if !sent {
             self.broker
                 .dropped(DropReason::TooLarge, &self.client_id, &d.msg.topic);

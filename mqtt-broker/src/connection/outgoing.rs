@@ -121,6 +121,28 @@ impl Outbox {
         push_packet(to, version, packet, limit).is_ok()
     }
 
+    /// Writes a PUBLISH from the shared head of a fanned-out message (see
+    /// `fanout`) into its lane if it takes at most `limit` bytes; a large
+    /// payload is spliced only into the write buffer itself.
+    pub(super) fn push_shared(
+        &mut self,
+        head: &[u8],
+        d: &crate::fanout::Delivery<'_>,
+        limit: usize,
+        lane: Lane,
+    ) -> bool {
+        match lane {
+            Lane::Held => crate::fanout::write(&mut self.held, head, d, limit, None),
+            Lane::Ack if self.hold_acks => {
+                crate::fanout::write(&mut self.held, head, d, limit, None)
+            }
+            Lane::Ack => crate::fanout::write(&mut self.buf, head, d, limit, None),
+            Lane::Now => {
+                crate::fanout::write(&mut self.buf, head, d, limit, Some(&mut self.spliced))
+            }
+        }
+    }
+
     /// Bytes written or spliced, not yet on the socket.
     pub(super) fn unwritten(&self) -> usize {
         self.buf.len() + self.spliced.pending()
