@@ -137,7 +137,9 @@ impl Acl {
                 filter: p.filter.replace("%u", user).replace("%c", client_id),
             });
         }
-        AclView { rules: Some(rules) }
+        AclView {
+            rules: Some(rules.into_boxed_slice()),
+        }
     }
 }
 
@@ -145,7 +147,8 @@ impl Acl {
 #[derive(Debug, Clone, Default)]
 pub struct AclView {
     /// `None` when no ACL file is configured: everything is allowed.
-    rules: Option<Vec<Rule>>,
+    /// (A boxed slice, not a `Vec`: every connection carries one.)
+    rules: Option<Box<[Rule]>>,
 }
 
 impl AclView {

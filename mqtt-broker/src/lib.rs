@@ -66,6 +66,7 @@ pub mod config;
 mod connection;
 pub mod drop_log;
 mod fanout;
+mod lazy;
 mod log;
 pub mod logging;
 mod message;

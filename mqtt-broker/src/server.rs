@@ -533,4 +533,23 @@ mod tests {
         }
         assert_eq!(clients.len(), 300);
     }
+
+    fn future_size<A, F: std::future::Future>(_: fn(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// An idle connection's task stays in tokio's 1 KiB cell. A task cell is
+    /// the future plus 96 bytes of header and trailer, rounded up to 128
+    /// (its alignment); the accept loop's task adds the connection permit
+    /// and a sender to `serve` (24 bytes, with its state 32). Every byte of
+    /// it is kept for the whole life of every idle connection: 1,152 bytes
+    /// before the rarely used queues went behind one pointer each (`lazy`).
+    #[test]
+    fn idle_connection_task_fits_in_one_kib() {
+        let serve = future_size(connection::serve::<TcpStream>);
+        assert!(
+            serve + 96 + 32 <= 1024,
+            "the connection future is {serve} bytes: its task cell outgrows 1 KiB"
+        );
+    }
 }

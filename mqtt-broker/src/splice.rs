@@ -22,9 +22,13 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 pub const SPLICE_MIN: usize = 64 * 1024;
 
 /// Payloads waiting to be written, each after a given number of bytes of
-/// the write buffer.
+/// the write buffer. One pointer, and no allocation while nothing waits:
+/// every connection's task carries one for its whole life.
 #[derive(Debug, Default)]
-pub struct Spliced {
+pub struct Spliced(Option<Box<Queue>>);
+
+#[derive(Debug, Default)]
+struct Queue {
     /// (bytes of the write buffer that go before it, payload), in order;
     /// positions are relative to the buffer's current start.
     queue: VecDeque<(usize, Bytes)>,
@@ -36,19 +40,20 @@ impl Spliced {
     /// Payload bytes not yet written: they count against the write high
     /// water mark like buffered bytes.
     pub fn pending(&self) -> usize {
-        self.bytes
+        self.0.as_ref().map_or(0, |q| q.bytes)
     }
 
     /// Records `payload` to follow the `at` bytes the buffer holds now.
     pub fn push(&mut self, at: usize, payload: Bytes) {
-        self.bytes += payload.len();
-        self.queue.push_back((at, payload));
+        let q = self.0.get_or_insert_default();
+        q.bytes += payload.len();
+        q.queue.push_back((at, payload));
     }
 
     /// What to write next: the buffer up to the next payload, or the
     /// payload itself once the buffer before it is written.
     pub fn next<'a>(&'a self, out: &'a [u8]) -> &'a [u8] {
-        match self.queue.front() {
+        match self.0.as_ref().and_then(|q| q.queue.front()) {
             Some((0, payload)) => payload,
             Some((at, _)) => &out[..*at],
             None => out,
@@ -57,22 +62,30 @@ impl Spliced {
 
     /// Whether anything, buffer or payload, waits to be written.
     pub fn has_output(&self, out: &BytesMut) -> bool {
-        !out.is_empty() || !self.queue.is_empty()
+        !out.is_empty() || self.0.is_some()
     }
 
     /// Takes `n` written bytes off what [`Spliced::next`] returned.
     pub fn advance(&mut self, out: &mut BytesMut, n: usize) {
-        match self.queue.front_mut() {
+        let Some(q) = self.0.as_mut() else {
+            out.advance(n);
+            return;
+        };
+        match q.queue.front_mut() {
             Some((0, payload)) => {
                 payload.advance(n);
-                self.bytes -= n;
+                q.bytes -= n;
                 if payload.is_empty() {
-                    self.queue.pop_front();
+                    q.queue.pop_front();
+                    if q.queue.is_empty() {
+                        // The last payload is out: nothing kept.
+                        self.0 = None;
+                    }
                 }
             }
             _ => {
                 out.advance(n);
-                for (at, _) in self.queue.iter_mut() {
+                for (at, _) in q.queue.iter_mut() {
                     *at -= n;
                 }
             }
@@ -158,6 +171,8 @@ mod tests {
         }
         assert_eq!(written, b"abPAYLOADcdXYe");
         assert_eq!(s.pending(), 0);
+        // Nothing kept once everything is written.
+        assert!(s.0.is_none());
     }
 
     /// The header gets the Remaining Length of the whole packet, in as

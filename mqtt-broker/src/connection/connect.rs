@@ -555,13 +555,13 @@ impl Conn {
             session_present: attached.session_present,
             acl,
             username,
-            rate_window: (crate::clock::now(), 0),
+            rate_window: None,
             read_paused_until: None,
             last_rx: crate::clock::now(),
             outbox: Outbox::new(hold_acks, out),
             bridge,
-            cluster_waits: Vec::new(),
-            cluster_qos2: Vec::new(),
+            cluster_waits: LazyVec::default(),
+            cluster_qos2: LazyVec::default(),
         };
         Ok(conn)
     }

@@ -377,7 +377,7 @@ impl Conn {
             return;
         }
         let now = crate::clock::now();
-        let (start, count) = &mut self.rate_window;
+        let (start, count) = &mut **self.rate_window.get_or_insert_with(|| Box::new((now, 0)));
         if now.duration_since(*start) >= Duration::from_secs(1) {
             *start = now;
             *count = 0;

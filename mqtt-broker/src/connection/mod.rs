@@ -42,6 +42,7 @@ use crate::acl::AclView;
 use crate::broker::{split_filter, BrokerState};
 use crate::config::ListenerConfig;
 use crate::drop_log::DropReason;
+use crate::lazy::{LazyDeque, LazyVec};
 use crate::log::describe;
 use crate::message::Message;
 use crate::route::RouteCache;
@@ -222,8 +223,9 @@ struct Conn {
     /// The authenticated user name, if any.
     username: Option<Box<str>>,
     /// Start of the current one-second window and PUBLISH packets in it,
-    /// for `max_publish_rate`.
-    rate_window: (Instant, u32),
+    /// for `max_publish_rate` (boxed, made on first use: most brokers set
+    /// no rate and every idle connection would carry it).
+    rate_window: Option<Box<(Instant, u32)>>,
     read_paused_until: Option<Instant>,
     /// When bytes last arrived: for keep alive, and the arrival time of
     /// the messages in them.
@@ -237,9 +239,9 @@ struct Conn {
     bridge: bool,
     /// The cluster's answers for the QoS 1/2 messages of the packets being
     /// handled now (`cluster::Cluster::forward`).
-    cluster_waits: Vec<oneshot::Receiver<bool>>,
+    cluster_waits: LazyVec<oneshot::Receiver<bool>>,
     /// Packet identifiers of the QoS 2 PUBLISHes among them.
-    cluster_qos2: Vec<u16>,
+    cluster_qos2: LazyVec<u16>,
 }
 
 /// What handling one packet asks for next.

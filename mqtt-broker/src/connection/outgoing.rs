@@ -90,7 +90,7 @@ pub(super) struct Outbox {
     /// Held packets of the packets being handled now.
     held: BytesMut,
     /// Held packets waiting for a sync or the cluster, oldest first.
-    pub(super) waiting: std::collections::VecDeque<(Gate, BytesMut)>,
+    pub(super) waiting: LazyDeque<(Gate, BytesMut)>,
 }
 
 impl Outbox {
@@ -237,7 +237,7 @@ impl Outbox {
 }
 
 /// Completes when the oldest held packets' gate is done.
-pub(super) async fn wait_front(waiting: &mut std::collections::VecDeque<(Gate, BytesMut)>) {
+pub(super) async fn wait_front(waiting: &mut LazyDeque<(Gate, BytesMut)>) {
     match waiting.front_mut() {
         Some((gate, _)) => gate.wait().await,
         None => std::future::pending().await,
@@ -259,8 +259,8 @@ impl Conn {
             Some(store) if crate::store::ops_sent_on_this_thread() != mark => Some(store.barrier()),
             _ => None,
         };
-        let cluster = std::mem::take(&mut self.cluster_waits);
-        let qos2 = std::mem::take(&mut self.cluster_qos2);
+        let cluster = self.cluster_waits.take();
+        let qos2 = self.cluster_qos2.take();
         self.outbox.seal(store, cluster, qos2);
     }
 

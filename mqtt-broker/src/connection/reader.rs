@@ -13,11 +13,11 @@ pub(super) struct Reader<R> {
     /// Bytes to make room for before a read: starts small (a CONNECT, a
     /// PINGREQ) and doubles while reads fill it, so idle connections stay
     /// small and busy ones read in large chunks.
-    pub(super) read_size: usize,
+    pub(super) read_size: u32,
 }
 
-pub(super) const MIN_READ: usize = 256;
-pub(super) const MAX_READ: usize = 64 * 1024;
+pub(super) const MIN_READ: u32 = 256;
+pub(super) const MAX_READ: u32 = 64 * 1024;
 
 impl<R: ReadSide> Reader<R> {
     /// A whole packet from the buffer, if one is there. Type, flags and size
@@ -39,7 +39,7 @@ impl<R: ReadSide> Reader<R> {
                 // Idle: take a buffer only once there is something to read.
                 std::future::poll_fn(|cx| self.io.poll_read_ready(cx)).await?;
             }
-            self.buf.reserve(self.read_size);
+            self.buf.reserve(self.read_size as usize);
         }
         let room = self.buf.capacity() - self.buf.len();
         let n = self.io.read_buf(&mut self.buf).await?;
