@@ -10,6 +10,9 @@
 use std::collections::VecDeque;
 
 /// A `VecDeque` that is `None` while empty.
+// The box is the point: one pointer in the task instead of the deque's 32
+// bytes (clippy's box_collection assumes the box only adds an indirection).
+#[allow(clippy::box_collection)]
 #[derive(Debug)]
 pub(crate) struct LazyDeque<T>(Option<Box<VecDeque<T>>>);
 
@@ -52,6 +55,8 @@ impl<T> LazyDeque<T> {
 }
 
 /// A `Vec` that is `None` while empty.
+// One pointer instead of the vector's 24 bytes, as above.
+#[allow(clippy::box_collection)]
 #[derive(Debug)]
 pub(crate) struct LazyVec<T>(Option<Box<Vec<T>>>);
 
