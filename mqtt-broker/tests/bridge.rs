@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 
 use common::*;
 use mqtt_broker::{BrokerHandle, Config};
-use mqtt_codec::{Packet, ProtocolVersion, PubResp, QoS};
+use mqtt_codec::{Packet, ProtocolVersion, PubResp, QoS, QosPid};
 
 const V3: ProtocolVersion = ProtocolVersion::V3_1_1;
 const V5: ProtocolVersion = ProtocolVersion::V5;
@@ -485,6 +485,50 @@ async fn in_flight_state_survives_a_restart_of_this_broker() {
         "QoS 1 resent after the restart with DUP and its packet id"
     );
     remote.expect(&Packet::PubRel(PubResp::new(pid2))).await;
+    local.shutdown().await;
+}
+
+// A stored message the bridge sends at QoS 0 (its out line says 0, though
+// an overlapping line subscribed at 1) leaves the store once sent: after a
+// restart of this broker it is not sent again.
+#[tokio::test]
+async fn a_message_sent_downgraded_to_qos_0_is_not_sent_again_after_a_restart() {
+    let dir = ScratchDir::new("bridge-downgrade");
+    let fake = FakeRemote::new().await;
+    let config = || {
+        let mut c = bridged(
+            fake.addr(),
+            "mqttv311",
+            &["q/a out 0", "q/# out 1"],
+            "try_private = false",
+        );
+        c.durability = mqtt_broker::store::Durability::Always;
+        c.data_dir = dir.file("data");
+        c
+    };
+    let local = broker_with(config()).await;
+    let mut remote = fake.accept(false).await;
+    let mut publ = RawClient::connect(local.local_addr(), V5, "pub").await;
+    publ.publish_flow(publish("q/a", b"once", QoS::AtLeastOnce, 1, false))
+        .await;
+    let got = next_publish(&mut remote).await;
+    let p = got.publish();
+    assert_eq!((p.topic, p.qos_pid), ("q/a", QosPid::AtMostOnce));
+    drop(publ);
+    local.shutdown().await;
+    drop(remote);
+
+    let local = broker_with(config()).await;
+    let mut remote = fake.accept(true).await;
+    let mut publ = RawClient::connect(local.local_addr(), V5, "pub").await;
+    publ.publish_flow(publish("q/b", b"marker", QoS::AtLeastOnce, 1, false))
+        .await;
+    let got = next_publish(&mut remote).await;
+    assert_eq!(
+        got.publish().topic,
+        "q/b",
+        "nothing before the marker: q/a was sent once already"
+    );
     local.shutdown().await;
 }
 

@@ -693,12 +693,18 @@ impl Link {
                 continue;
             };
             // The lower of the message's QoS, the line's and the remote's.
+            // The store keeps the message under the QoS it was queued with,
+            // so forgetting it must use that one, not the lowered one
+            // (a message sent at QoS 0 would otherwise stay in the store
+            // and be sent again after a restart).
+            let queued_qos = d.qos;
             d.qos = d.qos.min(line_qos).min(c.max_qos);
             let qos_pid = match d.qos {
                 QoS::AtMostOnce => QosPid::AtMostOnce,
                 q => QosPid::from_qos(q, st.next_pid()),
             };
             if !self.write_publish(c, &d, &topic, qos_pid, false, now) {
+                d.qos = queued_qos;
                 self.broker.forget_message(&session, &st, &d);
                 continue;
             }
@@ -718,7 +724,10 @@ impl Link {
                         unsent: false,
                     });
                 }
-                None => self.broker.forget_message(&session, &st, &d),
+                None => {
+                    d.qos = queued_qos;
+                    self.broker.forget_message(&session, &st, &d);
+                }
             }
         }
     }
