@@ -137,6 +137,22 @@ pub struct SessionState {
 }
 
 impl SessionState {
+    /// Puts a PUBLISH just written with `pid` in flight: awaiting PUBACK at
+    /// QoS 1, PUBREC at QoS 2. (Client connections and bridges both.)
+    pub fn push_sent(&mut self, pid: Pid, delivery: Delivery) {
+        let state = if delivery.qos == QoS::AtLeastOnce {
+            OutState::AwaitPubAck
+        } else {
+            OutState::AwaitPubRec
+        };
+        self.inflight.push_back(Outgoing {
+            pid,
+            delivery,
+            state,
+            unsent: false,
+        });
+    }
+
     /// The next free packet identifier.
     pub fn next_pid(&mut self) -> Pid {
         let inflight = &self.inflight;

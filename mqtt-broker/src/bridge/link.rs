@@ -47,7 +47,7 @@ use super::config::Bridge;
 use super::transport::{self, Stream};
 use crate::broker::BrokerState;
 use crate::message::Message;
-use crate::session::{Delivery, Kick, OutState, Outgoing, ReplyEffect, Session, SubRecord};
+use crate::session::{Delivery, Kick, OutState, ReplyEffect, Session, SubRecord};
 use crate::store::{Durability, StoredState};
 use mqtt_proto::Reply;
 
@@ -712,17 +712,7 @@ impl Link {
                 Some(pid) => {
                     self.broker
                         .message_state(&session, &st, &d, StoredState::Sent(pid.get()));
-                    let state = if d.qos == QoS::AtLeastOnce {
-                        OutState::AwaitPubAck
-                    } else {
-                        OutState::AwaitPubRec
-                    };
-                    st.inflight.push_back(Outgoing {
-                        pid,
-                        delivery: d,
-                        state,
-                        unsent: false,
-                    });
+                    st.push_sent(pid, d);
                 }
                 None => {
                     d.qos = queued_qos;

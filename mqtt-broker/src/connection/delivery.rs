@@ -64,17 +64,7 @@ impl Conn {
                 if let Some(pid) = qos_pid.pid() {
                     self.broker
                         .message_state(&session, &st, &d, StoredState::Sent(pid.get()));
-                    let state = if d.qos == QoS::AtLeastOnce {
-                        OutState::AwaitPubAck
-                    } else {
-                        OutState::AwaitPubRec
-                    };
-                    st.inflight.push_back(Outgoing {
-                        pid,
-                        delivery: d,
-                        state,
-                        unsent: false,
-                    });
+                    st.push_sent(pid, d);
                 }
             }
         }
