@@ -84,6 +84,16 @@ pub struct BrokerState {
 }
 
 /// What `attach` found.
+/// Which sessions a delivery is for (see `BrokerState::deliver_only`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Only {
+    All,
+    /// Sessions whose QoS 1/2 messages come from the cluster's stream.
+    Journaled,
+    /// The others.
+    NotJournaled,
+}
+
 pub struct Attached {
     /// The session now owned by the connection.
     pub session: Arc<Session>,
@@ -214,9 +224,25 @@ impl BrokerState {
     /// node's subscribers. Its retained part arrives through the cluster's
     /// retained bucket, not here.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-    pub fn deliver_from_cluster(&self, msg: Arc<Message>) -> usize {
+    pub fn deliver_from_cluster(&self, msg: Arc<Message>, own: bool) -> usize {
         let route = Route::find(&self.index.read(), &msg.topic, msg.publisher.as_deref());
-        self.deliver(&msg, &route)
+        let only = if own { Only::Journaled } else { Only::All };
+        self.deliver_only(&msg, &route, only)
+    }
+
+    /// Queues a message replayed from the cluster's stream for `session`
+    /// alone, as its subscriptions here match it (`cluster::resume`).
+    #[cfg(feature = "cluster")]
+    pub(crate) fn deliver_replayed(&self, msg: Arc<Message>, session: &Arc<Session>) -> bool {
+        let route = Route::find(&self.index.read(), &msg.topic, msg.publisher.as_deref());
+        let mut queued = false;
+        for target in &route.targets {
+            let (s, delivery) = target.delivery(&msg);
+            if Arc::ptr_eq(s, session) && delivery.qos != QoS::AtMostOnce {
+                queued |= s.enqueue(delivery, self, false);
+            }
+        }
+        queued
     }
 
     /// `publish` for a connection: `cache` holds the route of the
@@ -290,13 +316,33 @@ impl BrokerState {
 
     /// Queues `msg` for every session on `route`; returns how many.
     fn deliver(&self, msg: &Arc<Message>, route: &Route) -> usize {
+        self.deliver_only(msg, route, Only::All)
+    }
+
+    /// Queues `msg` for the sessions on `route` that `only` lets through.
+    fn deliver_only(&self, msg: &Arc<Message>, route: &Route, only: Only) -> usize {
         if route.targets.len() > 1 {
             // Fan-out: the shared part of its PUBLISH is encoded once here,
             // not once per subscriber (`fanout`).
             msg.share_head();
         }
+        // In a cluster, a persistent session's QoS 1/2 messages all come
+        // from the cluster's message stream, in its order, even those
+        // published on this node (`cluster::journal`): the local publish
+        // leaves them out, and this node's own messages coming back from
+        // the stream go only to them.
+        let only = match (only, &self.cluster) {
+            (Only::All, Some(_)) if msg.cluster_seq == 0 => Only::NotJournaled,
+            (only, _) => only,
+        };
         for target in &route.targets {
             let (session, delivery) = target.delivery(msg);
+            let journaled = delivery.qos != QoS::AtMostOnce && session.is_journaled();
+            match only {
+                Only::NotJournaled if journaled => continue,
+                Only::Journaled if !journaled => continue,
+                _ => {}
+            }
             session.enqueue(delivery, self, false);
         }
         route.targets.len()
@@ -374,6 +420,7 @@ impl BrokerState {
             }
             st.expiry_secs = expiry_secs;
             st.persistent = expiry_secs > 0;
+            session.set_journaled(st.persistent && self.cluster.is_some());
             self.save_session(&session, &st, None);
             st.generation
         };
@@ -416,20 +463,69 @@ impl BrokerState {
         }
     }
 
-    /// Installs a session that another node held for `client_id` (its
-    /// subscriptions, from the cluster's session record), replacing any this
-    /// node still had, so the connection being accepted resumes it.
+    /// Whether this node holds a session for `client_id`.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-    pub fn adopt_session(&self, client_id: &Arc<str>, expiry_secs: u32, subscriptions: &[u8]) {
+    pub fn has_session(&self, client_id: &str) -> bool {
+        self.sessions.lock().contains_key(client_id)
+    }
+
+    /// Installs a session the cluster held for `client_id` (its
+    /// subscriptions from the session record, its queue from the cluster's
+    /// journal), replacing any this node still had, so the connection being
+    /// accepted resumes it. New messages get sequence numbers above
+    /// `max_seq`.
+    #[cfg(feature = "cluster")]
+    pub fn adopt_session(
+        &self,
+        client_id: &Arc<str>,
+        expiry_secs: u32,
+        subscriptions: &[u8],
+        entries: Vec<crate::cluster::QueueEntry>,
+        max_seq: u64,
+    ) -> Arc<Session> {
         self.hand_over(client_id);
         let session = Arc::new(Session::new(client_id.clone()));
         let subs = decode_subscriptions(subscriptions);
+        let now = crate::clock::now();
         {
             let mut st = session.lock();
             st.persistent = expiry_secs > 0;
+            session.set_journaled(st.persistent);
             st.expiry_secs = expiry_secs;
+            st.next_seq = max_seq;
             for (filter, rec) in &subs {
                 st.subscriptions.insert(filter.as_str().into(), *rec);
+            }
+            for e in entries {
+                let Some(msg) = Message::from_stored(&e.publish, e.received_ms) else {
+                    continue;
+                };
+                let mut msg = msg;
+                msg.cluster_seq = e.source;
+                let d = Delivery {
+                    msg: Arc::new(msg),
+                    qos: QoS::from_u8(e.qos).unwrap_or_default(),
+                    retain: e.retain,
+                    sub_ids: e.sub_ids.into_boxed_slice(),
+                    seq: e.seq,
+                };
+                if d.msg.is_expired(now) {
+                    self.dropped(DropReason::Expired, client_id, &d.msg.topic);
+                    self.forget_message(&session, &st, &d);
+                    continue;
+                }
+                match in_flight(d.qos, e.state) {
+                    Some((pid, state)) => st.inflight.push_back(Outgoing {
+                        pid,
+                        delivery: d,
+                        state,
+                        unsent: false,
+                    }),
+                    None => {
+                        st.pending_bytes += d.msg.size();
+                        st.pending.push_back(d);
+                    }
+                }
             }
         }
         {
@@ -447,7 +543,10 @@ impl BrokerState {
                 );
             }
         }
-        self.sessions.lock().insert(client_id.clone(), session);
+        self.sessions
+            .lock()
+            .insert(client_id.clone(), session.clone());
+        session
     }
 
     /// Tells every connected client's task to close (server shutting down),
@@ -490,6 +589,7 @@ impl BrokerState {
         st.kick = None;
         st.expiry_secs = expiry_secs;
         st.persistent = expiry_secs > 0;
+        session.set_journaled(st.persistent && self.cluster.is_some());
         self.save_session(session, &st, Some(crate::store::unix_ms() / 1000));
         session.set_online(false);
         if expiry_secs == 0 {
@@ -724,6 +824,13 @@ impl BrokerState {
 
     /// Stores a newly queued QoS 1/2 message of a persistent session.
     pub fn remember_message(&self, session: &Session, st: &SessionState, d: &Delivery) {
+        #[cfg(feature = "cluster")]
+        if let (Some(c), true, true) = (&self.cluster, st.persistent, d.qos != QoS::AtMostOnce) {
+            // In a cluster the session's queue lives in the cluster
+            // (`cluster::journal`), not in this node's store.
+            c.queue_put(&session.id, d);
+            return;
+        }
         if let (Some(store), true, true) = (&self.store, st.persistent, d.qos != QoS::AtMostOnce) {
             store.put_message(
                 &session.id,
@@ -748,6 +855,11 @@ impl BrokerState {
         d: &Delivery,
         state: StoredState,
     ) {
+        #[cfg(feature = "cluster")]
+        if let (Some(c), true, true) = (&self.cluster, st.persistent, d.qos != QoS::AtMostOnce) {
+            c.queue_state(&session.id, d.seq, state);
+            return;
+        }
         if let (Some(store), true, true) = (&self.store, st.persistent, d.qos != QoS::AtMostOnce) {
             store.set_state(&session.id, d.seq, state);
         }
@@ -755,6 +867,13 @@ impl BrokerState {
 
     /// Forgets a stored message: acknowledged, expired or dropped.
     pub fn forget_message(&self, session: &Session, st: &SessionState, d: &Delivery) {
+        #[cfg(feature = "cluster")]
+        if let (Some(c), true, true) = (&self.cluster, st.persistent, d.qos != QoS::AtMostOnce) {
+            // `d` has left the queue and the inflight window already.
+            let empty = st.pending.is_empty() && st.inflight.is_empty();
+            c.queue_done(&session.id, d.seq, empty);
+            return;
+        }
         if let (Some(store), true, true) = (&self.store, st.persistent, d.qos != QoS::AtMostOnce) {
             store.del_message(&session.id, d.seq);
         }
@@ -804,6 +923,7 @@ impl BrokerState {
             {
                 let mut st = session.lock();
                 st.persistent = true;
+                session.set_journaled(self.cluster.is_some());
                 st.expiry_secs = stored.expiry_secs;
                 st.generation = 1;
                 st.incoming_qos2 = stored.incoming_qos2.iter().copied().collect();
@@ -826,18 +946,7 @@ impl BrokerState {
                         }
                         continue;
                     }
-                    let sent = |pid: u16, state: OutState| {
-                        mqtt_codec::Pid::new(pid).map(|pid| (pid, state))
-                    };
-                    let inflight = match m.state {
-                        StoredState::Queued => None,
-                        StoredState::Sent(pid) if d.qos == QoS::AtLeastOnce => {
-                            sent(pid, OutState::AwaitPubAck)
-                        }
-                        StoredState::Sent(pid) => sent(pid, OutState::AwaitPubRec),
-                        StoredState::Released(pid) => sent(pid, OutState::AwaitPubComp),
-                    };
-                    match inflight {
+                    match in_flight(d.qos, m.state) {
                         Some((pid, state)) => st.inflight.push_back(Outgoing {
                             pid,
                             delivery: d,
@@ -987,6 +1096,18 @@ impl BrokerState {
 }
 
 /// Whether `topic` is one of the broker's own `$SYS` topics.
+/// Where a stored message of QoS `qos` in `state` stands in the inflight
+/// window: `None` while it waits in the queue.
+fn in_flight(qos: QoS, state: StoredState) -> Option<(mqtt_codec::Pid, OutState)> {
+    let sent = |pid: u16, state: OutState| mqtt_codec::Pid::new(pid).map(|pid| (pid, state));
+    match state {
+        StoredState::Queued => None,
+        StoredState::Sent(pid) if qos == QoS::AtLeastOnce => sent(pid, OutState::AwaitPubAck),
+        StoredState::Sent(pid) => sent(pid, OutState::AwaitPubRec),
+        StoredState::Released(pid) => sent(pid, OutState::AwaitPubComp),
+    }
+}
+
 fn is_sys(topic: &str) -> bool {
     topic == "$SYS" || topic.starts_with("$SYS/")
 }

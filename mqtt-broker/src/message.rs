@@ -47,6 +47,10 @@ pub struct Message {
     pub received: Instant,
     /// The publishing client, for No Local; `None` for wills and `$SYS`.
     pub publisher: Option<Arc<str>>,
+    /// Its sequence number in the cluster's message stream, when it came
+    /// from there (0 otherwise): a session's queue in the cluster records
+    /// it, so a replay after a node's loss adds each message once.
+    pub cluster_seq: u64,
     /// The topic and properties of its PUBLISH, encoded once when it fans
     /// out to several subscribers (see `fanout`).
     shared_head: OnceLock<Box<[u8]>>,
@@ -88,6 +92,7 @@ impl Message {
             props: (!props.is_empty()).then(|| Box::new(props)),
             received,
             publisher,
+            cluster_seq: 0,
             shared_head: OnceLock::new(),
         }
     }
@@ -102,6 +107,7 @@ impl Message {
             props: None,
             received: crate::clock::now(),
             publisher: None,
+            cluster_seq: 0,
             shared_head: OnceLock::new(),
         }
     }

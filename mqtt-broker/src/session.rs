@@ -266,6 +266,9 @@ pub struct Session {
     /// Wakes the owning connection when `pending` gains a message.
     pub notify: Notify,
     online: AtomicBool,
+    /// In a cluster: persistent, so its QoS 1/2 messages come from the
+    /// cluster's stream and its queue is kept there (`cluster::journal`).
+    journaled: AtomicBool,
 }
 
 impl Session {
@@ -276,7 +279,18 @@ impl Session {
             state: Mutex::new(SessionState::default()),
             notify: Notify::new(),
             online: AtomicBool::new(false),
+            journaled: AtomicBool::new(false),
         }
+    }
+
+    /// See `journaled`; set with `SessionState::persistent`.
+    pub fn set_journaled(&self, on: bool) {
+        self.journaled.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether its queue is kept in the cluster.
+    pub fn is_journaled(&self) -> bool {
+        self.journaled.load(Ordering::Relaxed)
     }
 
     /// Locks the state. Never hold the guard across an `.await`.

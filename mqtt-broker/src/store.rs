@@ -239,6 +239,14 @@ pub(crate) fn ops_sent_on_this_thread() -> u64 {
     OPS_SENT.with(|n| n.get())
 }
 
+/// Counts a write sent to another durable store (the cluster's session
+/// queues) like a write to this one, so the connection's acknowledgements
+/// wait for it (`Conn::seal_held`).
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) fn note_op_sent() {
+    OPS_SENT.with(|n| n.set(n.get() + 1));
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir` and reads it back. Never fails
     /// the broker's start because of the file's contents: a damaged file is

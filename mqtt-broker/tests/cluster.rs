@@ -141,6 +141,7 @@ async fn stop(nodes: Nodes) {
         format!("{upper}_MESSAGES"),
         format!("KV_{upper}_retained"),
         format!("KV_{upper}_sessions"),
+        format!("{upper}_QUEUES"),
     ] {
         let _ = js.delete_stream(&name).await;
     }
@@ -586,6 +587,120 @@ async fn subscriptions_move_with_the_client_to_another_node() {
         nodes[0].session_count() == 0
     })
     .await;
+    stop(nodes).await;
+}
+
+// Issue 18 / MQTT 5.0 section 4.1: the messages queued for a persistent
+// session while its client is away are kept by the cluster, not by one
+// node: published on node 2 while the session waits on node 0, they reach
+// the client when it comes back on node 1, every one, in order.
+#[tokio::test]
+async fn an_offline_session_gets_its_queue_on_another_node_in_order() {
+    let nodes = cluster("oq").await;
+    let expiry = [Property::SessionExpiryInterval(3600)];
+    let mut c = RawClient::connect_props(nodes[0].local_addr(), V5, "away", true, &expiry).await;
+    c.subscribe(1, "oq/t", QoS::AtLeastOnce).await;
+    c.disconnect_and_wait().await;
+    let mut p = RawClient::connect(nodes[2].local_addr(), V5, "p").await;
+    const N: usize = 1000;
+    for i in 0..N {
+        let payload = i.to_string();
+        let pid = (i % 60_000 + 1) as u16;
+        assert_eq!(
+            p.publish_flow(publish(
+                "oq/t",
+                payload.as_bytes(),
+                QoS::AtLeastOnce,
+                pid,
+                false
+            ))
+            .await,
+            ReasonCode::Success
+        );
+    }
+    let mut connect = connect_packet(V5, "away", false);
+    connect.properties = mqtt_codec::Properties::from_slice(&expiry);
+    let mut c = RawClient::connect_session(nodes[1].local_addr(), connect, true).await;
+    for i in 0..N {
+        let got = c.recv_publish().await;
+        let publish_got = got.publish();
+        assert_eq!(publish_got.topic, "oq/t");
+        assert_eq!(
+            std::str::from_utf8(publish_got.payload).unwrap(),
+            i.to_string(),
+            "message {i} out of order or missing"
+        );
+        c.ack_delivery(&publish_got).await;
+    }
+    c.expect_nothing_pending().await;
+    stop(nodes).await;
+}
+
+// Issue 18 / MQTT 5.0 section 4.4 [MQTT-4.4.0-1]: a session resumed on
+// another node sends again what was in flight: the QoS 1 message not
+// acknowledged, the PUBREL of a QoS 2 message whose PUBREC arrived (not its
+// PUBLISH again), and a QoS 2 PUBLISH not yet acknowledged again with DUP
+// and its packet identifier, so the client takes nothing twice.
+#[tokio::test]
+async fn in_flight_messages_resume_on_another_node() {
+    let nodes = cluster("if").await;
+    let expiry = [Property::SessionExpiryInterval(3600)];
+    let mut c = RawClient::connect_props(nodes[0].local_addr(), V5, "flight", true, &expiry).await;
+    c.subscribe(1, "if/#", QoS::ExactlyOnce).await;
+    let mut p = RawClient::connect(nodes[2].local_addr(), V5, "p").await;
+    p.publish_flow(publish("if/1", b"one", QoS::AtLeastOnce, 1, false))
+        .await;
+    p.publish_flow(publish("if/2", b"two", QoS::ExactlyOnce, 2, false))
+        .await;
+    p.publish_flow(publish("if/3", b"three", QoS::ExactlyOnce, 3, false))
+        .await;
+    let one = c.recv_publish().await;
+    assert_eq!(one.publish().payload, b"one");
+    let two = c.recv_publish().await;
+    let two_pid = match two.publish().qos_pid {
+        mqtt_codec::QosPid::ExactlyOnce(pid) => pid,
+        q => panic!("expected QoS 2, got {q:?}"),
+    };
+    let three = c.recv_publish().await;
+    let three_pid = match three.publish().qos_pid {
+        mqtt_codec::QosPid::ExactlyOnce(pid) => pid,
+        q => panic!("expected QoS 2, got {q:?}"),
+    };
+    c.send(&Packet::PubRec(PubResp::new(two_pid))).await;
+    c.expect(&Packet::PubRel(PubResp::new(two_pid))).await;
+    // The connection breaks without a DISCONNECT.
+    drop(c);
+    let mut connect = connect_packet(V5, "flight", false);
+    connect.properties = mqtt_codec::Properties::from_slice(&expiry);
+    let mut c = RawClient::connect_session(nodes[1].local_addr(), connect, true).await;
+    let (mut saw_one, mut saw_rel, mut saw_three) = (false, false, false);
+    for _ in 0..3 {
+        let got = c.recv().await;
+        match got.packet() {
+            Packet::Publish(p) if p.payload == b"one" => {
+                assert!(!saw_one, "QoS 1 message sent twice on resume");
+                saw_one = true;
+                c.ack_delivery(&p).await;
+            }
+            Packet::PubRel(r) if r.pid == two_pid => {
+                saw_rel = true;
+                c.send(&Packet::PubComp(PubResp::new(two_pid))).await;
+            }
+            Packet::Publish(p) if p.payload == b"three" => {
+                assert!(p.dup, "a QoS 2 PUBLISH sent again must have DUP");
+                assert_eq!(
+                    p.qos_pid,
+                    mqtt_codec::QosPid::ExactlyOnce(three_pid),
+                    "sent again under another packet identifier"
+                );
+                saw_three = true;
+                c.ack_delivery(&p).await;
+            }
+            p => panic!("unexpected on resume: {p:?}"),
+        }
+    }
+    assert!(saw_one && saw_rel && saw_three);
+    c.expect_nothing_pending().await;
     stop(nodes).await;
 }
 

@@ -4,37 +4,36 @@
 //! locally) and session records (a client id taken over elsewhere closes
 //! its connection here).
 
-use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::jetstream::kv::{Operation, Store};
 use futures_util::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::outbound::{CLIENT_HEADER, TIME_HEADER};
 use super::sessions::SessionRecord;
-use super::{subject, Cluster};
+use super::{journal, resume, subject, Cluster};
 use crate::broker::BrokerState;
 use crate::message::Message;
 
-/// How many recent QoS 1/2 message ids are remembered: a publish retried
-/// after a lost acknowledgement reaches the nodes twice, but is routed once.
-const SEEN_IDS: usize = 16 * 1024;
+/// How often the position reached in the message stream is recorded as
+/// this node's checkpoint (once the queue writes before it are stored).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
-/// Receives every message published on other nodes and routes it here.
+/// Receives the QoS 0 messages published on other nodes (core NATS, at
+/// most once) and routes them here.
 pub(super) async fn run_messages(
     cluster: Arc<Cluster>,
     broker: Arc<BrokerState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    // One subscription for both kinds, so a publisher's QoS 0 and QoS 1/2
-    // messages keep their relative order. The client subscribes again
-    // after every reconnection by itself.
-    let prefix = cluster.cfg.subject_prefix.clone();
+    // The client subscribes again after every reconnection by itself.
+    let subject = format!("{}.>", cluster.link.volatile);
     let mut sub = loop {
-        match cluster.link.client.subscribe(format!("{prefix}.*.>")).await {
+        match cluster.link.client.subscribe(subject.clone()).await {
             Ok(s) => break s,
             Err(e) => {
                 tracing::warn!(error = %e, "cluster: cannot subscribe to messages; retrying");
@@ -45,56 +44,211 @@ pub(super) async fn run_messages(
             }
         }
     };
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut seen_order: VecDeque<String> = VecDeque::new();
     loop {
         let m = tokio::select! {
             m = sub.next() => match m { Some(m) => m, None => return },
             _ = shutdown.changed() => return,
         };
-        let kind = m
-            .subject
-            .strip_prefix(prefix.as_str())
-            .and_then(|s| s.get(..3));
-        if !matches!(kind, Some(".v.") | Some(".d.")) {
+        let Some(msg) = message(&cluster, m.headers.as_ref(), m.payload.clone(), 0) else {
             continue;
-        }
-        if kind == Some(".d.") {
-            if let Some(id) = m
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-            {
-                let id = id.as_str().to_string();
-                if !seen.insert(id.clone()) {
-                    continue;
-                }
-                seen_order.push_back(id);
-                if seen_order.len() > SEEN_IDS {
-                    if let Some(old) = seen_order.pop_front() {
-                        seen.remove(&old);
-                    }
-                }
+        };
+        cluster.stats.received.fetch_add(1, Ordering::Relaxed);
+        broker.deliver_from_cluster(Arc::new(msg), false);
+    }
+}
+
+/// A message as a broker put it on NATS (`outbound::encode`); `None`
+/// (counted) for anything else.
+pub(super) fn message(
+    cluster: &Cluster,
+    headers: Option<&async_nats::HeaderMap>,
+    payload: bytes::Bytes,
+    stream_seq: u64,
+) -> Option<Message> {
+    let header = |name: &str| {
+        headers
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_string())
+    };
+    let received_ms = header(TIME_HEADER)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(crate::store::unix_ms);
+    let publisher = header(CLIENT_HEADER).map(|c| Arc::<str>::from(c.as_str()));
+    let Some(mut msg) = Message::from_stored_bytes(payload, received_ms) else {
+        cluster.stats.malformed.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!("cluster: message that is not an MQTT PUBLISH ignored");
+        return None;
+    };
+    msg.publisher = publisher;
+    msg.cluster_seq = stream_seq;
+    Some(msg)
+}
+
+/// Reads the QoS 1/2 message stream in order, from where it ends when this
+/// node starts: other nodes' messages are routed here like a local publish;
+/// this node's own go to its persistent sessions only (they were routed to
+/// the others when published). Sessions resumed from the cluster are
+/// installed between two messages (`resume::adopt`), and every
+/// `CHECKPOINT_EVERY` the position reached is recorded once the queue
+/// writes it caused are stored (`journal.rs`).
+pub(super) async fn run_stream(
+    cluster: Arc<Cluster>,
+    broker: Arc<BrokerState>,
+    mut adopt: mpsc::Receiver<resume::Adopt>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let own_prefix = format!("{}-", cluster.incarnation());
+    // The last sequence routed; `None` until the stream's end is known.
+    let mut position: Option<u64> = None;
+    let mut checkpoint = Checkpoint::default();
+    'connect: loop {
+        if !cluster.link.wait_ready(Duration::from_secs(1)).await {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => continue 'connect,
+                _ = shutdown.changed() => return,
             }
         }
-        let header = |name: &str| {
-            m.headers
-                .as_ref()
-                .and_then(|h| h.get(name))
-                .map(|v| v.as_str().to_string())
+        let stream = match cluster
+            .link
+            .js
+            .get_stream(&cluster.link.messages_stream)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: message stream not readable; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue 'connect,
+                    _ = shutdown.changed() => return,
+                }
+            }
         };
-        let received_ms = header(TIME_HEADER)
-            .and_then(|t| t.parse().ok())
-            .unwrap_or_else(crate::store::unix_ms);
-        let publisher = header(CLIENT_HEADER).map(|c| Arc::<str>::from(c.as_str()));
-        let Some(mut msg) = Message::from_stored_bytes(m.payload.clone(), received_ms) else {
-            cluster.stats.malformed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(subject = %m.subject, "cluster: message that is not an MQTT PUBLISH ignored");
-            continue;
+        let from = match position {
+            Some(p) => p,
+            None => {
+                let p = stream.cached_info().state.last_sequence;
+                // Recorded before anything is read: a session resumed from
+                // this run never replays from before it.
+                checkpoint.write_now(&cluster, p).await;
+                position = Some(p);
+                p
+            }
         };
-        msg.publisher = publisher;
-        cluster.stats.received.fetch_add(1, Ordering::Relaxed);
-        broker.deliver_from_cluster(Arc::new(msg));
+        let consumer = match stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: format!("{}.>", cluster.link.durable),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: from + 1,
+                },
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: cannot read the message stream; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue 'connect,
+                    _ = shutdown.changed() => return,
+                }
+            }
+        };
+        let mut messages = match consumer.messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: cannot read the message stream; retrying");
+                continue 'connect;
+            }
+        };
+        let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+        loop {
+            tokio::select! {
+                m = messages.next() => {
+                    let m = match m {
+                        Some(Ok(m)) => m,
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "cluster: message stream read interrupted");
+                            continue;
+                        }
+                        None => continue 'connect,
+                    };
+                    let Ok(seq) = m.info().map(|i| i.stream_sequence) else {
+                        continue;
+                    };
+                    let p = position.unwrap_or(0);
+                    if seq <= p {
+                        continue;
+                    }
+                    position = Some(seq);
+                    let own = m
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                        .is_some_and(|id| id.as_str().starts_with(&own_prefix));
+                    let Some(msg) = message(&cluster, m.headers.as_ref(), m.payload.clone(), seq) else {
+                        continue;
+                    };
+                    if !own {
+                        cluster.stats.received.fetch_add(1, Ordering::Relaxed);
+                    }
+                    broker.deliver_from_cluster(Arc::new(msg), own);
+                }
+                a = adopt.recv() => {
+                    let Some(a) = a else { return };
+                    resume::adopt(&cluster, &broker, &stream, a, position.unwrap_or(0)).await;
+                }
+                _ = tick.tick() => checkpoint.maybe_write(&cluster, position.unwrap_or(0)),
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// This node's checkpoint: the position written last, and whether a write
+/// is on its way.
+#[derive(Default)]
+struct Checkpoint {
+    written: u64,
+    busy: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Checkpoint {
+    /// Writes `position` once the queue writes before now are stored (in
+    /// the background; skipped while the previous write is on its way).
+    fn maybe_write(&mut self, cluster: &Arc<Cluster>, position: u64) {
+        if position == self.written || self.busy.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.written = position;
+        let barrier = cluster.queue_barrier();
+        let c = cluster.clone();
+        let busy = self.busy.clone();
+        tokio::spawn(async move {
+            if barrier.await.unwrap_or(false) {
+                write(&c, position).await;
+            }
+            busy.store(false, Ordering::Release);
+        });
+    }
+
+    async fn write_now(&mut self, cluster: &Arc<Cluster>, position: u64) {
+        self.written = position;
+        write(cluster, position).await;
+    }
+}
+
+async fn write(cluster: &Cluster, position: u64) {
+    let subject = journal::checkpoint_subject(cluster, &cluster.incarnation());
+    let payload = bytes::Bytes::copy_from_slice(&position.to_be_bytes());
+    let stored = match cluster.link.js.publish(subject, payload).await {
+        Ok(ack) => ack.await.is_ok(),
+        Err(_) => false,
+    };
+    if !stored {
+        tracing::debug!(
+            position,
+            "cluster: checkpoint not written; the next one covers it"
+        );
     }
 }
 

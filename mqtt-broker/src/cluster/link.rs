@@ -26,6 +26,8 @@ pub(super) struct Link {
     /// Subject of QoS 1/2 messages, without the topic: `<prefix>.d`.
     pub durable: String,
     pub messages_stream: String,
+    /// Persistent sessions' queues, owners and checkpoints (`journal.rs`).
+    pub queues_stream: String,
     pub retained_bucket: String,
     pub sessions_bucket: String,
     /// The buckets, once set up.
@@ -124,6 +126,7 @@ impl Link {
             volatile: format!("{p}.v"),
             durable: format!("{p}.d"),
             messages_stream: format!("{upper}_MESSAGES"),
+            queues_stream: format!("{upper}_QUEUES"),
             retained_bucket: format!("{upper}_retained"),
             sessions_bucket: format!("{upper}_sessions"),
             retained: Default::default(),
@@ -155,6 +158,28 @@ impl Link {
             .get_or_create_stream(messages)
             .await
             .map_err(|e| format!("stream {}: {e}", self.messages_stream))?;
+        // One value per subject (`journal.rs`): the last write of a
+        // message's state, owner or checkpoint is its value.
+        let queues = stream::Config {
+            name: self.queues_stream.clone(),
+            subjects: vec![
+                format!("{}.q.>", cfg.subject_prefix),
+                format!("{}.o.>", cfg.subject_prefix),
+                format!("{}.k.>", cfg.subject_prefix),
+            ],
+            max_messages_per_subject: 1,
+            max_bytes: cfg.message_stream_max_bytes,
+            allow_direct: true,
+            num_replicas: cfg.replicas,
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            description: Some("MQTT persistent session queues (mqtt-broker cluster)".into()),
+            ..Default::default()
+        };
+        self.js
+            .get_or_create_stream(queues)
+            .await
+            .map_err(|e| format!("stream {}: {e}", self.queues_stream))?;
         for (bucket, cell) in [
             (&self.retained_bucket, &self.retained),
             (&self.sessions_bucket, &self.sessions),

@@ -28,8 +28,10 @@
 //! (`up`, `degraded`: JetStream does not store, `down`: no NATS).
 
 mod inbound;
+mod journal;
 mod link;
 mod outbound;
+mod resume;
 mod sessions;
 pub mod subject;
 
@@ -42,6 +44,7 @@ use crate::broker::BrokerState;
 use crate::config::ClusterConfig;
 use crate::message::Message;
 
+pub use journal::Entry as QueueEntry;
 pub use sessions::{ClaimError, SessionRecord};
 
 /// Counters of what crossed the cluster, shown in `$SYS/broker/cluster/`.
@@ -63,6 +66,15 @@ pub struct ClusterStats {
     pub claims_refused: AtomicU64,
     /// Sessions handed to another node that took their client id over.
     pub handed_over: AtomicU64,
+    /// Session queue writes JetStream did not store in `ack_timeout_ms`
+    /// (the acknowledgements waiting for them were not sent).
+    pub journal_failed: AtomicU64,
+    /// Sessions resumed from the cluster's queues (moved from another
+    /// node, or back after this node restarted).
+    pub sessions_resumed: AtomicU64,
+    /// Messages replayed into resumed sessions from the message stream
+    /// (read by the previous owner but not yet in the session's queue).
+    pub messages_replayed: AtomicU64,
 }
 
 /// This node's part in the cluster. Held by the broker state; the tasks in
@@ -72,6 +84,11 @@ pub struct Cluster {
     link: link::Link,
     out: mpsc::Sender<outbound::Outbound>,
     records: mpsc::Sender<sessions::RecordOp>,
+    /// Writes to the persistent sessions' queues (`journal.rs`).
+    journal: mpsc::UnboundedSender<journal::JournalOp>,
+    /// Sessions to install on the task that reads the message stream, so
+    /// they start at a known position of it (`resume.rs`).
+    adopt: mpsc::Sender<resume::Adopt>,
     /// Client ids this node owns, with the revision of their record.
     owned: parking_lot::Mutex<std::collections::HashMap<Arc<str>, u64>>,
     /// Unique per message this node publishes (with the node name and a
@@ -94,6 +111,8 @@ pub struct Cluster {
 struct Pending {
     out: mpsc::Receiver<outbound::Outbound>,
     records: mpsc::Receiver<sessions::RecordOp>,
+    journal: mpsc::UnboundedReceiver<journal::JournalOp>,
+    adopt: mpsc::Receiver<resume::Adopt>,
 }
 
 impl Cluster {
@@ -104,12 +123,16 @@ impl Cluster {
         let link = link::Link::connect(cfg).await?;
         let (out_tx, out_rx) = mpsc::channel(cfg.max_outbound);
         let (rec_tx, rec_rx) = mpsc::channel(cfg.max_outbound);
+        let (journal_tx, journal_rx) = mpsc::unbounded_channel();
+        let (adopt_tx, adopt_rx) = mpsc::channel(1024);
         let nonce = crate::store::unix_ms() ^ (u64::from(std::process::id()) << 40);
         Ok(Arc::new(Cluster {
             cfg: cfg.clone(),
             link,
             out: out_tx,
             records: rec_tx,
+            journal: journal_tx,
+            adopt: adopt_tx,
             owned: Default::default(),
             next_id: AtomicU64::new(1),
             nonce,
@@ -121,6 +144,8 @@ impl Cluster {
             pending: parking_lot::Mutex::new(Some(Pending {
                 out: out_rx,
                 records: rec_rx,
+                journal: journal_rx,
+                adopt: adopt_rx,
             })),
         }))
     }
@@ -141,9 +166,16 @@ impl Cluster {
             broker.clone(),
             pending.records,
         )));
+        tasks.push(tokio::spawn(journal::run(self.clone(), pending.journal)));
         tasks.push(tokio::spawn(inbound::run_messages(
             self.clone(),
             broker.clone(),
+            self.shutdown.subscribe(),
+        )));
+        tasks.push(tokio::spawn(inbound::run_stream(
+            self.clone(),
+            broker.clone(),
+            pending.adopt,
             self.shutdown.subscribe(),
         )));
         tasks.push(tokio::spawn(inbound::run_retained(
@@ -161,6 +193,54 @@ impl Cluster {
     /// This node's name.
     pub fn node(&self) -> &str {
         &self.cfg.node
+    }
+
+    /// This run of this node: its name and a start nonce, so a restarted
+    /// node's checkpoints are not mistaken for the previous run's.
+    pub fn incarnation(&self) -> String {
+        format!("{}-{:x}", self.cfg.node, self.nonce)
+    }
+
+    /// A QoS 1/2 message queued for a persistent session (`journal.rs`).
+    pub fn queue_put(&self, client: &Arc<str>, d: &crate::session::Delivery) {
+        let entry = journal::Entry {
+            seq: d.seq,
+            qos: d.qos.as_u8(),
+            retain: d.retain,
+            sub_ids: d.sub_ids.to_vec(),
+            source: d.msg.cluster_seq,
+            received_ms: d.msg.received_unix_ms(),
+            publish: d.msg.encode_for_store(),
+            state: crate::store::StoredState::Queued,
+        };
+        journal::put(self, client, &entry);
+    }
+
+    /// A queued message's new state.
+    pub fn queue_state(&self, client: &Arc<str>, seq: u64, state: crate::store::StoredState) {
+        journal::state(self, client, seq, state);
+    }
+
+    /// A queued message is gone (acknowledged, expired, dropped); `empty`:
+    /// the session's queue and inflight window hold nothing else.
+    pub fn queue_done(&self, client: &Arc<str>, seq: u64, empty: bool) {
+        journal::done(self, client, seq, empty);
+    }
+
+    /// Answers once every queue write so far is stored (`false`: one was not).
+    pub fn queue_barrier(&self) -> oneshot::Receiver<bool> {
+        journal::barrier(self)
+    }
+
+    /// Resumes the session `record` describes on this node: its queue
+    /// read from the cluster, the messages its previous owner had not
+    /// queued yet replayed (`resume.rs`).
+    pub async fn resume(
+        self: &Arc<Self>,
+        client_id: &Arc<str>,
+        record: SessionRecord,
+    ) -> Result<(), ClaimError> {
+        resume::resume(self, client_id, record).await
     }
 
     /// Whether NATS is connected and the streams and buckets are in place.
@@ -208,14 +288,26 @@ impl Cluster {
     }
 
     /// Claims `client_id` for a new connection on this node. Returns the
-    /// session another node held for it, if that one is still live and not
-    /// discarded by `clean_start`, so its subscriptions move here.
+    /// session the cluster held for it (on another node, or on this one
+    /// before a restart), if that one is still live and not discarded by
+    /// `clean_start`, so it can be resumed here.
     pub async fn claim(
         &self,
         client_id: &Arc<str>,
         clean_start: bool,
     ) -> Result<Option<SessionRecord>, ClaimError> {
-        sessions::claim(self, client_id, clean_start).await
+        let claimed = sessions::claim(self, client_id, clean_start).await;
+        if claimed.is_ok() && clean_start {
+            // [MQTT-3.1.2-4]: a new session; the old one's queue goes.
+            journal::purge(self, client_id);
+        }
+        claimed
+    }
+
+    /// Marks this node as the owner of the session of `client_id` in the
+    /// cluster's queues (its checkpoints then cover the session).
+    pub fn take_session(&self, client_id: &Arc<str>) {
+        journal::owner(self, client_id);
     }
 
     /// Whether this node owns `client_id` (its last claim has not been
@@ -261,6 +353,7 @@ impl Cluster {
     /// The session of `client_id` ended here: its record goes, unless
     /// another node owns it by now.
     pub fn session_ended(&self, client_id: &Arc<str>) {
+        journal::purge(self, client_id);
         sessions::ended(self, client_id);
     }
 
@@ -284,6 +377,12 @@ impl Cluster {
             ("cluster/messages/malformed", n(&s.malformed)),
             ("cluster/clients/claims_refused", n(&s.claims_refused)),
             ("cluster/clients/handed_over", n(&s.handed_over)),
+            ("cluster/sessions/resumed", n(&s.sessions_resumed)),
+            (
+                "cluster/sessions/messages_replayed",
+                n(&s.messages_replayed),
+            ),
+            ("cluster/sessions/queue_writes_failed", n(&s.journal_failed)),
         ]
     }
 
@@ -299,6 +398,7 @@ impl Cluster {
         {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), rx).await;
         }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.queue_barrier()).await;
         let (tx, rx) = oneshot::channel();
         if self.out.send(outbound::Outbound::Flush(tx)).await.is_ok() {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), rx).await;

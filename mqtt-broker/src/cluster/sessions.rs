@@ -333,8 +333,9 @@ async fn do_claim(
             }
         }
     };
-    // A session this node held itself is resumed locally as usual.
-    Ok(previous.filter(|p| !clean_start && p.node != cluster.cfg.node))
+    // A session this node holds itself is resumed locally as usual (the
+    // caller checks; after a restart it is not here any more).
+    Ok(previous.filter(|_| !clean_start))
 }
 
 #[cfg(test)]

@@ -170,12 +170,19 @@ pub(super) async fn claim_in_cluster(
     }
     let client_id: Arc<str> = c.client_id.into();
     match cluster.claim(&client_id, c.clean_start).await {
-        Ok(Some(previous)) => {
+        Ok(Some(previous))
+            if previous.node != cluster.node() || !broker.has_session(&client_id) =>
+        {
             tracing::info!(client = %client_id, from = %previous.node, "cluster: session moves to this node");
-            broker.adopt_session(&client_id, previous.expiry_secs, &previous.subscriptions);
+            cluster
+                .resume(&client_id, previous)
+                .await
+                .map_err(|_| ReasonCode::ServerUnavailable)
+        }
+        Ok(_) => {
+            cluster.take_session(&client_id);
             Ok(())
         }
-        Ok(None) => Ok(()),
         Err(crate::cluster::ClaimError::Lost) => Err(ReasonCode::ServerBusy),
         Err(crate::cluster::ClaimError::Unavailable) => Err(ReasonCode::ServerUnavailable),
     }

@@ -255,11 +255,18 @@ impl Conn {
         if self.outbox.held.is_empty() {
             return;
         }
+        let wrote = crate::store::ops_sent_on_this_thread() != mark;
         let store = match &self.broker.store {
-            Some(store) if crate::store::ops_sent_on_this_thread() != mark => Some(store.barrier()),
+            Some(store) if wrote => Some(store.barrier()),
             _ => None,
         };
-        let cluster = self.cluster_waits.take();
+        #[allow(unused_mut)]
+        let mut cluster = self.cluster_waits.take();
+        // In a cluster the writes may be to the sessions' queues there.
+        #[cfg(feature = "cluster")]
+        if let (Some(c), true) = (&self.broker.cluster, wrote) {
+            cluster.insert(0, c.queue_barrier());
+        }
         let qos2 = self.cluster_qos2.take();
         self.outbox.seal(store, cluster, qos2);
     }
