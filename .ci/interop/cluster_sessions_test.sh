@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Cluster part 2 (issue 18) with real processes: three clustered
+# nats-servers and three release brokers on loopback, paho-mqtt clients.
+#   1. a QoS 1 stream of 10,000 messages while the subscriber's node is
+#      SIGKILLed: the subscriber resumes its session on another node and
+#      every acknowledged message arrives;
+#   2. the killed node restarts; the same with QoS 2 (killed again), and no
+#      message arrives twice.
+#
+#   bash .ci/interop/cluster_sessions_test.sh
+#
+# Installs nats-server and paho-mqtt if missing, picks free ports, stops
+# everything on exit. The broker binary is $MQTT_BROKER_BIN, else
+# ${CARGO_TARGET_DIR:-target}/release/mqtt-broker, built if missing. Last
+# line: "N passed, M failed"; non-zero exit status on any failure.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+. "$ROOT/.ci/lib.sh"
+
+need_apt nats-server || { echo "cannot install nats-server" >&2; exit 2; }
+need_pip paho.mqtt paho-mqtt || { echo "cannot install paho-mqtt" >&2; exit 2; }
+PATH="$PATH:/usr/sbin"
+NATS_SERVER="$(command -v nats-server)" || { echo "missing tool: nats-server" >&2; exit 2; }
+
+BROKER="${MQTT_BROKER_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/mqtt-broker}"
+if [ ! -x "$BROKER" ]; then
+    echo "building $BROKER"
+    (cd "$ROOT" && cargo build --release -p mqtt-broker) || exit 2
+fi
+
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do stop_pid "$p"; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+passed=0
+failed=0
+pass() { echo "PASS $*"; passed=$((passed + 1)); }
+fail() { echo "FAIL $*"; failed=$((failed + 1)); }
+
+# --- three clustered nats-servers ----------------------------------------------
+CLIENT_PORTS=()
+ROUTE_PORTS=()
+for i in 0 1 2; do
+    CLIENT_PORTS+=("$(free_port)")
+    ROUTE_PORTS+=("$(free_port)")
+done
+for i in 0 1 2; do
+    routes=""
+    for j in 0 1 2; do
+        [ "$j" = "$i" ] || routes="$routes,nats://127.0.0.1:${ROUTE_PORTS[$j]}"
+    done
+    mkdir -p "$WORK/nats$i"
+    "$NATS_SERVER" -js -sd "$WORK/nats$i" -n "n$i" -a 127.0.0.1 -p "${CLIENT_PORTS[$i]}" \
+        --cluster_name mqtt-ci --cluster "nats://127.0.0.1:${ROUTE_PORTS[$i]}" \
+        --routes "${routes#,}" >"$WORK/nats$i.log" 2>&1 &
+    PIDS+=("$!")
+done
+for i in 0 1 2; do
+    if ! wait_port "${CLIENT_PORTS[$i]}" "${PIDS[$i]}" 20; then
+        echo "nats-server $i did not start:" >&2
+        cat "$WORK/nats$i.log" >&2
+        echo "0 passed, 1 failed"
+        exit 1
+    fi
+done
+
+# --- three brokers ---------------------------------------------------------------
+declare -A PORT PID
+for n in a b c; do PORT[$n]="$(free_port)"; done
+start_node() { # NAME FIRST_NATS_INDEX
+    local name="$1" first="$2"
+    cat >"$WORK/$name.toml" <<TOML
+durability = "none"
+sys_interval_secs = 1
+# The stream is 10,000 messages: the subscriber's queue must hold it all
+# (Mosquitto's default, 1000, would drop the excess, counted).
+max_queued_messages = 100000
+
+[[listeners]]
+bind = "127.0.0.1:${PORT[$name]}"
+allow_anonymous = true
+
+[cluster]
+node = "node-$name"
+nats = ["nats://127.0.0.1:${CLIENT_PORTS[$first]}", "nats://127.0.0.1:${CLIENT_PORTS[$(((first + 1) % 3))]}"]
+subject_prefix = "fo$$"
+message_stream_max_bytes = 67108864
+TOML
+    "$BROKER" -c "$WORK/$name.toml" </dev/null >>"$WORK/$name.log" 2>&1 &
+    PID[$name]=$!
+    PIDS+=("$!")
+    wait_port "${PORT[$name]}" "$!" 20 || return 1
+    # Ready once $SYS says the cluster is up (NATS and the streams).
+    local state=""
+    for _ in $(seq 60); do
+        state="$(python3 - "${PORT[$name]}" <<'PY' 2>/dev/null
+import sys, paho.mqtt.subscribe as s
+m = s.simple("$SYS/broker/cluster/state", hostname="127.0.0.1", port=int(sys.argv[1]), keepalive=5)
+print(m.payload.decode())
+PY
+)"
+        [ "$state" = "up" ] && return 0
+        sleep 0.5
+    done
+    echo "node $name not up (state: $state)" >&2
+    return 1
+}
+
+if ! { start_node a 0 && start_node b 1 && start_node c 2; }; then
+    fail "three release brokers start as cluster nodes"
+    tail -n 20 "$WORK"/*.log
+    echo "$passed passed, $failed failed"
+    exit 1
+fi
+
+run() { # DESCRIPTION ARGS...
+    local what="$1"
+    shift
+    local out
+    out="$(timeout 300 python3 "$ROOT/.ci/interop/cluster_sessions.py" "$@" 2>&1)"
+    local status=$?
+    echo "$out"
+    if [ "$status" -eq 0 ]; then pass "$what"; else fail "$what"; fi
+}
+
+# 1. QoS 1: publisher on A, subscriber on B; B is killed, the subscriber
+#    goes on on C.
+run "QoS 1 stream of 10,000 across a SIGKILL of the subscriber's node: nothing acknowledged lost" \
+    --pub-port "${PORT[a]}" --sub-port "${PORT[b]}" --next-port "${PORT[c]}" \
+    --kill-pid "${PID[b]}" --qos 1 --count 10000 --tag q1
+wait "${PID[b]}" 2>/dev/null
+
+# 2. B comes back (a new incarnation of the same node name); QoS 2 with
+#    the subscriber on B, killed again, going on on A.
+if start_node b 1; then
+    pass "the killed node restarts and rejoins"
+    run "QoS 2 stream of 10,000 across a SIGKILL of the subscriber's node: nothing lost, nothing twice" \
+        --pub-port "${PORT[c]}" --sub-port "${PORT[b]}" --next-port "${PORT[a]}" \
+        --kill-pid "${PID[b]}" --qos 2 --count 10000 --tag q2
+else
+    fail "the killed node restarts and rejoins"
+fi
+
+# What the resuming nodes did (messages replayed from the stream: those the
+# killed node had read but not yet written to the session's queue).
+grep -h "session resumed from the cluster" "$WORK"/[abc].log | sed 's/^/  /'
+if [ "$failed" -ne 0 ]; then
+    for n in a b c; do echo "--- node $n"; tail -n 15 "$WORK/$n.log"; done
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
