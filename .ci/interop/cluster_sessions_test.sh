@@ -90,6 +90,9 @@ allow_anonymous = true
 node = "node-$name"
 nats = ["nats://127.0.0.1:${CLIENT_PORTS[$first]}", "nats://127.0.0.1:${CLIENT_PORTS[$(((first + 1) % 3))]}"]
 subject_prefix = "fo$$"
+# A publish waits this long for JetStream before its publisher is
+# disconnected unacknowledged: longer than the quorum outage below.
+ack_timeout_ms = 60000
 message_stream_max_bytes = 67108864
 TOML
     "$BROKER" -c "$WORK/$name.toml" </dev/null >>"$WORK/$name.log" 2>&1 &
@@ -133,7 +136,7 @@ run() { # DESCRIPTION ARGS...
 #    goes on on C.
 run "QoS 1 stream of 10,000 across a SIGKILL of the subscriber's node: nothing acknowledged lost" \
     --pub-port "${PORT[a]}" --sub-port "${PORT[b]}" --next-port "${PORT[c]}" \
-    --kill-pid "${PID[b]}" --qos 1 --count 10000 --tag q1
+    --kill-pids "${PID[b]}" --qos 1 --count 10000 --tag q1
 wait "${PID[b]}" 2>/dev/null
 
 # 2. B comes back (a new incarnation of the same node name); QoS 2 with
@@ -142,10 +145,52 @@ if start_node b 1; then
     pass "the killed node restarts and rejoins"
     run "QoS 2 stream of 10,000 across a SIGKILL of the subscriber's node: nothing lost, nothing twice" \
         --pub-port "${PORT[c]}" --sub-port "${PORT[b]}" --next-port "${PORT[a]}" \
-        --kill-pid "${PID[b]}" --qos 2 --count 10000 --tag q2
+        --kill-pids "${PID[b]}" --qos 2 --count 10000 --tag q2
 else
     fail "the killed node restarts and rejoins"
 fi
+
+# 3. One nats-server of three is SIGKILLed mid-stream (subscriber on A,
+#    publisher on C): nothing acknowledged is lost.
+start_nats() { # INDEX
+    local i="$1" routes="" j
+    for j in 0 1 2; do
+        [ "$j" = "$i" ] || routes="$routes,nats://127.0.0.1:${ROUTE_PORTS[$j]}"
+    done
+    "$NATS_SERVER" -js -sd "$WORK/nats$i" -n "n$i" -a 127.0.0.1 -p "${CLIENT_PORTS[$i]}" \
+        --cluster_name mqtt-ci --cluster "nats://127.0.0.1:${ROUTE_PORTS[$i]}" \
+        --routes "${routes#,}" >>"$WORK/nats$i.log" 2>&1 &
+    NATS_PID[$i]=$!
+    PIDS+=("$!")
+}
+NATS_PID=("${PIDS[0]}" "${PIDS[1]}" "${PIDS[2]}")
+run "QoS 1 stream of 5,000 across a SIGKILL of one nats-server of three: nothing acknowledged lost" \
+    --pub-port "${PORT[c]}" --sub-port "${PORT[a]}" \
+    --kill-pids "${NATS_PID[1]}" --action nats --qos 1 --count 5000 --tag n1
+start_nats 1
+wait_port "${CLIENT_PORTS[1]}" "${NATS_PID[1]}" 20 || fail "nats-server 1 restarts"
+
+# 4. Two of three are SIGKILLed: no quorum, so the PUBACKs stop; once they
+#    are back, everything acknowledged arrives.
+RESTART="$WORK/restart-nats.sh"
+{
+    echo "cd '$WORK'"
+    for i in 0 2; do
+        routes=""
+        for j in 0 1 2; do
+            [ "$j" = "$i" ] || routes="$routes,nats://127.0.0.1:${ROUTE_PORTS[$j]}"
+        done
+        echo "'$NATS_SERVER' -js -sd '$WORK/nats$i' -n n$i -a 127.0.0.1 -p ${CLIENT_PORTS[$i]} --cluster_name mqtt-ci --cluster nats://127.0.0.1:${ROUTE_PORTS[$i]} --routes ${routes#,} >>'$WORK/nats$i.log' 2>&1 &"
+        echo "echo \$! >'$WORK/nats$i.pid'"
+    done
+} >"$RESTART"
+run "QoS 1 without a NATS quorum (2 of 3 servers SIGKILLed): PUBACKs stop; after the restart nothing acknowledged is lost" \
+    --pub-port "${PORT[c]}" --sub-port "${PORT[a]}" \
+    --kill-pids "${NATS_PID[0]},${NATS_PID[2]}" --action quorum --restart-cmd "bash '$RESTART'" \
+    --qos 1 --count 5000 --tag n2
+for i in 0 2; do
+    [ -f "$WORK/nats$i.pid" ] && PIDS+=("$(cat "$WORK/nats$i.pid")")
+done
 
 # What the resuming nodes did (messages replayed from the stream: those the
 # killed node had read but not yet written to the session's queue).

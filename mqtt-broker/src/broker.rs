@@ -871,7 +871,7 @@ impl BrokerState {
         if let (Some(c), true, true) = (&self.cluster, st.persistent, d.qos != QoS::AtMostOnce) {
             // `d` has left the queue and the inflight window already.
             let empty = st.pending.is_empty() && st.inflight.is_empty();
-            c.queue_done(&session.id, d.seq, empty);
+            c.queue_done(&session.id, d, empty);
             return;
         }
         if let (Some(store), true, true) = (&self.store, st.persistent, d.qos != QoS::AtMostOnce) {

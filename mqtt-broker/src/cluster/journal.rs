@@ -10,14 +10,15 @@
 //! | `P.q.<client>.m.<seq>` | the queued message (QoS, RETAIN, subscription ids, its sequence in `P_MESSAGES`, arrival time, the PUBLISH) | it is queued for the session |
 //! | `P.q.<client>.s.<seq>` | packet id | it is sent (QoS 1: PUBACK awaited, QoS 2: PUBREC awaited) |
 //! | `P.q.<client>.r.<seq>` | packet id | PUBREL is sent (QoS 2: PUBCOMP awaited) |
-//! | `P.q.<client>.d.<seq>` | empty | it is acknowledged, expired or dropped |
+//! | `P.q.<client>.d.<seq>` | its sequence in `P_MESSAGES` | it is acknowledged, expired or dropped |
 //! | `P.o.<client>` | the owning node's incarnation | a node takes the session |
 //! | `P.k.<incarnation>` | a sequence of `P_MESSAGES` | see below |
 //!
 //! Each state has its own subject, so a write retried after a NATS failure
 //! can never undo a later one: a message's state is the furthest its
 //! subjects say (`d` over `r` over `s` over `m`). When a session's queue is
-//! empty, its subjects are purged (up to the last write), so the stream
+//! empty, its subjects are purged (up to the last write, which stays: it
+//! holds the session's high-water mark in `P_MESSAGES`), so the stream
 //! holds what is queued, not the history.
 //!
 //! Every write goes through one task, in order, pipelined; a barrier
@@ -132,6 +133,10 @@ pub struct Loaded {
     sent: HashMap<u64, u16>,
     released: HashMap<u64, u16>,
     done: BTreeSet<u64>,
+    /// The highest `P_MESSAGES` sequence the session's queue ever held
+    /// (its owner queues them in the stream's order): a replay starts
+    /// after it.
+    pub high: u64,
     /// Entries that could not be read.
     pub malformed: usize,
 }
@@ -143,6 +148,7 @@ impl Loaded {
         match kind {
             "m" => match Entry::decode(seq, value) {
                 Some(e) => {
+                    self.high = self.high.max(e.source);
                     self.entries.insert(seq, e);
                 }
                 None => self.malformed += 1,
@@ -161,6 +167,10 @@ impl Loaded {
             },
             "d" => {
                 self.done.insert(seq);
+                if let Some(b) = value.get(..8) {
+                    let source = u64::from_be_bytes(b.try_into().unwrap_or_default());
+                    self.high = self.high.max(source);
+                }
             }
             _ => self.malformed += 1,
         }
@@ -282,16 +292,17 @@ pub(super) fn state(cluster: &Cluster, client: &Arc<str>, seq: u64, state: Store
     );
 }
 
-/// A message acknowledged, expired or dropped; `empty_after`: the queue
-/// has nothing else.
-pub(super) fn done(cluster: &Cluster, client: &Arc<str>, seq: u64, empty_after: bool) {
+/// A message acknowledged, expired or dropped; `source` is its sequence
+/// in `P_MESSAGES` (kept, so the session's high-water mark outlives the
+/// entry); `empty_after`: the queue has nothing else.
+pub(super) fn done(cluster: &Cluster, client: &Arc<str>, seq: u64, source: u64, empty_after: bool) {
     let subject = format!("{}.d.{seq}", queue_prefix(cluster, client));
     send(
         cluster,
         JournalOp::Write {
             client: client.clone(),
             subject,
-            value: Bytes::new(),
+            value: Bytes::copy_from_slice(&source.to_be_bytes()),
             empty_after,
         },
     );
@@ -424,7 +435,9 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut rx: mpsc::UnboundedReceiver<J
                 }
                 if let (Some(client), true) = (f.purge, f.ok) {
                     let c = cluster.clone();
-                    tokio::spawn(async move { purge_subjects(&c, &client, Some(f.stream_seq + 1)).await });
+                    // Below the `d` write itself: it stays, with the
+                    // session's high-water mark.
+                    tokio::spawn(async move { purge_subjects(&c, &client, Some(f.stream_seq)).await });
                 }
                 let lowest_open = open.first().copied().unwrap_or(next_index);
                 while let Some((at, _)) = barriers.front() {
@@ -556,13 +569,15 @@ mod tests {
     #[test]
     fn done_entries_are_gone_and_order_is_by_sequence() {
         let mut l = Loaded::default();
-        l.add("d", 2, &[]);
+        l.add("d", 2, &90u64.to_be_bytes());
         for seq in [4, 2, 1] {
             l.add("m", seq, &entry(seq).encode());
         }
         l.add("s", 4, &9u16.to_be_bytes());
         l.add("x", 4, &[]);
         assert_eq!(l.max_seq(), 4);
+        // The highest source of any entry, done ones included.
+        assert_eq!(l.high, 90);
         assert_eq!(l.malformed, 1);
         let got = l.into_entries();
         assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 4]);

@@ -89,6 +89,8 @@ pub struct Cluster {
     /// Sessions to install on the task that reads the message stream, so
     /// they start at a known position of it (`resume.rs`).
     adopt: mpsc::Sender<resume::Adopt>,
+    /// Resumes in progress, by client id (see `resume`).
+    resuming: parking_lot::Mutex<std::collections::HashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>>,
     /// Client ids this node owns, with the revision of their record.
     owned: parking_lot::Mutex<std::collections::HashMap<Arc<str>, u64>>,
     /// Unique per message this node publishes (with the node name and a
@@ -133,6 +135,7 @@ impl Cluster {
             records: rec_tx,
             journal: journal_tx,
             adopt: adopt_tx,
+            resuming: Default::default(),
             owned: Default::default(),
             next_id: AtomicU64::new(1),
             nonce,
@@ -223,8 +226,8 @@ impl Cluster {
 
     /// A queued message is gone (acknowledged, expired, dropped); `empty`:
     /// the session's queue and inflight window hold nothing else.
-    pub fn queue_done(&self, client: &Arc<str>, seq: u64, empty: bool) {
-        journal::done(self, client, seq, empty);
+    pub fn queue_done(&self, client: &Arc<str>, d: &crate::session::Delivery, empty: bool) {
+        journal::done(self, client, d.seq, d.msg.cluster_seq, empty);
     }
 
     /// Answers once every queue write so far is stored (`false`: one was not).
@@ -239,8 +242,31 @@ impl Cluster {
         self: &Arc<Self>,
         client_id: &Arc<str>,
         record: SessionRecord,
+        broker: &BrokerState,
     ) -> Result<(), ClaimError> {
-        resume::resume(self, client_id, record).await
+        // One resume of a client id at a time on this node: a second
+        // CONNECT racing the first waits, then finds the session here.
+        let lock = self
+            .resuming
+            .lock()
+            .entry(client_id.clone())
+            .or_default()
+            .clone();
+        let (guard, waited) = match lock.try_lock() {
+            Ok(g) => (g, false),
+            Err(_) => (lock.lock().await, true),
+        };
+        let result = if waited && broker.has_session(client_id) {
+            Ok(())
+        } else {
+            resume::resume(self, client_id, record).await
+        };
+        drop(guard);
+        let mut resuming = self.resuming.lock();
+        if Arc::strong_count(&lock) == 2 {
+            resuming.remove(client_id);
+        }
+        result
     }
 
     /// Whether NATS is connected and the streams and buckets are in place.

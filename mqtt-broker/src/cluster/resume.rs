@@ -6,13 +6,16 @@
 //!    (`journal.rs`: every entry in its furthest state) and the previous
 //!    owner's incarnation, then that incarnation's checkpoint: the position
 //!    in `P_MESSAGES` up to which everything it read had reached its
-//!    sessions' queues. It then marks this node as the owner.
+//!    sessions' queues.
 //! 2. The task that reads `P_MESSAGES` (`inbound::run_stream`) installs the
 //!    session between two messages, at its position P, and replays the
 //!    messages after the checkpoint up to P that match the session's
 //!    subscriptions and are not in its queue already (by their stream
 //!    sequence): those the previous owner read but had not written when it
 //!    died. From P on, the session gets messages like any other here.
+//!    Once the replayed messages are stored in its queue, this node is
+//!    marked as the session's owner (its checkpoint covers the session from
+//!    then on).
 //! 3. The connection attaches the session: session present, the queue, and
 //!    the messages that were in flight sent again with DUP, PUBRELs again
 //!    (MQTT 5.0 section 4.4).
@@ -75,8 +78,11 @@ pub(super) async fn resume(
     if loaded.malformed > 0 {
         tracing::warn!(%client, entries = loaded.malformed, "cluster: unreadable session queue entries skipped");
     }
-    journal::owner(cluster, client);
     let max_seq = loaded.max_seq();
+    // Replay after what the owner surely read (its checkpoint) and after
+    // what the session's queue already held.
+    let replay_after = checkpoint.map_or(loaded.high, |k| k.max(loaded.high));
+    let checkpoint = (checkpoint.is_some() || loaded.high > 0).then_some(replay_after);
     let (reply, rx) = oneshot::channel();
     let adopt = Adopt {
         client: client.clone(),
@@ -89,10 +95,20 @@ pub(super) async fn resume(
     if cluster.adopt.send(adopt).await.is_err() {
         return Err(ClaimError::Unavailable);
     }
-    match tokio::time::timeout(ADOPT_LIMIT, rx).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(ClaimError::Unavailable),
+    if !matches!(tokio::time::timeout(ADOPT_LIMIT, rx).await, Ok(Ok(()))) {
+        return Err(ClaimError::Unavailable);
     }
+    // Only once what was replayed is in the session's queue does this
+    // node's checkpoint stand for the session: until then a resume
+    // elsewhere must replay from the previous owner's.
+    if !matches!(
+        tokio::time::timeout(READ_LIMIT, journal::barrier(cluster)).await,
+        Ok(Ok(true))
+    ) {
+        return Err(ClaimError::Unavailable);
+    }
+    journal::owner(cluster, client);
+    Ok(())
 }
 
 /// Reads the session's queue and its previous owner's checkpoint.

@@ -175,7 +175,7 @@ pub(super) async fn claim_in_cluster(
         {
             tracing::info!(client = %client_id, from = %previous.node, "cluster: session moves to this node");
             cluster
-                .resume(&client_id, previous)
+                .resume(&client_id, previous, broker)
                 .await
                 .map_err(|_| ReasonCode::ServerUnavailable)
         }
