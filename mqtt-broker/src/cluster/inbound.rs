@@ -127,6 +127,7 @@ pub(super) async fn run_stream(
             Some(p) => p,
             None => {
                 let p = stream.cached_info().state.last_sequence;
+                cluster.stream_positioned.store(true, Ordering::Release);
                 // Recorded before anything is read: a session resumed from
                 // this run never replays from before it.
                 checkpoint.write_now(&cluster, p).await;

@@ -101,6 +101,10 @@ pub struct Cluster {
     pub stats: ClusterStats,
     /// Whether the retained messages of the cluster have been loaded.
     retained_loaded: AtomicBool,
+    /// Whether the reader of the message stream knows where it starts: a
+    /// QoS 1/2 message published on another node from then on reaches this
+    /// node's subscribers.
+    stream_positioned: AtomicBool,
     /// Whether JetStream's last answer was a stored message (false while it
     /// has no quorum, though NATS itself answers).
     jetstream_ok: AtomicBool,
@@ -141,6 +145,7 @@ impl Cluster {
             nonce,
             stats: ClusterStats::default(),
             retained_loaded: AtomicBool::new(false),
+            stream_positioned: AtomicBool::new(false),
             jetstream_ok: AtomicBool::new(true),
             shutdown: watch::channel(false).0,
             tasks: Default::default(),
@@ -269,9 +274,10 @@ impl Cluster {
         result
     }
 
-    /// Whether NATS is connected and the streams and buckets are in place.
+    /// Whether NATS is connected, the streams and buckets are in place and
+    /// the message stream is being read.
     pub fn is_ready(&self) -> bool {
-        self.link.is_ready()
+        self.link.is_ready() && self.stream_positioned.load(Ordering::Acquire)
     }
 
     /// `up`; `degraded` when NATS answers but JetStream does not store
