@@ -115,6 +115,7 @@ impl BrokerState {
         cluster: Option<Arc<crate::cluster::Cluster>>,
     ) -> Result<BrokerState, String> {
         let security = Security::load(&config)?;
+        let groups_elsewhere = cluster.is_some();
         Ok(BrokerState {
             store,
             drops: DropLog::new(
@@ -130,7 +131,7 @@ impl BrokerState {
             config,
             stats: Stats::default(),
             sessions: Mutex::new(HashMap::new()),
-            index: RwLock::new(SubscriptionIndex::default()),
+            index: RwLock::new(SubscriptionIndex::new(groups_elsewhere)),
             index_generation: AtomicU64::new(0),
             retained: RwLock::new(RetainedStore::default()),
             started: Instant::now(),
@@ -461,6 +462,27 @@ impl BrokerState {
         if let Some(store) = &self.store {
             store.del_session(client_id);
         }
+    }
+
+    /// The delivery of `msg` to one member of share group `group` on
+    /// `filter` here (`cluster::shared`), if the group has one.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn shared_delivery(
+        &self,
+        group: &str,
+        filter: &str,
+        msg: &Arc<Message>,
+    ) -> Option<(Arc<Session>, Delivery)> {
+        let index = self.index.read();
+        let sub = index.pick_shared(filter, group)?;
+        let delivery = Delivery {
+            msg: msg.clone(),
+            qos: sub.options.qos.min(msg.qos),
+            retain: msg.retain && sub.options.retain_as_published,
+            sub_ids: sub.sub_id.into_iter().collect(),
+            seq: 0,
+        };
+        Some((sub.session.clone(), delivery))
     }
 
     /// Whether this node holds a session for `client_id`.
@@ -867,6 +889,9 @@ impl BrokerState {
 
     /// Forgets a stored message: acknowledged, expired or dropped.
     pub fn forget_message(&self, session: &Session, st: &SessionState, d: &Delivery) {
+        if let Some(s) = &d.msg.settle {
+            s.settle(true);
+        }
         #[cfg(feature = "cluster")]
         if let (Some(c), true, true) = (&self.cluster, st.persistent, d.qos != QoS::AtMostOnce) {
             // `d` has left the queue and the inflight window already.

@@ -327,6 +327,11 @@ pub struct ClusterConfig {
     /// Messages waiting to be handed to NATS; QoS 0 beyond it are dropped
     /// (counted), QoS 1/2 beyond it are not acknowledged.
     pub max_outbound: usize,
+    /// How long a shared subscription's QoS 1/2 message may stay
+    /// unacknowledged on a node before the cluster gives it to a member on
+    /// another node (the bound after a node dies; a member slower than
+    /// this to acknowledge may get a message another member also got).
+    pub shared_ack_wait_ms: u64,
     /// NATS user name and password.
     pub user: Option<String>,
     /// NATS password (with `user`; never printed by `--check`).
@@ -360,6 +365,7 @@ impl Default for ClusterConfig {
             message_retention_secs: 3600,
             message_stream_max_bytes: 256 << 20,
             max_outbound: 65_536,
+            shared_ack_wait_ms: 30_000,
             user: None,
             password: None,
             token: None,
@@ -397,8 +403,8 @@ impl ClusterConfig {
         if self.replicas == 0 || self.replicas > 5 {
             return fail("replicas must be between 1 and 5");
         }
-        if self.ack_timeout_ms == 0 || self.max_outbound == 0 {
-            return fail("ack_timeout_ms and max_outbound must be at least 1");
+        if self.ack_timeout_ms == 0 || self.max_outbound == 0 || self.shared_ack_wait_ms < 100 {
+            return fail("ack_timeout_ms and max_outbound must be at least 1, shared_ack_wait_ms at least 100");
         }
         if self.password.is_some() != self.user.is_some() {
             return fail("user and password go together");

@@ -30,6 +30,16 @@ impl MessageProps {
     }
 }
 
+/// Where a message came from wants to know what became of it: a message a
+/// cluster's shared subscription handed to this node is acknowledged there
+/// once its subscriber is done with it, or handed back for another member.
+pub trait Settle: Send + Sync + std::fmt::Debug {
+    /// `done`: acknowledged by the subscriber, expired or dropped (each
+    /// counted where it happens); otherwise not delivered. Only the first
+    /// call counts.
+    fn settle(&self, done: bool);
+}
+
 /// An application message inside the broker.
 #[derive(Debug)]
 pub struct Message {
@@ -51,6 +61,9 @@ pub struct Message {
     /// from there (0 otherwise): a session's queue in the cluster records
     /// it, so a replay after a node's loss adds each message once.
     pub cluster_seq: u64,
+    /// Told when the one session it was queued for is done with it (see
+    /// [`Settle`]); `None` for almost every message.
+    pub settle: Option<Arc<dyn Settle>>,
     /// The topic and properties of its PUBLISH, encoded once when it fans
     /// out to several subscribers (see `fanout`).
     shared_head: OnceLock<Box<[u8]>>,
@@ -93,6 +106,7 @@ impl Message {
             received,
             publisher,
             cluster_seq: 0,
+            settle: None,
             shared_head: OnceLock::new(),
         }
     }
@@ -108,6 +122,7 @@ impl Message {
             received: crate::clock::now(),
             publisher: None,
             cluster_seq: 0,
+            settle: None,
             shared_head: OnceLock::new(),
         }
     }

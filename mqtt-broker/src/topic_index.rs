@@ -77,8 +77,11 @@ impl Node {
 
     /// Adds this node's subscribers to `out`; returns whether a shared
     /// group was among them (its member is picked per message).
-    fn collect<'a>(&'a self, out: &mut Vec<&'a Subscriber>) -> bool {
+    fn collect<'a>(&'a self, out: &mut Vec<&'a Subscriber>, with_shared: bool) -> bool {
         out.extend(self.subscribers.iter());
+        if !with_shared {
+            return false;
+        }
         out.extend(self.shared.iter().filter_map(SharedGroup::pick));
         !self.shared.is_empty()
     }
@@ -89,6 +92,10 @@ impl Node {
 pub struct SubscriptionIndex {
     root: Node,
     count: usize,
+    /// Shared groups are left out of `matches`: in a cluster, a group's
+    /// messages come from the cluster, one member cluster-wide
+    /// (`cluster::shared`), which picks with `pick_shared`.
+    pub groups_elsewhere: bool,
 }
 
 fn same(a: &Subscriber, session: &Arc<Session>) -> bool {
@@ -99,6 +106,14 @@ impl SubscriptionIndex {
     /// Number of subscriptions held.
     pub fn len(&self) -> usize {
         self.count
+    }
+
+    /// An empty index; `groups_elsewhere` as that field says.
+    pub fn new(groups_elsewhere: bool) -> SubscriptionIndex {
+        SubscriptionIndex {
+            groups_elsewhere,
+            ..SubscriptionIndex::default()
+        }
     }
 
     /// Adds or replaces the subscription of `sub.session` to `filter` (a plain
@@ -153,8 +168,30 @@ impl SubscriptionIndex {
     pub fn matches<'a>(&'a self, topic: &str, out: &mut Vec<&'a Subscriber>) -> bool {
         let dollar = topic.starts_with('$');
         let mut shared = false;
-        walk(&self.root, topic.split('/'), dollar, out, &mut shared);
+        let with_shared = !self.groups_elsewhere;
+        walk(
+            &self.root,
+            topic.split('/'),
+            dollar,
+            out,
+            &mut shared,
+            with_shared,
+        );
         shared
+    }
+
+    /// One member of share group `group` on `filter` (round robin,
+    /// preferring connected ones), if it has any here.
+    pub fn pick_shared(&self, filter: &str, group: &str) -> Option<&Subscriber> {
+        let mut node = &self.root;
+        for level in filter.split('/') {
+            node = match level {
+                "+" => node.plus.as_deref()?,
+                "#" => node.hash.as_deref()?,
+                _ => node.children.get(level)?,
+            };
+        }
+        node.shared.iter().find(|g| &*g.name == group)?.pick()
     }
 }
 
@@ -164,25 +201,26 @@ fn walk<'a, 't>(
     skip_wildcards: bool,
     out: &mut Vec<&'a Subscriber>,
     shared: &mut bool,
+    with_shared: bool,
 ) {
     let Some(level) = levels.next() else {
-        *shared |= node.collect(out);
+        *shared |= node.collect(out, with_shared);
         // `a/#` matches `a` too.
         if let Some(hash) = &node.hash {
-            *shared |= hash.collect(out);
+            *shared |= hash.collect(out, with_shared);
         }
         return;
     };
     if !skip_wildcards {
         if let Some(hash) = &node.hash {
-            *shared |= hash.collect(out);
+            *shared |= hash.collect(out, with_shared);
         }
         if let Some(plus) = &node.plus {
-            walk(plus, levels.clone(), false, out, shared);
+            walk(plus, levels.clone(), false, out, shared, with_shared);
         }
     }
     if let Some(child) = node.children.get(level) {
-        walk(child, levels, false, out, shared);
+        walk(child, levels, false, out, shared, with_shared);
     }
 }
 

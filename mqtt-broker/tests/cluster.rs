@@ -704,6 +704,103 @@ async fn in_flight_messages_resume_on_another_node() {
     stop(nodes).await;
 }
 
+/// Receives QoS 1 PUBLISHes until `n` arrived or none comes for a while;
+/// acknowledges them when `ack`. Returns the payloads.
+async fn collect(c: &mut RawClient, n: usize, ack: bool) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(2), c.try_recv()).await else {
+            break;
+        };
+        let p = r.publish();
+        got.push(String::from_utf8(p.payload.to_vec()).unwrap());
+        if ack {
+            c.ack_delivery(&p).await;
+        }
+    }
+    got
+}
+
+// Issue 18 / MQTT 5.0 section 4.8.2: a shared subscription's members on two
+// nodes share its messages: each message reaches exactly one of them, in
+// the whole cluster (not one per node), and both get some.
+#[tokio::test]
+async fn shared_subscription_members_on_two_nodes_split_the_messages() {
+    let nodes = cluster("sh").await;
+    let mut m0 = RawClient::connect(nodes[0].local_addr(), V5, "m0").await;
+    m0.subscribe(1, "$share/g/sh/+", QoS::AtLeastOnce).await;
+    let mut m1 = RawClient::connect(nodes[1].local_addr(), V5, "m1").await;
+    m1.subscribe(1, "$share/g/sh/+", QoS::AtLeastOnce).await;
+    let mut p = RawClient::connect(nodes[2].local_addr(), V5, "p").await;
+    const N: usize = 200;
+    for i in 0..N {
+        let qos = if i % 4 == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        p.publish_flow(publish(
+            "sh/t",
+            i.to_string().as_bytes(),
+            qos,
+            (i + 1) as u16,
+            false,
+        ))
+        .await;
+    }
+    let (a, b) = tokio::join!(collect(&mut m0, N, true), collect(&mut m1, N, true));
+    let mut all: Vec<usize> = a.iter().chain(&b).map(|s| s.parse().unwrap()).collect();
+    all.sort_unstable();
+    let before = all.len();
+    all.dedup();
+    assert_eq!(before, all.len(), "a message reached both members");
+    assert_eq!(
+        all,
+        (0..N).collect::<Vec<_>>(),
+        "a message reached no member"
+    );
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "one member got nothing: {} / {}",
+        a.len(),
+        b.len()
+    );
+    stop(nodes).await;
+}
+
+// Issue 18 / MQTT 5.0 section 4.8.2: the QoS 1 messages a member of a
+// shared subscription had not acknowledged when its (clean) session ended
+// go to another member, on another node.
+#[tokio::test]
+async fn a_leaving_members_unacknowledged_messages_go_to_another_node() {
+    let nodes = cluster("shl").await;
+    let mut m0 = RawClient::connect(nodes[0].local_addr(), V5, "m0").await;
+    m0.subscribe(1, "$share/g/shl/t", QoS::AtLeastOnce).await;
+    let mut p = RawClient::connect(nodes[2].local_addr(), V5, "p").await;
+    const N: usize = 20;
+    for i in 0..N {
+        p.publish_flow(publish(
+            "shl/t",
+            i.to_string().as_bytes(),
+            QoS::AtLeastOnce,
+            (i + 1) as u16,
+            false,
+        ))
+        .await;
+    }
+    // The only member holds them all, unacknowledged.
+    let held = collect(&mut m0, N, false).await;
+    assert_eq!(held.len(), N);
+    let mut m1 = RawClient::connect(nodes[1].local_addr(), V5, "m1").await;
+    m1.subscribe(1, "$share/g/shl/t", QoS::AtLeastOnce).await;
+    // The first member's connection breaks: its session ends.
+    drop(m0);
+    let mut got = collect(&mut m1, N, true).await;
+    got.sort_by_key(|s| s.parse::<usize>().unwrap());
+    assert_eq!(got, (0..N).map(|i| i.to_string()).collect::<Vec<_>>());
+    stop(nodes).await;
+}
+
 // Issue 17 / MQTT 5.0 section 3.4.2.1: a message larger than one NATS
 // message (max_payload, 1 MiB by default) could reach only this node, so it
 // is refused as a whole (PUBACK 0x97 Quota exceeded) and reaches no one;

@@ -33,6 +33,9 @@ pub(super) struct Link {
     /// The buckets, once set up.
     pub retained: tokio::sync::OnceCell<kv::Store>,
     pub sessions: tokio::sync::OnceCell<kv::Store>,
+    /// The second connection, with echo (`connect_with_echo`), once a
+    /// shared subscription needs it.
+    pub echo: tokio::sync::OnceCell<async_nats::Client>,
     /// Connected to NATS (as the client last reported).
     connected: Arc<AtomicBool>,
     /// Connected and the streams are in place.
@@ -80,32 +83,7 @@ impl Link {
                     events_tx.send_modify(|n| *n += 1);
                 }
             });
-        if let (Some(u), Some(p)) = (&cfg.user, &cfg.password) {
-            opts = opts.user_and_password(u.clone(), p.clone());
-        }
-        if let Some(t) = &cfg.token {
-            opts = opts.token(t.clone());
-        }
-        if let Some(path) = &cfg.credentials_file {
-            opts = opts
-                .credentials_file(path)
-                .await
-                .map_err(|e| format!("[cluster] credentials_file {}: {e}", path.display()))?;
-        }
-        if let Some(path) = &cfg.nkey_seed_file {
-            let seed = std::fs::read_to_string(path)
-                .map_err(|e| format!("[cluster] nkey_seed_file {}: {e}", path.display()))?;
-            opts = opts.nkey(seed.trim().to_string());
-        }
-        if let Some(ca) = &cfg.tls_ca_file {
-            opts = opts.add_root_certificates(ca.clone());
-        }
-        if let (Some(cert), Some(key)) = (&cfg.tls_cert_file, &cfg.tls_key_file) {
-            opts = opts.add_client_certificate(cert.clone(), key.clone());
-        }
-        if cfg.tls_required {
-            opts = opts.require_tls(true);
-        }
+        opts = credentials(opts, cfg).await?;
         let client = opts
             .connect(cfg.nats.clone())
             .await
@@ -131,6 +109,7 @@ impl Link {
             sessions_bucket: format!("{upper}_sessions"),
             retained: Default::default(),
             sessions: Default::default(),
+            echo: Default::default(),
             connected,
             ready: AtomicBool::new(false),
             changes,
@@ -227,6 +206,60 @@ impl Link {
             }
         }
     }
+}
+
+/// `opts` with the credentials and TLS settings of `[cluster]`.
+async fn credentials(
+    mut opts: async_nats::ConnectOptions,
+    cfg: &ClusterConfig,
+) -> Result<async_nats::ConnectOptions, String> {
+    if let (Some(u), Some(p)) = (&cfg.user, &cfg.password) {
+        opts = opts.user_and_password(u.clone(), p.clone());
+    }
+    if let Some(t) = &cfg.token {
+        opts = opts.token(t.clone());
+    }
+    if let Some(path) = &cfg.credentials_file {
+        opts = opts
+            .credentials_file(path)
+            .await
+            .map_err(|e| format!("[cluster] credentials_file {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &cfg.nkey_seed_file {
+        let seed = std::fs::read_to_string(path)
+            .map_err(|e| format!("[cluster] nkey_seed_file {}: {e}", path.display()))?;
+        opts = opts.nkey(seed.trim().to_string());
+    }
+    if let Some(ca) = &cfg.tls_ca_file {
+        opts = opts.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&cfg.tls_cert_file, &cfg.tls_key_file) {
+        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    }
+    if cfg.tls_required {
+        opts = opts.require_tls(true);
+    }
+    Ok(opts)
+}
+
+/// A second connection to NATS, with echo: shared subscriptions' QoS 0
+/// messages arrive through queue subscriptions on it, including those this
+/// node published (the main connection never gets its own messages back).
+pub(super) async fn connect_with_echo(cfg: &ClusterConfig) -> Result<async_nats::Client, String> {
+    let opts = async_nats::ConnectOptions::new()
+        .name(format!("mqtt-broker {} (shared subscriptions)", cfg.node))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(2))
+        .reconnect_delay_callback(|attempt| {
+            Duration::from_millis((100u64 << attempt.min(5)).min(2000))
+        })
+        .subscription_capacity(64 * 1024);
+    credentials(opts, cfg)
+        .await?
+        .connect(cfg.nats.clone())
+        .await
+        .map_err(|e| format!("[cluster] cannot use the NATS servers {:?}: {e}", cfg.nats))
 }
 
 /// Keeps the link ready: sets up the streams after every (re)connection,

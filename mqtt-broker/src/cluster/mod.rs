@@ -33,6 +33,7 @@ mod link;
 mod outbound;
 mod resume;
 mod sessions;
+mod shared;
 pub mod subject;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -89,6 +90,8 @@ pub struct Cluster {
     /// Sessions to install on the task that reads the message stream, so
     /// they start at a known position of it (`resume.rs`).
     adopt: mpsc::Sender<resume::Adopt>,
+    /// The shared subscriptions this node takes messages for (`shared.rs`).
+    shares: shared::Shares,
     /// Resumes in progress, by client id (see `resume`).
     resuming: parking_lot::Mutex<std::collections::HashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>>,
     /// Client ids this node owns, with the revision of their record.
@@ -140,6 +143,7 @@ impl Cluster {
             journal: journal_tx,
             adopt: adopt_tx,
             resuming: Default::default(),
+            shares: Default::default(),
             owned: Default::default(),
             next_id: AtomicU64::new(1),
             nonce,
@@ -334,6 +338,18 @@ impl Cluster {
             journal::purge(self, client_id);
         }
         claimed
+    }
+
+    /// A member of share group `group` on `filter` subscribed on this node:
+    /// the answer comes once this node takes the group's messages from the
+    /// cluster (`shared.rs`).
+    pub fn join_share(
+        self: &Arc<Self>,
+        broker: &Arc<BrokerState>,
+        group: &str,
+        filter: &str,
+    ) -> oneshot::Receiver<bool> {
+        shared::join(self, broker, group, filter)
     }
 
     /// Marks this node as the owner of the session of `client_id` in the

@@ -271,6 +271,8 @@ impl Conn {
         let mut codes = Vec::with_capacity(4);
         let mut retained = Vec::new();
         let now = crate::clock::now();
+        #[allow(unused_mut)]
+        let mut share_joined = false;
         for f in s.filters.iter() {
             if let Some(refusal) = self.check_subscription(f.filter) {
                 codes.push(refusal);
@@ -295,6 +297,14 @@ impl Conn {
             // the subscription's insertion, so a retained PUBLISH racing
             // this SUBSCRIBE arrives once, live or retained, not both.
             let (group, plain) = split_filter(f.filter);
+            #[cfg(feature = "cluster")]
+            if let (Some(c), Some(g)) = (&self.broker.cluster, group) {
+                // The SUBACK waits until this node takes the group's
+                // messages from the cluster.
+                self.cluster_waits
+                    .push(c.join_share(&self.broker, g, plain));
+                share_joined = true;
+            }
             let record = SubRecord { options, sub_id };
             self.broker
                 .subscribe_then(&self.session, f.filter, record, |existed, store| {
@@ -324,7 +334,7 @@ impl Conn {
         };
         // A stored session's subscriptions are durable before they are
         // acknowledged, like its messages.
-        if self.session.lock().persistent {
+        if share_joined || self.session.lock().persistent {
             if let Some(c) = &self.broker.cluster {
                 // ... and written to the cluster's session record.
                 self.cluster_waits.push(c.records_written());

@@ -1,0 +1,328 @@
+//! Shared subscriptions across nodes (issue 18; MQTT 5.0 section 4.8.2):
+//! each message of `$share/{group}/{filter}` goes to one member of the
+//! group in the whole cluster, not one per node.
+//!
+//! In a cluster the subscription index leaves groups out of ordinary
+//! routing (`SubscriptionIndex::groups_elsewhere`). Instead, a node with at
+//! least one member of a group takes the group's messages from NATS, where
+//! NATS hands each to one node:
+//!
+//! - QoS 1/2: a durable JetStream consumer per group and filter subject on
+//!   `P_MESSAGES` (`<P>_share_<hash>`, explicit acknowledgements), pulled
+//!   by every node with members. A message is acknowledged to JetStream
+//!   when its member acknowledges it (or it expires or is dropped, counted),
+//!   handed back (NAK) when the member's session ends without it, and sent
+//!   again by JetStream to another node after `shared_ack_wait_ms` when
+//!   the node holding it dies. A persistent member's message is
+//!   acknowledged as soon as it is in the member's queue in the cluster: it
+//!   belongs to that session then, and moves with it.
+//! - QoS 0: a NATS queue subscription per group and filter subject, on a
+//!   second connection with echo (this node's own messages included).
+//!
+//! The node picks the member among its own (round robin, connected ones
+//! first). When it has none left, it hands the message back and stops
+//! taking the group's messages until a member subscribes again.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use futures_util::stream::{BoxStream, SelectAll};
+use futures_util::{FutureExt, StreamExt};
+use mqtt_codec::QoS;
+use tokio::sync::{oneshot, watch};
+
+use super::{inbound, subject, Cluster};
+use crate::broker::BrokerState;
+use crate::message::{Message, Settle};
+
+/// Messages of one group a node may hold unacknowledged at a time, over
+/// all nodes (JetStream's `max_ack_pending`).
+const MAX_ACK_PENDING: i64 = 4096;
+
+/// The groups this node takes messages for, by (group, filter).
+/// A group and its filter.
+type ShareKey = (Box<str>, Box<str>);
+
+#[derive(Default)]
+pub(super) struct Shares {
+    /// Each run's readiness: `None` while it starts, then whether it could.
+    running: parking_lot::Mutex<HashMap<ShareKey, watch::Receiver<Option<bool>>>>,
+}
+
+/// A member of `group` on `filter` subscribed here: makes sure this node
+/// takes the group's messages. Answers `true` once it does (so the SUBACK
+/// can wait for it), `false` if NATS could not be asked.
+pub(super) fn join(
+    cluster: &Arc<Cluster>,
+    broker: &Arc<BrokerState>,
+    group: &str,
+    filter: &str,
+) -> oneshot::Receiver<bool> {
+    let (tx, rx) = oneshot::channel();
+    let key: ShareKey = (group.into(), filter.into());
+    let mut ready = {
+        let mut running = cluster.shares.running.lock();
+        match running.get(&key) {
+            // Running, or starting: wait for its answer.
+            Some(r) if r.borrow().unwrap_or(true) => r.clone(),
+            _ => {
+                let (ready_tx, ready_rx) = watch::channel(None);
+                running.insert(key.clone(), ready_rx.clone());
+                tokio::spawn(run(cluster.clone(), broker.clone(), key, ready_tx));
+                ready_rx
+            }
+        }
+    };
+    tokio::spawn(async move {
+        let ok = loop {
+            if let Some(ok) = *ready.borrow_and_update() {
+                break ok;
+            }
+            if ready.changed().await.is_err() {
+                break false;
+            }
+        };
+        let _ = tx.send(ok);
+    });
+    rx
+}
+
+/// The durable consumer's name for `group`, `filter` and one of its
+/// subjects: the same on every node.
+fn consumer_name(cluster: &Cluster, group: &str, filter: &str, subject: &str) -> String {
+    let mut h = DefaultHasher::new();
+    (group, filter, subject).hash(&mut h);
+    format!(
+        "{}_share_{:016x}",
+        cluster.cfg.subject_prefix.to_ascii_uppercase(),
+        h.finish()
+    )
+}
+
+enum Incoming {
+    Stored(Box<async_nats::jetstream::Message>),
+    Volatile(async_nats::Message),
+}
+
+/// Takes the messages of one group while this node has members of it.
+async fn run(
+    cluster: Arc<Cluster>,
+    broker: Arc<BrokerState>,
+    key: ShareKey,
+    ready: watch::Sender<Option<bool>>,
+) {
+    let (group, filter) = (&*key.0, &*key.1);
+    let sources = match open(&cluster, group, filter).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%group, %filter, error = %e, "cluster: shared subscription not set up in NATS");
+            let _ = ready.send(Some(false));
+            cluster.shares.running.lock().remove(&key);
+            return;
+        }
+    };
+    let _ = ready.send(Some(true));
+    tracing::debug!(%group, %filter, "cluster: taking the shared subscription's messages");
+    let mut sources = sources;
+    let mut shutdown = cluster.shutdown.subscribe();
+    loop {
+        let item = tokio::select! {
+            i = sources.next() => i,
+            _ = shutdown.changed() => break,
+        };
+        let Some(item) = item else { break };
+        let has_member = match item {
+            Incoming::Stored(m) => take_stored(&cluster, &broker, group, filter, *m),
+            Incoming::Volatile(m) => take_volatile(&cluster, &broker, group, filter, m),
+        };
+        if !has_member {
+            // Hand back what was already pulled for this node, so it goes
+            // to members elsewhere now rather than after the ack wait.
+            while let Some(Some(item)) = sources.next().now_or_never() {
+                if let Incoming::Stored(m) = item {
+                    hand_back(&cluster, &m);
+                }
+            }
+            break;
+        }
+    }
+    // Gone before a new member's `join` looks: it starts a new run.
+    cluster.shares.running.lock().remove(&key);
+    tracing::debug!(%group, %filter, "cluster: no member of the shared subscription here any more");
+}
+
+/// The consumers and queue subscriptions of a group, as one stream.
+async fn open(
+    cluster: &Cluster,
+    group: &str,
+    filter: &str,
+) -> Result<SelectAll<BoxStream<'static, Incoming>>, String> {
+    let link = &cluster.link;
+    let echo = link
+        .echo
+        .get_or_try_init(|| super::link::connect_with_echo(&cluster.cfg))
+        .await?;
+    let stream = link
+        .js
+        .get_stream(&link.messages_stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut all: SelectAll<BoxStream<'static, Incoming>> = SelectAll::new();
+    for s in subject::filter_to_subjects(&link.durable, filter) {
+        let name = consumer_name(cluster, group, filter, &s);
+        let consumer = stream
+            .get_or_create_consumer(
+                &name,
+                pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: s,
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: Duration::from_millis(cluster.cfg.shared_ack_wait_ms),
+                    deliver_policy: DeliverPolicy::New,
+                    max_ack_pending: MAX_ACK_PENDING,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let messages = consumer.messages().await.map_err(|e| e.to_string())?;
+        all.push(
+            messages
+                .filter_map(|m| async move { m.ok().map(|m| Incoming::Stored(Box::new(m))) })
+                .boxed(),
+        );
+    }
+    for s in subject::filter_to_subjects(&link.volatile, filter) {
+        let queue = consumer_name(cluster, group, filter, &s);
+        let sub = echo
+            .queue_subscribe(s, queue)
+            .await
+            .map_err(|e| e.to_string())?;
+        all.push(sub.map(Incoming::Volatile).boxed());
+    }
+    Ok(all)
+}
+
+/// A QoS 1/2 message of the group: to a member here. Returns whether the
+/// group has one.
+fn take_stored(
+    cluster: &Arc<Cluster>,
+    broker: &Arc<BrokerState>,
+    group: &str,
+    filter: &str,
+    m: async_nats::jetstream::Message,
+) -> bool {
+    let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+    let hook = Arc::new(JetStreamSettle {
+        client: cluster.link.client.clone(),
+        reply: m.reply.clone(),
+        settled: AtomicBool::new(false),
+    });
+    let Some(mut msg) = inbound::message(cluster, m.headers.as_ref(), m.payload.clone(), seq)
+    else {
+        hook.settle(true);
+        return true;
+    };
+    if !mqtt_codec::topic::matches(filter, &msg.topic) {
+        // A `$` topic under a wildcard NATS cannot tell apart.
+        hook.settle(true);
+        return true;
+    }
+    msg.settle = Some(hook.clone());
+    let msg = Arc::new(msg);
+    let Some((session, delivery)) = broker.shared_delivery(group, filter, &msg) else {
+        hook.settle(false);
+        return false;
+    };
+    drop(msg);
+    let qos = delivery.qos;
+    let queued = session.enqueue(delivery, broker, false);
+    if !queued || qos == QoS::AtMostOnce {
+        // Dropped (counted) or sent at most once: done with here.
+        hook.settle(true);
+    } else if session.is_journaled() {
+        // The member's queue in the cluster holds it once this barrier
+        // passes: it is the session's from then on.
+        let barrier = cluster.queue_barrier();
+        tokio::spawn(async move {
+            if barrier.await.unwrap_or(false) {
+                hook.settle(true);
+            }
+        });
+    }
+    true
+}
+
+/// Gives a pulled message back to the group's consumer (another node).
+fn hand_back(cluster: &Cluster, m: &async_nats::jetstream::Message) {
+    JetStreamSettle {
+        client: cluster.link.client.clone(),
+        reply: m.reply.clone(),
+        settled: AtomicBool::new(false),
+    }
+    .settle(false);
+}
+
+/// A QoS 0 message of the group: to a member here.
+fn take_volatile(
+    cluster: &Arc<Cluster>,
+    broker: &Arc<BrokerState>,
+    group: &str,
+    filter: &str,
+    m: async_nats::Message,
+) -> bool {
+    let Some(msg) = inbound::message(cluster, m.headers.as_ref(), m.payload.clone(), 0) else {
+        return true;
+    };
+    if !mqtt_codec::topic::matches(filter, &msg.topic) {
+        return true;
+    }
+    let msg: Arc<Message> = Arc::new(msg);
+    match broker.shared_delivery(group, filter, &msg) {
+        Some((session, delivery)) => {
+            session.enqueue(delivery, broker, false);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Acknowledges a message to its group's consumer, or hands it back; if
+/// neither happened when the message is dropped (its session ended with
+/// it), hands it back then.
+#[derive(Debug)]
+struct JetStreamSettle {
+    client: async_nats::Client,
+    reply: Option<async_nats::Subject>,
+    settled: AtomicBool,
+}
+
+impl Settle for JetStreamSettle {
+    fn settle(&self, done: bool) {
+        if self.settled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(reply) = self.reply.clone() else {
+            return;
+        };
+        let client = self.client.clone();
+        // `-NAK`: JetStream sends it again at once, to any node pulling.
+        let body: &'static [u8] = if done { b"+ACK" } else { b"-NAK" };
+        tokio::spawn(async move {
+            let _ = client.publish(reply, bytes::Bytes::from_static(body)).await;
+        });
+    }
+}
+
+impl Drop for JetStreamSettle {
+    fn drop(&mut self) {
+        if !self.settled.load(Ordering::Acquire) && tokio::runtime::Handle::try_current().is_ok() {
+            self.settle(false);
+        }
+    }
+}
