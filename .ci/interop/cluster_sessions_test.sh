@@ -34,7 +34,8 @@ PIDS=()
 cleanup() {
     local p
     for p in "${PIDS[@]}"; do stop_pid "$p"; done
-    rm -rf "$WORK"
+    # KEEP_WORK=1 keeps the logs for a look afterwards.
+    if [ -n "${KEEP_WORK:-}" ]; then echo "logs kept in $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -93,6 +94,9 @@ subject_prefix = "fo$$"
 # A publish waits this long for JetStream before its publisher is
 # disconnected unacknowledged: longer than the quorum outage below.
 ack_timeout_ms = 60000
+# A shared subscription's message held by a dead node goes to another
+# member after this.
+shared_ack_wait_ms = 3000
 message_stream_max_bytes = 67108864
 TOML
     "$BROKER" -c "$WORK/$name.toml" </dev/null >>"$WORK/$name.log" 2>&1 &
@@ -191,6 +195,21 @@ run "QoS 1 without a NATS quorum (2 of 3 servers SIGKILLed): PUBACKs stop; after
 for i in 0 2; do
     [ -f "$WORK/nats$i.pid" ] && PIDS+=("$(cat "$WORK/nats$i.pid")")
 done
+
+# 5. A shared subscription with members on A and B: split with no message
+#    at both; B (holding its messages unacknowledged) is SIGKILLed and they
+#    reach the member on A within shared_ack_wait_ms and a margin.
+wait "${PID[b]}" 2>/dev/null
+start_node b 1 || fail "node B restarts again"
+out="$(timeout 180 python3 "$ROOT/.ci/interop/cluster_shared.py" --a-port "${PORT[a]}" \
+    --b-port "${PORT[b]}" --pub-port "${PORT[c]}" --kill-pid "${PID[b]}" --bound 8 --tag sh 2>&1)"
+status=$?
+echo "$out"
+if [ "$status" -eq 0 ]; then
+    pass "shared subscription over two nodes: split, none twice; a killed member's messages reach the other"
+else
+    fail "shared subscription over two nodes: split, none twice; a killed member's messages reach the other"
+fi
 
 # What the resuming nodes did (messages replayed from the stream: those the
 # killed node had read but not yet written to the session's queue).

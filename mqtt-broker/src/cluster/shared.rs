@@ -7,9 +7,10 @@
 //! least one member of a group takes the group's messages from NATS, where
 //! NATS hands each to one node:
 //!
-//! - QoS 1/2: a durable JetStream consumer per group and filter subject on
-//!   `P_MESSAGES` (`<P>_share_<hash>`, explicit acknowledgements), pulled
-//!   by every node with members. A message is acknowledged to JetStream
+//! - QoS 1/2: a durable JetStream push consumer per group and filter
+//!   subject on `P_MESSAGES` (`<P>_share_<hash>`, explicit
+//!   acknowledgements), delivering to a NATS queue group that every node
+//!   with members joins. A message is acknowledged to JetStream
 //!   when its member acknowledges it (or it expires or is dropped, counted),
 //!   handed back (NAK) when the member's session ends without it, and sent
 //!   again by JetStream to another node after `shared_ack_wait_ms` when
@@ -30,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::consumer::{push, AckPolicy, DeliverPolicy};
 use futures_util::stream::{BoxStream, SelectAll};
 use futures_util::{FutureExt, StreamExt};
 use mqtt_codec::QoS;
@@ -105,7 +106,8 @@ fn consumer_name(cluster: &Cluster, group: &str, filter: &str, subject: &str) ->
 }
 
 enum Incoming {
-    Stored(Box<async_nats::jetstream::Message>),
+    /// From the group's JetStream consumer: its reply subject acknowledges.
+    Stored(Box<async_nats::Message>),
     Volatile(async_nats::Message),
 }
 
@@ -174,12 +176,18 @@ async fn open(
         .map_err(|e| e.to_string())?;
     let mut all: SelectAll<BoxStream<'static, Incoming>> = SelectAll::new();
     for s in subject::filter_to_subjects(&link.durable, filter) {
+        // A push consumer delivering to a NATS queue group: each message
+        // goes to one node of those subscribed, and again (after the ack
+        // wait) to one still there.
         let name = consumer_name(cluster, group, filter, &s);
-        let consumer = stream
+        let deliver_subject = format!("{}.sd.{name}", cluster.cfg.subject_prefix);
+        stream
             .get_or_create_consumer(
                 &name,
-                pull::Config {
+                push::Config {
                     durable_name: Some(name.clone()),
+                    deliver_subject: deliver_subject.clone(),
+                    deliver_group: Some(name.clone()),
                     filter_subject: s,
                     ack_policy: AckPolicy::Explicit,
                     ack_wait: Duration::from_millis(cluster.cfg.shared_ack_wait_ms),
@@ -190,12 +198,12 @@ async fn open(
             )
             .await
             .map_err(|e| e.to_string())?;
-        let messages = consumer.messages().await.map_err(|e| e.to_string())?;
-        all.push(
-            messages
-                .filter_map(|m| async move { m.ok().map(|m| Incoming::Stored(Box::new(m))) })
-                .boxed(),
-        );
+        let sub = link
+            .client
+            .queue_subscribe(deliver_subject, name)
+            .await
+            .map_err(|e| e.to_string())?;
+        all.push(sub.map(|m| Incoming::Stored(Box::new(m))).boxed());
     }
     for s in subject::filter_to_subjects(&link.volatile, filter) {
         let queue = consumer_name(cluster, group, filter, &s);
@@ -215,9 +223,15 @@ fn take_stored(
     broker: &Arc<BrokerState>,
     group: &str,
     filter: &str,
-    m: async_nats::jetstream::Message,
+    m: async_nats::Message,
 ) -> bool {
-    let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+    // `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>`
+    let seq = m
+        .reply
+        .as_deref()
+        .and_then(|r| r.split('.').nth(5))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let hook = Arc::new(JetStreamSettle {
         client: cluster.link.client.clone(),
         reply: m.reply.clone(),
@@ -259,7 +273,7 @@ fn take_stored(
 }
 
 /// Gives a pulled message back to the group's consumer (another node).
-fn hand_back(cluster: &Cluster, m: &async_nats::jetstream::Message) {
+fn hand_back(cluster: &Cluster, m: &async_nats::Message) {
     JetStreamSettle {
         client: cluster.link.client.clone(),
         reply: m.reply.clone(),
