@@ -148,6 +148,9 @@ impl Link {
             ],
             max_messages_per_subject: 1,
             max_bytes: cfg.message_stream_max_bytes,
+            // Full: new writes are refused (their acknowledgements are not
+            // sent), never a queued message silently dropped.
+            discard: stream::DiscardPolicy::New,
             allow_direct: true,
             num_replicas: cfg.replicas,
             storage: stream::StorageType::File,
