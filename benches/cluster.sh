@@ -12,10 +12,14 @@
 # (default configuration, durability "always"), all on free loopback ports.
 # Then for QoS 0 and QoS 1, `mqtt-bench pairs` (4 pairs, window 64, 64-byte
 # payloads): single broker; our cluster A -> B; nats-server MQTT A -> B. Then
-# the same at a fixed 2,000 msg/s per publisher for latency. Prints one
-# Markdown table (delivered msg/s, p50 / p99 latency, lost, duplicates).
+# the same at a fixed 2,000 msg/s per publisher for latency; QoS 1 with
+# persistent sessions (single durable broker against the cluster); then
+# `mqtt-bench resume`: a persistent session with MESSAGES queued QoS 1
+# messages coming back (single broker; cluster on another node and on the
+# same node). Prints Markdown tables.
 #
 # Environment: DURATION (default 10), PAIRS (default 4), RATE (default 2000),
+# MESSAGES (default 10000),
 # SKIP_BUILD=1 to use existing release binaries, KEEP=1 to keep the logs.
 # Binaries come from ${CARGO_TARGET_DIR:-target}/release; nats-server from
 # PATH (Debian: apt-get install nats-server).
@@ -27,6 +31,7 @@ ROOT="$(pwd)"
 DURATION=${DURATION:-10}
 PAIRS=${PAIRS:-4}
 RATE=${RATE:-2000}
+MESSAGES=${MESSAGES:-10000}
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 PATH="$PATH:/usr/sbin"
 command -v nats-server >/dev/null || { echo "nats-server not found (apt-get install nats-server)" >&2; exit 2; }
@@ -127,3 +132,30 @@ for qos in 0 1; do
     run "our cluster, node A -> node B" "$qos" "$A" "$B" --rate "$RATE"
     run "nats-server MQTT, server 0 -> server 1" "$qos" "${MP[0]}" "${MP[1]}" --rate "$RATE"
 done
+# Persistent sessions (Clean Session 0): the single broker stores every
+# subscriber's queue in SQLite (durability "always"); the cluster keeps it
+# in JetStream (issue 18).
+run "single durable broker, persistent sessions" 1 "$SINGLE" "$SINGLE" --persistent
+run "our cluster A -> B, persistent sessions" 1 "$A" "$B" --persistent
+
+# Resuming a persistent session with a backlog of $MESSAGES QoS 1 messages
+# (issue 18): on the same broker, and in the cluster on another node than
+# the one it subscribed on.
+echo
+echo "| resume of a persistent session | queued | CONNACK ms | whole backlog ms | lost | duplicates |"
+echo "|---|---|---|---|---|---|"
+resume() { # LABEL PUB SUB RESUME
+    if "$BIN/mqtt-bench" resume -p "$2" --sub-port "$3" --resume-port "$4" --messages "$MESSAGES" \
+        --json --quiet >"$WORK/resume.json" 2>"$WORK/resume.err"; then
+        python3 - "$1" "$WORK/resume.json" <<'EOF2'
+import json, sys
+r = json.load(open(sys.argv[2]))
+print(f"| {sys.argv[1]} | {r['queued']:,} | {r['connack_ms']:.0f} | {r['all_received_ms']:.0f} | {r['lost']} | {r['duplicates']} |")
+EOF2
+    else
+        echo "| $1 | failed: $(head -c 200 "$WORK/resume.err") | | | | |"
+    fi
+}
+resume "single durable broker" "$SINGLE" "$SINGLE" "$SINGLE"
+resume "our cluster: subscribed on A, resumed on B" "$A" "$A" "$B"
+resume "our cluster: subscribed and resumed on A" "$A" "$A" "$A"

@@ -66,6 +66,11 @@ enum Scenario {
     /// handshakes at once), then all subscribe, then all disconnect; reports
     /// each phase's time and failures. Default N 19,000.
     Storm,
+    /// A persistent QoS 1 subscriber subscribes (--sub-port) and leaves,
+    /// --messages are published (--port), then it comes back (--resume-port,
+    /// e.g. another node of a cluster): time to CONNACK and to the whole
+    /// backlog, lost and duplicates.
+    Resume,
 }
 
 impl Scenario {
@@ -77,6 +82,7 @@ impl Scenario {
             Scenario::Shared => "shared",
             Scenario::Idle => "idle",
             Scenario::Storm => "storm",
+            Scenario::Resume => "resume",
         }
     }
 
@@ -118,6 +124,12 @@ struct Args {
     /// one broker, subscribers on another, a bridge between them.
     #[arg(long)]
     sub_port: Option<u16>,
+    /// resume: the port the subscriber comes back to (default --sub-port).
+    #[arg(long)]
+    resume_port: Option<u16>,
+    /// resume: messages queued while the subscriber is away.
+    #[arg(long, default_value_t = 10_000)]
+    messages: u32,
     /// QoS of publishes and subscriptions.
     #[arg(short = 'q', long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
     qos: u8,
@@ -243,6 +255,31 @@ fn main() -> ExitCode {
             run_idle(&args, addr).await
         } else if args.scenario == Scenario::Storm {
             Ok(run_storm(&args, addr).await)
+        } else if args.scenario == Scenario::Resume {
+            let resume_addr = match args.resume_port {
+                Some(port) => tokio::net::lookup_host((sub_addr.ip().to_string(), port))
+                    .await?
+                    .next()
+                    .ok_or_else(|| io::Error::other("resume host not found"))?,
+                None => sub_addr,
+            };
+            let id = run_id();
+            mqtt_benches::load::resume::run(mqtt_benches::load::resume::ResumePlan {
+                pub_addr: addr,
+                sub_addr,
+                resume_addr,
+                messages: args.messages.max(1),
+                payload: args.payload,
+                topic: args
+                    .topic_prefix
+                    .clone()
+                    .map_or_else(|| format!("bench/{id}/resume"), |p| format!("{p}/resume")),
+                client_prefix: format!("mb-{id}-rs"),
+                keep_alive: args.keep_alive,
+                idle: Duration::from_secs_f64(args.drain_idle.max(0.5) * 5.0),
+                verbose: !args.quiet,
+            })
+            .await
         } else {
             run_load(&args, addr, sub_addr).await
         }
@@ -391,7 +428,9 @@ fn layout(args: &Args, prefix: &str) -> Layout {
                 shared: true,
             }
         }
-        Scenario::Idle | Scenario::Storm => unreachable!("idle and storm have no layout"),
+        Scenario::Idle | Scenario::Storm | Scenario::Resume => {
+            unreachable!("idle, storm and resume have no layout")
+        }
     }
 }
 
