@@ -168,8 +168,14 @@ pub(super) async fn run_stream(
                     let m = match m {
                         Some(Ok(m)) => m,
                         Some(Err(e)) => {
-                            tracing::debug!(error = %e, "cluster: message stream read interrupted");
-                            continue;
+                            // Read again from where this node stands, on a
+                            // new consumer: the ordered consumer's own
+                            // recovery can stall when its server is gone.
+                            tracing::warn!(error = %e, position = position.unwrap_or(0), "cluster: message stream read interrupted; reading on from the position reached");
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_millis(200)) => continue 'connect,
+                                _ = shutdown.changed() => return,
+                            }
                         }
                         None => continue 'connect,
                     };
