@@ -485,6 +485,12 @@ impl BrokerState {
         Some((sub.session.clone(), delivery))
     }
 
+    /// Whether share group `group` on `filter` has a member here.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn shared_delivery_possible(&self, group: &str, filter: &str) -> bool {
+        self.index.read().pick_shared(filter, group).is_some()
+    }
+
     /// Whether this node holds a session for `client_id`.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub fn has_session(&self, client_id: &str) -> bool {

@@ -53,7 +53,10 @@ pub async fn run(plan: ResumePlan) -> io::Result<Report> {
     publish_all(&plan).await?;
     let publish_s = t_pub.elapsed().as_secs_f64();
     if plan.verbose {
-        eprintln!("[resume] {} messages queued in {publish_s:.2}s", plan.messages);
+        eprintln!(
+            "[resume] {} messages queued in {publish_s:.2}s",
+            plan.messages
+        );
     }
 
     let t0 = Instant::now();
@@ -115,7 +118,10 @@ pub async fn run(plan: ResumePlan) -> io::Result<Report> {
     r.set("queue_s", publish_s);
     r.set("connack_ms", connack_ms);
     r.set("all_received_ms", all_ms);
-    r.set("backlog_msgs_per_s", unique as f64 / (all_ms / 1000.0).max(1e-6));
+    r.set(
+        "backlog_msgs_per_s",
+        unique as f64 / (all_ms / 1000.0).max(1e-6),
+    );
     r.set("received", received);
     r.set("lost", (n - unique) as u64);
     r.set("duplicates", dups);

@@ -27,6 +27,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::ops::Not;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +36,7 @@ use async_nats::jetstream::consumer::{push, AckPolicy, DeliverPolicy};
 use futures_util::stream::{BoxStream, SelectAll};
 use futures_util::{FutureExt, StreamExt};
 use mqtt_codec::QoS;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{inbound, subject, Cluster};
 use crate::broker::BrokerState;
@@ -130,32 +131,71 @@ async fn run(
     };
     let _ = ready.send(Some(true));
     tracing::debug!(%group, %filter, "cluster: taking the shared subscription's messages");
-    let mut sources = sources;
+    let mut sources = Some(sources);
+    let (back_tx, mut back_rx) = mpsc::unbounded_channel::<async_nats::Subject>();
     let mut shutdown = cluster.shutdown.subscribe();
-    loop {
-        let item = tokio::select! {
-            i = sources.next() => i,
-            _ = shutdown.changed() => break,
-        };
-        let Some(item) = item else { break };
-        let has_member = match item {
-            Incoming::Stored(m) => take_stored(&cluster, &broker, group, filter, *m),
-            Incoming::Volatile(m) => take_volatile(&cluster, &broker, group, filter, m),
-        };
-        if !has_member {
-            // Hand back what was already pulled for this node, so it goes
-            // to members elsewhere now rather than after the ack wait.
-            while let Some(Some(item)) = sources.next().now_or_never() {
-                if let Incoming::Stored(m) = item {
-                    hand_back(&cluster, &m);
+    // Messages to hand back (their reply subjects), and whether this node
+    // has no member left.
+    let mut back: Vec<async_nats::Subject> = Vec::new();
+    while let Some(src) = sources.as_mut() {
+        let no_member = tokio::select! {
+            item = src.next() => {
+                let Some(item) = item else { break };
+                match item {
+                    Incoming::Stored(m) => {
+                        !take_stored(&cluster, &broker, group, filter, *m, &back_tx, &mut back)
+                    }
+                    Incoming::Volatile(m) => !take_volatile(&cluster, &broker, group, filter, m),
                 }
             }
+            Some(reply) = back_rx.recv() => {
+                back.push(reply);
+                while let Ok(reply) = back_rx.try_recv() {
+                    back.push(reply);
+                }
+                broker.shared_delivery_possible(group, filter).not()
+            }
+            _ = shutdown.changed() => break,
+        };
+        if no_member {
+            // Leave the queue group first (the unsubscription is on the
+            // wire once `flush` returns), then hand the messages back: they
+            // go to the nodes that still have members, not to this one.
+            while let Some(Some(Incoming::Stored(m))) = src.next().now_or_never() {
+                back.extend(m.reply.clone());
+            }
+            cluster.shares.running.lock().remove(&key);
+            sources = None;
+            let _ = cluster.link.client.flush().await;
+            if let Some(echo) = cluster.link.echo.get() {
+                let _ = echo.flush().await;
+            }
+        }
+        for reply in back.drain(..) {
+            nak(&cluster.link.client, reply);
+        }
+        if no_member {
             break;
         }
     }
-    // Gone before a new member's `join` looks: it starts a new run.
+    // Later hand-backs (the run is gone) go straight to NATS.
+    back_rx.close();
+    while let Ok(reply) = back_rx.try_recv() {
+        nak(&cluster.link.client, reply);
+    }
     cluster.shares.running.lock().remove(&key);
     tracing::debug!(%group, %filter, "cluster: no member of the shared subscription here any more");
+}
+
+/// Hands a message back to its group's consumer: JetStream sends it again
+/// at once, to a node of the queue group.
+fn nak(client: &async_nats::Client, reply: async_nats::Subject) {
+    let client = client.clone();
+    tokio::spawn(async move {
+        let _ = client
+            .publish(reply, bytes::Bytes::from_static(b"-NAK"))
+            .await;
+    });
 }
 
 /// The consumers and queue subscriptions of a group, as one stream.
@@ -217,13 +257,15 @@ async fn open(
 }
 
 /// A QoS 1/2 message of the group: to a member here. Returns whether the
-/// group has one.
+/// group has one (if not, the message is in `back`, to be handed back).
 fn take_stored(
     cluster: &Arc<Cluster>,
     broker: &Arc<BrokerState>,
     group: &str,
     filter: &str,
     m: async_nats::Message,
+    back_tx: &mpsc::UnboundedSender<async_nats::Subject>,
+    back: &mut Vec<async_nats::Subject>,
 ) -> bool {
     // `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>`
     let seq = m
@@ -235,6 +277,7 @@ fn take_stored(
     let hook = Arc::new(JetStreamSettle {
         client: cluster.link.client.clone(),
         reply: m.reply.clone(),
+        back: back_tx.clone(),
         settled: AtomicBool::new(false),
     });
     let Some(mut msg) = inbound::message(cluster, m.headers.as_ref(), m.payload.clone(), seq)
@@ -250,7 +293,8 @@ fn take_stored(
     msg.settle = Some(hook.clone());
     let msg = Arc::new(msg);
     let Some((session, delivery)) = broker.shared_delivery(group, filter, &msg) else {
-        hook.settle(false);
+        hook.settled.store(true, Ordering::Release);
+        back.extend(m.reply.clone());
         return false;
     };
     drop(msg);
@@ -270,16 +314,6 @@ fn take_stored(
         });
     }
     true
-}
-
-/// Gives a pulled message back to the group's consumer (another node).
-fn hand_back(cluster: &Cluster, m: &async_nats::Message) {
-    JetStreamSettle {
-        client: cluster.link.client.clone(),
-        reply: m.reply.clone(),
-        settled: AtomicBool::new(false),
-    }
-    .settle(false);
 }
 
 /// A QoS 0 message of the group: to a member here.
@@ -306,13 +340,15 @@ fn take_volatile(
     }
 }
 
-/// Acknowledges a message to its group's consumer, or hands it back; if
-/// neither happened when the message is dropped (its session ended with
-/// it), hands it back then.
+/// Acknowledges a message to its group's consumer, or hands it back
+/// (through the group's task, which first leaves the queue group when this
+/// node has no member left); if neither happened when the message is
+/// dropped (its session ended with it), hands it back then.
 #[derive(Debug)]
 struct JetStreamSettle {
     client: async_nats::Client,
     reply: Option<async_nats::Subject>,
+    back: mpsc::UnboundedSender<async_nats::Subject>,
     settled: AtomicBool,
 }
 
@@ -324,12 +360,17 @@ impl Settle for JetStreamSettle {
         let Some(reply) = self.reply.clone() else {
             return;
         };
-        let client = self.client.clone();
-        // `-NAK`: JetStream sends it again at once, to any node pulling.
-        let body: &'static [u8] = if done { b"+ACK" } else { b"-NAK" };
-        tokio::spawn(async move {
-            let _ = client.publish(reply, bytes::Bytes::from_static(body)).await;
-        });
+        if done {
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                let _ = client
+                    .publish(reply, bytes::Bytes::from_static(b"+ACK"))
+                    .await;
+            });
+        } else if let Err(e) = self.back.send(reply) {
+            // The group's task is gone: straight to NATS.
+            nak(&self.client, e.0);
+        }
     }
 }
 
