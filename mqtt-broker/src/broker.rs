@@ -29,8 +29,7 @@ use crate::retained::RetainedStore;
 use crate::route::{Route, RouteCache};
 use crate::security::Security;
 use crate::session::{
-    decode_subscriptions, Delivery, Kick, OutState, Outgoing, PendingWill, Session, SessionState,
-    SubRecord,
+    decode_subscriptions, Delivery, Kick, OutState, PendingWill, Session, SessionState, SubRecord,
 };
 use crate::stats::Stats;
 use crate::store::{Restored, Store, StoredMessage, StoredState};
@@ -183,11 +182,7 @@ impl BrokerState {
                 .pending
                 .iter()
                 .map(|d| d.msg.payload.len() as u64)
-                .chain(
-                    st.inflight
-                        .iter()
-                        .map(|o| o.delivery.msg.payload.len() as u64),
-                )
+                .chain(st.inflight.iter().map(|o| o.item.msg.payload.len() as u64))
                 .sum::<u64>();
         }
         (count, bytes)
@@ -543,12 +538,7 @@ impl BrokerState {
                     continue;
                 }
                 match in_flight(d.qos, e.state) {
-                    Some((pid, state)) => st.inflight.push_back(Outgoing {
-                        pid,
-                        delivery: d,
-                        state,
-                        unsent: false,
-                    }),
+                    Some((pid, state)) => st.inflight.restore(pid, state, d),
                     None => {
                         st.pending_bytes += d.msg.size();
                         st.pending.push_back(d);
@@ -978,12 +968,7 @@ impl BrokerState {
                         continue;
                     }
                     match in_flight(d.qos, m.state) {
-                        Some((pid, state)) => st.inflight.push_back(Outgoing {
-                            pid,
-                            delivery: d,
-                            state,
-                            unsent: false,
-                        }),
+                        Some((pid, state)) => st.inflight.restore(pid, state, d),
                         None => {
                             st.pending_bytes += d.msg.size();
                             st.pending.push_back(d);

@@ -10,8 +10,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use mqtt_codec::{Pid, QoS, ReasonCode, SubscriptionOptions};
-use mqtt_proto::{IncomingQos2, PidAllocator, Reply, Transition};
+use mqtt_codec::{Pid, QoS, SubscriptionOptions};
+use mqtt_proto::{IncomingQos2, Inflight, PidAllocator};
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{oneshot, Notify};
 
@@ -39,35 +39,6 @@ pub struct Delivery {
 /// Where an outgoing QoS 1/2 message stands; its transitions are
 /// `mqtt_proto::outgoing`'s, shared with the client.
 pub use mqtt_proto::OutState;
-
-/// An outgoing message in flight.
-#[derive(Debug)]
-pub struct Outgoing {
-    /// Its packet identifier.
-    pub pid: Pid,
-    /// The message.
-    pub delivery: Delivery,
-    /// Its state.
-    pub state: OutState,
-    /// Owed to the client again after a reconnection, but held back by the
-    /// client's Receive Maximum [MQTT-5: 3.3.4-9].
-    pub unsent: bool,
-}
-
-/// What an acknowledgement did to the session's outgoing messages, for the
-/// connection (or bridge) to turn into store operations and packets.
-#[derive(Debug)]
-pub enum ReplyEffect {
-    /// The exchange is over: the message left `inflight` (forget it in the store).
-    Done(Outgoing),
-    /// PUBREC accepted: `inflight[i]` now awaits PUBCOMP (store its new
-    /// state) and PUBREL (Success) is sent.
-    Released(usize),
-    /// Send PUBREL with this reason code; nothing changed.
-    SendPubRel(ReasonCode),
-    /// Nothing to do.
-    Ignore,
-}
 
 /// A subscription as the session remembers it.
 #[derive(Debug, Clone, Copy)]
@@ -105,8 +76,10 @@ pub struct SessionState {
     pub pending: VecDeque<Delivery>,
     /// Payload bytes in `pending`.
     pub pending_bytes: usize,
-    /// Outgoing QoS 1/2 messages awaiting acknowledgement, in send order.
-    pub inflight: VecDeque<Outgoing>,
+    /// Outgoing QoS 1/2 messages awaiting acknowledgement, in send order:
+    /// the window, the legal replies and the resends on resume are
+    /// `mqtt_proto::Inflight`'s, the same as the client's.
+    pub inflight: Inflight<Delivery>,
     /// Identifiers of incoming QoS 2 messages awaiting PUBREL (method A).
     pub incoming_qos2: IncomingQos2,
     pids: PidAllocator,
@@ -124,8 +97,6 @@ pub struct SessionState {
     pub persistent: bool,
     /// The last `Delivery::seq` given.
     pub next_seq: u64,
-    /// Entries of `inflight` with `unsent` set.
-    pub unsent: usize,
     /// The number of the connection's will in the store, deleted once
     /// the will is published or the connection leaves without one.
     pub will_stored: Option<u64>,
@@ -140,17 +111,10 @@ impl SessionState {
     /// Puts a PUBLISH just written with `pid` in flight: awaiting PUBACK at
     /// QoS 1, PUBREC at QoS 2. (Client connections and bridges both.)
     pub fn push_sent(&mut self, pid: Pid, delivery: Delivery) {
-        let state = if delivery.qos == QoS::AtLeastOnce {
-            OutState::AwaitPubAck
-        } else {
-            OutState::AwaitPubRec
-        };
-        self.inflight.push_back(Outgoing {
-            pid,
-            delivery,
-            state,
-            unsent: false,
-        });
+        let qos = delivery.qos;
+        // Only a QoS 1/2 PUBLISH has a packet identifier, so nothing is
+        // handed back.
+        let _ = self.inflight.push(pid, qos, delivery);
     }
 
     /// The next free packet identifier.
@@ -159,39 +123,7 @@ impl SessionState {
         // Always found: the inflight window is a u16 Receive Maximum or
         // `max_inflight`, so at most 65,535 are in flight, and a full
         // window takes no new message.
-        self.pids
-            .next(|p| inflight.iter().any(|o| o.pid.get() == p))
-            .unwrap_or_default()
-    }
-
-    /// Applies an acknowledgement of an outgoing message (the transitions
-    /// and the replies legal in each state are `OutState::on_reply`'s).
-    pub fn on_reply(&mut self, pid: Pid, reply: Reply) -> ReplyEffect {
-        // Acknowledgements come in order, so the match is almost always first.
-        let pos = self.inflight.iter().position(|o| o.pid == pid);
-        match (
-            OutState::on_reply(pos.map(|i| self.inflight[i].state), reply),
-            pos,
-        ) {
-            (Transition::Done, Some(i)) => match self.inflight.remove(i) {
-                Some(o) => {
-                    if o.unsent {
-                        self.unsent -= 1;
-                    }
-                    ReplyEffect::Done(o)
-                }
-                None => ReplyEffect::Ignore,
-            },
-            (Transition::Release, Some(i)) => {
-                self.inflight[i].state = OutState::AwaitPubComp;
-                ReplyEffect::Released(i)
-            }
-            (Transition::ReleaseAgain, _) => ReplyEffect::SendPubRel(ReasonCode::Success),
-            (Transition::ReleaseNotFound, _) => {
-                ReplyEffect::SendPubRel(ReasonCode::PacketIdentifierNotFound)
-            }
-            _ => ReplyEffect::Ignore,
-        }
+        self.pids.next(|p| inflight.contains(p)).unwrap_or_default()
     }
 
     /// Forgets everything but the identity: for Clean Start.

@@ -909,6 +909,7 @@ impl EventLoop {
                 item.complete(reason);
                 self.resend_due(out);
             }
+            Outcome::Released { pid, .. } => self.send(out, &Packet::PubRel(PubResp::new(pid))),
             Outcome::SendPubRel(pid, reason) => {
                 let rel = PubResp {
                     reason,

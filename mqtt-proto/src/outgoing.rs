@@ -3,11 +3,12 @@
 //! reply is legal in which state, the inflight window, and the resend with
 //! DUP when a session resumes [MQTT-3.1.1/5: 4.4.0-1].
 //!
-//! [`OutState::on_reply`] is the transition table on its own, for a
-//! caller that keeps its messages in its own structure (the broker keeps
-//! them in the session, under the session's lock, with the store's state);
-//! [`Inflight`] is the table with the messages, for a caller that keeps
-//! them here (the client).
+//! [`OutState::on_reply`] is the transition table on its own;
+//! [`Inflight`] is the table with the messages, generic over what the
+//! caller keeps with each one: the client's completion handle, the
+//! broker's `Delivery` (inside the session, under its lock, beside the
+//! store's state). Both peers' windows, legal replies and DUP resends are
+//! this one type.
 
 use alloc::collections::VecDeque;
 
@@ -109,6 +110,18 @@ pub struct InflightEntry<T> {
     pub item: T,
 }
 
+impl<T> InflightEntry<T> {
+    /// What is sent again for this message on resume: the PUBLISH (with
+    /// DUP) or the PUBREL [MQTT-3.1.1/5: 4.4.0-1].
+    pub fn resend(&self) -> Resend<'_, T> {
+        if self.state.resends_publish() {
+            Resend::Publish(self.pid, &self.item)
+        } else {
+            Resend::PubRel(self.pid)
+        }
+    }
+}
+
 /// What a reply did, for [`Inflight::on_reply`].
 #[derive(Debug)]
 pub enum Outcome<T> {
@@ -123,8 +136,17 @@ pub enum Outcome<T> {
         /// The outcome the peer reported.
         reason: ReasonCode,
     },
+    /// PUBREC accepted the message: the message at `index` (for
+    /// [`Inflight::get`], until the window changes next) now awaits
+    /// PUBCOMP; send PUBREL with Success. (A broker stores the new state.)
+    Released {
+        /// The message's packet identifier.
+        pid: Pid,
+        /// Where the message is in the window.
+        index: usize,
+    },
     /// Send PUBREL with this reason code (Success, or 0x92 for an
-    /// identifier that awaits no PUBREC).
+    /// identifier that awaits no PUBREC); nothing changed.
     SendPubRel(Pid, ReasonCode),
     /// Nothing to do.
     Ignored,
@@ -204,6 +226,40 @@ impl<T> Inflight<T> {
         Ok(())
     }
 
+    /// Puts back a message that was in flight before a restart (read from
+    /// a store), in the state it had reached; it is owed again like the
+    /// others once [`resume`](Self::resume) is called.
+    pub fn restore(&mut self, pid: Pid, state: OutState, item: T) {
+        self.entries.push_back(InflightEntry {
+            pid,
+            state,
+            rec_reason: ReasonCode::Success,
+            unsent: false,
+            item,
+        });
+    }
+
+    /// The message at `index` (oldest first), as [`Outcome::Released`]
+    /// and [`next_resend_index`](Self::next_resend_index) name it.
+    pub fn get(&self, index: usize) -> Option<&InflightEntry<T>> {
+        self.entries.get(index)
+    }
+
+    /// Takes the message at `index` out of the window (one that cannot be
+    /// sent again: the peer no longer accepts it).
+    pub fn remove(&mut self, index: usize) -> Option<InflightEntry<T>> {
+        let e = self.entries.remove(index)?;
+        if e.unsent {
+            self.unsent -= 1;
+        }
+        Some(e)
+    }
+
+    /// Messages owed again after [`resume`](Self::resume) and not sent yet.
+    pub fn unsent(&self) -> usize {
+        self.unsent
+    }
+
     /// Applies an acknowledgement from the peer.
     pub fn on_reply(&mut self, pid: Pid, reply: Reply) -> Outcome<T> {
         // Acknowledgements mostly come in order: the match is near the front.
@@ -234,7 +290,7 @@ impl<T> Inflight<T> {
                 if let Reply::PubRec(r) = reply {
                     e.rec_reason = r;
                 }
-                Outcome::SendPubRel(pid, ReasonCode::Success)
+                Outcome::Released { pid, index: i }
             }
             (Transition::ReleaseAgain, _) => Outcome::SendPubRel(pid, ReasonCode::Success),
             (Transition::ReleaseNotFound, _) => {
@@ -273,17 +329,22 @@ impl<T> Inflight<T> {
     /// window (the peer's Receive Maximum) has room for it; marks it sent.
     /// Call until `None`, and again when acknowledgements free the window.
     pub fn next_resend(&mut self, window: usize) -> Option<Resend<'_, T>> {
+        let i = self.next_resend_index(window)?;
+        self.entries.get(i).map(InflightEntry::resend)
+    }
+
+    /// As [`next_resend`](Self::next_resend), but names the message by its
+    /// place (for [`get`](Self::get) and [`remove`](Self::remove)), for a
+    /// caller that needs the rest of its state beside the message while
+    /// it writes it.
+    pub fn next_resend_index(&mut self, window: usize) -> Option<usize> {
         if self.unsent == 0 || !self.has_room(window) {
             return None;
         }
-        let e = self.entries.iter_mut().find(|e| e.unsent)?;
-        e.unsent = false;
+        let i = self.entries.iter().position(|e| e.unsent)?;
+        self.entries[i].unsent = false;
         self.unsent -= 1;
-        Some(if e.state.resends_publish() {
-            Resend::Publish(e.pid, &e.item)
-        } else {
-            Resend::PubRel(e.pid)
-        })
+        Some(i)
     }
 
     /// Takes every message out (the connection is given up for good).
@@ -382,7 +443,7 @@ mod tests {
         w.push(pid(7), QoS::ExactlyOnce, "m").unwrap();
         assert!(matches!(
             w.on_reply(pid(7), Reply::PubRec(ReasonCode::NoMatchingSubscribers)),
-            Outcome::SendPubRel(p, OK) if p == pid(7)
+            Outcome::Released { pid: p, index: 0 } if p == pid(7)
         ));
         assert_eq!(w.iter().next().unwrap().state, AwaitPubComp);
         match w.on_reply(pid(7), Reply::PubComp(OK)) {
@@ -532,5 +593,39 @@ mod tests {
         assert!(matches!(w.next_resend(5), Some(Resend::Publish(p, _)) if p == pid(1)));
         assert!(w.next_resend(5).is_none());
         assert!(w.has_room(2));
+    }
+
+    #[test]
+    fn restored_messages_resume_in_their_stored_state() {
+        // A message read back from a store after a restart is owed again
+        // like any other [MQTT-3.1.1/5: 4.4.0-1]: PUBLISH or PUBREL as it stood.
+        let mut w = Inflight::new();
+        w.restore(pid(8), AwaitPubComp, 'x');
+        w.restore(pid(9), AwaitPubAck, 'y');
+        assert_eq!(w.resume(true).count(), 0);
+        assert!(matches!(w.next_resend(10), Some(Resend::PubRel(p)) if p == pid(8)));
+        assert!(matches!(w.next_resend(10), Some(Resend::Publish(p, 'y')) if p == pid(9)));
+    }
+
+    #[test]
+    fn resend_index_names_the_entry_and_removing_it_keeps_the_count() {
+        // A caller that cannot send a message again (the peer's limits
+        // changed) takes it out; the window then counts the rest right.
+        let mut w = Inflight::new();
+        for n in 1..=3 {
+            w.push(pid(n), QoS::AtLeastOnce, n).unwrap();
+        }
+        let _ = w.resume(true).count();
+        let i = w.next_resend_index(5).unwrap();
+        assert_eq!(w.get(i).unwrap().item, 1);
+        assert_eq!(w.unsent(), 2);
+        // Removing one still owed keeps the owed count true.
+        let gone = w.remove(i + 1).unwrap();
+        assert_eq!(gone.item, 2);
+        assert_eq!(w.unsent(), 1);
+        assert_eq!(w.next_resend_index(5), Some(1));
+        assert_eq!(w.next_resend_index(5), None);
+        assert!(w.has_room(3));
+        assert!(!w.has_room(2));
     }
 }

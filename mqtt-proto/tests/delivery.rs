@@ -86,7 +86,9 @@ impl Sender for ClientSender {
         };
         match self.inflight.on_reply(pid, reply) {
             Outcome::Completed { item: (_, msg), .. } => self.done.push(msg),
-            Outcome::SendPubRel(pid, _) => out.push_back(Pkt::PubRel(pid)),
+            Outcome::Released { pid, .. } | Outcome::SendPubRel(pid, _) => {
+                out.push_back(Pkt::PubRel(pid))
+            }
             Outcome::Ignored => {}
         }
         self.resend(out);

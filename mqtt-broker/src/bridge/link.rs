@@ -23,8 +23,8 @@
 //!
 //! Longer than 800 lines on purpose: the bridge's connection is a small MQTT
 //! client of its own (CONNECT, QoS flows both ways, reconnection, resends),
-//! kept with its loop; its QoS transitions are the session's
-//! (`SessionState::on_reply`, from `mqtt-proto`).
+//! kept with its loop; its in-flight window, QoS transitions and resends
+//! are the session's `mqtt_proto::Inflight`, as a client connection's are.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
@@ -47,9 +47,9 @@ use super::config::Bridge;
 use super::transport::{self, Stream};
 use crate::broker::BrokerState;
 use crate::message::Message;
-use crate::session::{Delivery, Kick, OutState, ReplyEffect, Session, SubRecord};
+use crate::session::{Delivery, Kick, Session, SessionState, SubRecord};
 use crate::store::{Durability, StoredState};
-use mqtt_proto::Reply;
+use mqtt_proto::{Outcome, Reply, Resend};
 
 /// Stop taking from the queue while this much waits to be written.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
@@ -617,49 +617,50 @@ impl Link {
     }
 
     /// After a reconnection: every unacknowledged PUBLISH again with DUP,
-    /// every PUBREL again. When the remote lost the session, PUBLISHes are
-    /// sent afresh, and messages it had already received (PUBREL stage)
-    /// are done.
+    /// every PUBREL again, as far as the remote's Receive Maximum allows
+    /// (the rest follows as acknowledgements free the window). When the
+    /// remote lost the session, messages it had already received (PUBREL
+    /// stage) are done.
     fn resend_inflight(&mut self, c: &mut Conn, session_present: bool) {
         let session = self.session.clone();
         let mut st = session.lock();
         if st.generation != self.generation {
             return;
         }
+        let done: Vec<Delivery> = st
+            .inflight
+            .resume(session_present)
+            .map(|(d, _)| d)
+            .collect();
+        for d in &done {
+            self.broker.forget_message(&session, &st, d);
+        }
+        self.resend_unsent(c, &mut st);
+    }
+
+    /// Resends what a reconnection owes while the window has room.
+    fn resend_unsent(&mut self, c: &mut Conn, st: &mut SessionState) {
         let now = Instant::now();
-        let mut i = 0;
-        while i < st.inflight.len() {
-            let o = &st.inflight[i];
-            match o.state {
-                OutState::AwaitPubComp if !session_present => {
-                    if let Some(done) = st.inflight.remove(i) {
-                        self.broker.forget_message(&session, &st, &done.delivery);
-                    }
+        while let Some(i) = st.inflight.next_resend_index(c.window) {
+            let Some(o) = st.inflight.get(i) else { break };
+            let d = match o.resend() {
+                Resend::PubRel(pid) => {
+                    self.send(c, &Packet::PubRel(PubResp::new(pid)));
                     continue;
                 }
-                OutState::AwaitPubComp => {
-                    let rel = Packet::PubRel(PubResp::new(o.pid));
-                    self.send(c, &rel);
-                }
-                OutState::AwaitPubAck | OutState::AwaitPubRec => {
-                    let qos_pid = QosPid::from_qos(o.delivery.qos, o.pid);
-                    let d = o.delivery.clone();
-                    let sent = match self.out_topic(&d.msg.topic) {
-                        Some((_, topic)) => self.write_publish(c, &d, &topic, qos_pid, true, now),
-                        None => false,
-                    };
-                    if !sent {
-                        if let Some(done) = st.inflight.remove(i) {
-                            self.broker.forget_message(&session, &st, &done.delivery);
-                        }
-                        continue;
-                    }
+                Resend::Publish(_, d) => d,
+            };
+            let qos_pid = QosPid::from_qos(d.qos, o.pid);
+            let sent = match self.out_topic(&d.msg.topic) {
+                Some((_, topic)) => self.write_publish(c, d, &topic, qos_pid, true, now),
+                None => false,
+            };
+            if !sent {
+                if let Some(gone) = st.inflight.remove(i) {
+                    self.broker.forget_message(&self.session, st, &gone.item);
                 }
             }
-            st.inflight[i].unsent = false;
-            i += 1;
         }
-        st.unsent = 0;
     }
 
     /// Moves queued messages to the remote, as far as the window and the
@@ -670,12 +671,15 @@ impl Link {
         if st.generation != self.generation {
             return;
         }
+        if st.inflight.unsent() > 0 {
+            self.resend_unsent(c, &mut st);
+        }
         let now = Instant::now();
         while c.out.len() < WRITE_HIGH_WATER {
             let Some(front) = st.pending.front() else {
                 break;
             };
-            if front.qos != QoS::AtMostOnce && st.inflight.len() >= c.window {
+            if front.qos != QoS::AtMostOnce && !st.inflight.has_room(c.window) {
                 break;
             }
             let Some(mut d) = st.pending.pop_front() else {
@@ -910,24 +914,26 @@ impl Link {
     fn on_reply(&mut self, c: &mut Conn, pid: Pid, reply: Reply) {
         let session = self.session.clone();
         let mut st = session.lock();
-        let rel = match st.on_reply(pid, reply) {
-            ReplyEffect::Done(done) => {
-                self.broker.forget_message(&session, &st, &done.delivery);
+        let rel = match st.inflight.on_reply(pid, reply) {
+            Outcome::Completed { item, .. } => {
+                self.broker.forget_message(&session, &st, &item);
                 drop(st);
                 self.fill(c);
                 return;
             }
-            ReplyEffect::Ignore => return,
-            ReplyEffect::Released(i) => {
-                self.broker.message_state(
-                    &session,
-                    &st,
-                    &st.inflight[i].delivery,
-                    StoredState::Released(pid.get()),
-                );
+            Outcome::Ignored => return,
+            Outcome::Released { index, .. } => {
+                if let Some(o) = st.inflight.get(index) {
+                    self.broker.message_state(
+                        &session,
+                        &st,
+                        &o.item,
+                        StoredState::Released(pid.get()),
+                    );
+                }
                 PubResp::new(pid)
             }
-            ReplyEffect::SendPubRel(reason) => PubResp {
+            Outcome::SendPubRel(pid, reason) => PubResp {
                 reason,
                 ..PubResp::new(pid)
             },

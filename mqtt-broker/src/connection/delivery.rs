@@ -6,6 +6,7 @@
 //! [MQTT-3.1.1/5: 4.4.0-1].
 
 use super::*;
+use mqtt_proto::Resend;
 
 impl Conn {
     /// Moves queued messages into the write buffer while the inflight window
@@ -21,7 +22,7 @@ impl Conn {
             // flight on a dead socket after the new one resent in-flight ones.
             return;
         }
-        if st.unsent > 0 {
+        if st.inflight.unsent() > 0 {
             self.resend_unsent(&mut st);
         }
         // Held packets count against the high water mark too.
@@ -29,7 +30,8 @@ impl Conn {
             let Some(front) = st.pending.front() else {
                 break;
             };
-            if front.qos != QoS::AtMostOnce && st.inflight.len() >= usize::from(self.send_window) {
+            if front.qos != QoS::AtMostOnce && !st.inflight.has_room(usize::from(self.send_window))
+            {
                 break;
             }
             let Some(d) = st.pending.pop_front() else {
@@ -76,15 +78,11 @@ impl Conn {
     /// every PUBREL again [MQTT-3.1.1/5: 4.4.0-1].
     pub(super) fn resend_inflight(&mut self) {
         let mark = crate::store::ops_sent_on_this_thread();
-        {
-            let mut st = self.session.lock();
-            for o in st.inflight.iter_mut() {
-                o.unsent = true;
-            }
-            st.unsent = st.inflight.len();
-        }
         let session = self.session.clone();
         let mut st = session.lock();
+        // The client resumed its session (Clean Start 0), so it keeps its
+        // half: nothing is complete without its answer.
+        let _ = st.inflight.resume(true);
         self.resend_unsent(&mut st);
         drop(st);
         self.seal_held(mark);
@@ -94,30 +92,22 @@ impl Conn {
     /// Maximum allows; the rest follows as acknowledgements free the window.
     pub(super) fn resend_unsent(&mut self, st: &mut SessionState) {
         let now = crate::clock::now();
-        let mut i = 0;
-        while st.unsent > 0
-            && i < st.inflight.len()
-            && st.inflight.len() - st.unsent < usize::from(self.send_window)
-        {
-            if st.inflight[i].unsent {
-                let o = &st.inflight[i];
-                // Held like first sends (see `hold_outgoing`): after a
-                // takeover the state may not be on disk yet.
-                let lane = match self.hold_outgoing(st, o.state != OutState::AwaitPubAck) {
-                    true => Lane::Held,
-                    false => Lane::Now,
-                };
-                if o.state.resends_publish() {
-                    let qos_pid = QosPid::from_qos(o.delivery.qos, o.pid);
-                    self.write_publish(&o.delivery, qos_pid, true, now, lane);
-                } else {
-                    let pid = o.pid;
-                    self.send(&Packet::PubRel(PubResp::new(pid)), lane);
+        let window = usize::from(self.send_window);
+        while let Some(i) = st.inflight.next_resend_index(window) {
+            let Some(o) = st.inflight.get(i) else { break };
+            // Held like first sends (see `hold_outgoing`): after a
+            // takeover the state may not be on disk yet.
+            let lane = match self.hold_outgoing(st, o.state != OutState::AwaitPubAck) {
+                true => Lane::Held,
+                false => Lane::Now,
+            };
+            match o.resend() {
+                Resend::Publish(pid, d) => {
+                    let qos_pid = QosPid::from_qos(d.qos, pid);
+                    self.write_publish(d, qos_pid, true, now, lane);
                 }
-                st.inflight[i].unsent = false;
-                st.unsent -= 1;
+                Resend::PubRel(pid) => self.send(&Packet::PubRel(PubResp::new(pid)), lane),
             }
-            i += 1;
         }
     }
 

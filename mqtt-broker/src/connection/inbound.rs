@@ -4,6 +4,7 @@
 //! retained messages, UNSUBSCRIBE, PINGREQ and DISCONNECT.
 
 use super::*;
+use mqtt_proto::Outcome;
 
 impl Conn {
     pub(super) fn handle(&mut self, frame: Frame) -> Step {
@@ -219,10 +220,9 @@ impl Conn {
     /// PUBREL sent where the table says so.
     pub(super) fn on_reply(&mut self, pid: Pid, reply: Reply) -> Step {
         let mut st = self.session.lock();
-        let rel = match st.on_reply(pid, reply) {
-            ReplyEffect::Done(done) => {
-                self.broker
-                    .forget_message(&self.session, &st, &done.delivery);
+        let rel = match st.inflight.on_reply(pid, reply) {
+            Outcome::Completed { item, .. } => {
+                self.broker.forget_message(&self.session, &st, &item);
                 if let Reply::PubRec(_) = reply {
                     // The receiver refused the message: room in the window.
                     drop(st);
@@ -230,17 +230,19 @@ impl Conn {
                 }
                 return Ok(());
             }
-            ReplyEffect::Ignore => return Ok(()),
-            ReplyEffect::Released(i) => {
-                self.broker.message_state(
-                    &self.session,
-                    &st,
-                    &st.inflight[i].delivery,
-                    StoredState::Released(pid.get()),
-                );
+            Outcome::Ignored => return Ok(()),
+            Outcome::Released { index, .. } => {
+                if let Some(o) = st.inflight.get(index) {
+                    self.broker.message_state(
+                        &self.session,
+                        &st,
+                        &o.item,
+                        StoredState::Released(pid.get()),
+                    );
+                }
                 PubResp::new(pid)
             }
-            ReplyEffect::SendPubRel(reason) => PubResp {
+            Outcome::SendPubRel(pid, reason) => PubResp {
                 reason,
                 ..PubResp::new(pid)
             },

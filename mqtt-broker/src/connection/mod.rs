@@ -46,7 +46,7 @@ use crate::lazy::{LazyDeque, LazyVec};
 use crate::log::describe;
 use crate::message::Message;
 use crate::route::RouteCache;
-use crate::session::{Delivery, Kick, OutState, ReplyEffect, Session, SessionState, SubRecord};
+use crate::session::{Delivery, Kick, OutState, Session, SessionState, SubRecord};
 use crate::splice::{Spliced, SPLICE_MIN};
 use crate::store::StoredState;
 use crate::transport::{ReadSide, Transport};
