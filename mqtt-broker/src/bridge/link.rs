@@ -16,6 +16,16 @@
 //! filters out), and acknowledged once what it put in the store is synced.
 //! QoS 2 inbound uses the session's incoming ids, stored, as connections do.
 //!
+//! Toward the remote the bridge is a client: it sends no more QoS 1/2
+//! messages than the remote's Receive Maximum allows (from its MQTT 5
+//! CONNACK; the rest wait in the queue, resends after a reconnection
+//! included) [MQTT-5: 3.3.4-7, 3.3.4-9], and it keeps `mqtt_proto`'s ping
+//! schedule: PINGREQ after a Keep Alive with nothing sent, and a remote
+//! that leaves it unanswered for another Keep Alive is dropped and
+//! reconnected, as Mosquitto's bridge does (MQTT 5.0 section 3.1.2.10).
+//! Times are the broker's clock (`crate::clock`), so tests run them on
+//! tokio's paused time.
+//!
 //! The codec is driven directly rather than through `mqtt-client`: the
 //! bridge's in-flight state must be the session's own, stored state (the
 //! client library keeps its own, in memory, and would lose it on a restart),
@@ -49,7 +59,8 @@ use crate::broker::BrokerState;
 use crate::message::Message;
 use crate::session::{Delivery, Kick, Session, SessionState, SubRecord};
 use crate::store::{Durability, StoredState};
-use mqtt_proto::{Outcome, Reply, Resend};
+use mqtt_proto::{Outcome, PingAction, PingSchedule, Reply, Resend};
+use tokio::time::Instant as TokioInstant;
 
 /// Stop taking from the queue while this much waits to be written.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
@@ -134,9 +145,11 @@ struct Conn {
     max_packet: usize,
     max_qos: QoS,
     retain_available: bool,
-    keep_alive: Duration,
-    last_rx: Instant,
-    ping_outstanding: bool,
+    /// When to send PINGREQ, and when an unanswered one means the remote
+    /// is gone (`mqtt_proto`'s client schedule, as Mosquitto's bridge
+    /// does it: PINGREQ after a Keep Alive with nothing sent, the link
+    /// given up when no answer comes within another).
+    ping: PingSchedule<TokioInstant>,
 }
 
 /// Remembers fingerprints of messages sent to the remote, so that the copy
@@ -441,9 +454,10 @@ impl Link {
             max_packet,
             max_qos,
             retain_available,
-            keep_alive: Duration::from_secs(u64::from(keep_alive)),
-            last_rx: Instant::now(),
-            ping_outstanding: false,
+            ping: PingSchedule::new(
+                Duration::from_secs(u64::from(keep_alive)),
+                TokioInstant::now(),
+            ),
         }
     }
 
@@ -476,15 +490,17 @@ impl Link {
         self.notify_local(true);
         self.resend_inflight(&mut c, session_present);
         self.fill(&mut c);
-        let ka = c.keep_alive;
-        let mut tick = tokio::time::interval(if ka.is_zero() {
-            Duration::from_secs(3600)
-        } else {
-            ka
-        });
-        tick.tick().await;
+        // One timer for the ping schedule, moved when its deadline moves.
+        let ping_timer = tokio::time::sleep_until(TokioInstant::now());
+        tokio::pin!(ping_timer);
         loop {
             let session = self.session.clone();
+            let ping_at = c.ping.poll_timeout();
+            if let Some(at) = ping_at {
+                if ping_timer.deadline() != at {
+                    ping_timer.as_mut().reset(at);
+                }
+            }
             // Reading and writing go on together: a remote that is itself
             // waiting to write to us is never stuck behind our write.
             tokio::select! {
@@ -492,7 +508,8 @@ impl Link {
                     match r {
                         Ok(0) => return End::Lost("closed by the remote".into()),
                         Ok(_) => {
-                            c.last_rx = Instant::now();
+                            // Whatever arrived, the remote is alive.
+                            c.ping.on_received();
                             if let Err(e) = self.on_read(&mut c).await {
                                 return End::Lost(e);
                             }
@@ -501,8 +518,10 @@ impl Link {
                     }
                 }
                 w = c.wr.write_buf(&mut c.out), if !c.out.is_empty() => {
-                    if let Err(e) = w {
-                        return End::Lost(format!("write: {e}"));
+                    match w {
+                        Err(e) => return End::Lost(format!("write: {e}")),
+                        Ok(n) if n > 0 => c.ping.on_sent(TokioInstant::now()),
+                        Ok(_) => {}
                     }
                     if c.out.is_empty() && c.out.capacity() > 4 * WRITE_HIGH_WATER {
                         c.out = BytesMut::new();
@@ -513,12 +532,14 @@ impl Link {
                     }
                 }
                 _ = session.notify.notified() => self.fill(&mut c),
-                _ = tick.tick(), if !ka.is_zero() => {
-                    if c.ping_outstanding && c.last_rx.elapsed() >= ka {
-                        return End::Lost("no answer to PINGREQ within the keep alive".into());
+                _ = &mut ping_timer, if ping_at.is_some() => {
+                    match c.ping.handle_timeout(TokioInstant::now()) {
+                        PingAction::Dead => {
+                            return End::Lost("no answer to PINGREQ within the keep alive".into());
+                        }
+                        PingAction::SendPing => self.send(&mut c, &Packet::PingReq),
+                        PingAction::Wait => {}
                     }
-                    c.ping_outstanding = true;
-                    self.send(&mut c, &Packet::PingReq);
                 }
                 _ = shutdown.changed() => {
                     self.goodbye(&mut c).await;
@@ -640,7 +661,7 @@ impl Link {
 
     /// Resends what a reconnection owes while the window has room.
     fn resend_unsent(&mut self, c: &mut Conn, st: &mut SessionState) {
-        let now = Instant::now();
+        let now = crate::clock::now();
         while let Some(i) = st.inflight.next_resend_index(c.window) {
             let Some(o) = st.inflight.get(i) else { break };
             let d = match o.resend() {
@@ -674,7 +695,7 @@ impl Link {
         if st.inflight.unsent() > 0 {
             self.resend_unsent(c, &mut st);
         }
-        let now = Instant::now();
+        let now = crate::clock::now();
         while c.out.len() < WRITE_HIGH_WATER {
             let Some(front) = st.pending.front() else {
                 break;
@@ -838,7 +859,8 @@ impl Link {
                     }
                 }
             }
-            Packet::PingResp => c.ping_outstanding = false,
+            // Any packet read already told the ping schedule.
+            Packet::PingResp => {}
             Packet::Disconnect(d) => {
                 return Err(format!("the remote sent DISCONNECT ({:?})", d.reason));
             }
@@ -891,7 +913,7 @@ impl Link {
                     topic.as_str().into(),
                     payload,
                     Some(self.client_id.clone()),
-                    Instant::now(),
+                    crate::clock::now(),
                 );
                 self.broker.publish(Arc::new(msg));
                 self.status.received.fetch_add(1, Ordering::Relaxed);
@@ -1001,7 +1023,7 @@ fn attach(
             broker.unsubscribe(&a.session, f);
         }
     }
-    let now = Instant::now();
+    let now = crate::clock::now();
     for (filter, qos) in wanted {
         let options = SubscriptionOptions {
             qos,
