@@ -239,7 +239,10 @@ async fn a_remote_that_stops_answering_pingreq_is_dropped_and_reconnected() {
     // And back after restart_timeout (1 s).
     let mut again = fake.accept(V3, false, 2, &[]).await;
     let back = connected.elapsed() - dropped;
-    assert!(back <= Duration::from_secs(1) + QUIET, "reconnected after {back:?}");
+    assert!(
+        back <= Duration::from_secs(1) + QUIET,
+        "reconnected after {back:?}"
+    );
     // The new link pings on the same schedule.
     loop {
         match again.recv().await.packet() {
@@ -275,7 +278,9 @@ async fn a_remote_that_answers_pingreq_keeps_the_link() {
     assert!(start.elapsed() >= Duration::from_secs(10));
     // Still the same link: a message goes through it.
     let _publ = publish_n(&local, 1).await;
-    let (topic, _, _) = next_message(&mut remote).await.expect("sent on the same link");
+    let (topic, _, _) = next_message(&mut remote)
+        .await
+        .expect("sent on the same link");
     assert_eq!(topic, "q/1");
     local.shutdown().await;
 }

@@ -33,8 +33,8 @@ use mqtt_codec::{
     SubscribeFilter, SubscriptionOptions, Unsubscribe, MAX_PACKET_SIZE,
 };
 use mqtt_proto::{
-    next_frame, InboundAliases, IncomingQos2, Inflight, OutAlias, OutboundAliases, Outcome,
-    PidAllocator, PingAction, PingSchedule, Qos2Arrival, Reply, Resend,
+    next_frame, InboundAliases, IncomingQos2, Inflight, OutboundAliases, Outcome, PidAllocator,
+    PingAction, PingSchedule, Qos2Arrival, Reply, Resend,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
@@ -763,17 +763,7 @@ impl EventLoop {
         let mut new_alias = None;
         if self.version().is_v5() {
             msg.properties.push_to(&mut props);
-            match self.out_aliases.choose(topic) {
-                OutAlias::Existing(a) => {
-                    props.push(Property::TopicAlias(a));
-                    topic = "";
-                }
-                OutAlias::New(a) => {
-                    new_alias = Some(a);
-                    props.push(Property::TopicAlias(a));
-                }
-                OutAlias::None => {}
-            }
+            (topic, new_alias) = self.out_aliases.apply(topic, &mut props);
         }
         let packet = Packet::Publish(Publish {
             dup,

@@ -6,8 +6,9 @@
 
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 
-use mqtt_codec::ReasonCode;
+use mqtt_codec::{Property, ReasonCode};
 
 /// Why an incoming PUBLISH's topic alias is refused (the connection closes
 /// with the reason code).
@@ -149,6 +150,29 @@ impl OutboundAliases {
         }
     }
 
+    /// Chooses the alias for `topic` and applies it to a PUBLISH being
+    /// built (what the broker and the client both do): pushes the Topic
+    /// Alias property onto `props`, and returns the topic name to send
+    /// (empty when the peer knows the alias) with the new alias to
+    /// [`confirm`](Self::confirm) once the PUBLISH is actually sent.
+    pub fn apply<'t>(
+        &self,
+        topic: &'t str,
+        props: &mut Vec<Property<'_>>,
+    ) -> (&'t str, Option<u16>) {
+        match self.choose(topic) {
+            OutAlias::Existing(a) => {
+                props.push(Property::TopicAlias(a));
+                ("", None)
+            }
+            OutAlias::New(a) => {
+                props.push(Property::TopicAlias(a));
+                (topic, Some(a))
+            }
+            OutAlias::None => (topic, None),
+        }
+    }
+
     /// Records an alias chosen as [`OutAlias::New`] once its PUBLISH went out.
     pub fn confirm(&mut self, topic: Arc<str>, alias: u16) {
         self.aliases.insert(topic, alias);
@@ -221,6 +245,24 @@ mod tests {
         o.confirm("a".into(), 1);
         assert_eq!(o.choose("a"), OutAlias::Existing(1));
         assert_eq!(o.choose("b"), OutAlias::New(2));
+    }
+
+    #[test]
+    fn apply_sends_a_new_alias_with_its_topic_and_a_known_one_without() {
+        // MQTT 5.0 section 3.3.2.3.4: a new alias goes with the topic name;
+        // once the peer has it, the topic name is empty.
+        let mut o = OutboundAliases::new(1);
+        let mut props = Vec::new();
+        assert_eq!(o.apply("a", &mut props), ("a", Some(1)));
+        assert_eq!(props, [Property::TopicAlias(1)]);
+        o.confirm("a".into(), 1);
+        props.clear();
+        assert_eq!(o.apply("a", &mut props), ("", None));
+        assert_eq!(props, [Property::TopicAlias(1)]);
+        // Past the peer's maximum: the topic, and no property at all.
+        props.clear();
+        assert_eq!(o.apply("b", &mut props), ("b", None));
+        assert!(props.is_empty());
     }
 
     #[test]

@@ -161,17 +161,7 @@ impl Conn {
                 props.push(Property::SubscriptionIdentifier(*id));
             }
             if self.client_alias_max > 0 {
-                match self.aliases().outgoing.choose(topic) {
-                    OutAlias::Existing(a) => {
-                        props.push(Property::TopicAlias(a));
-                        topic = "";
-                    }
-                    OutAlias::New(a) => {
-                        new_alias = Some(a);
-                        props.push(Property::TopicAlias(a));
-                    }
-                    OutAlias::None => {}
-                }
+                (topic, new_alias) = self.aliases().outgoing.apply(topic, &mut props);
             }
         }
         let publish = Publish {

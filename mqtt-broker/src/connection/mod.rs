@@ -32,9 +32,7 @@ use mqtt_codec::{
     PropertyId, ProtocolVersion, PubResp, Publish, QoS, QosPid, ReasonCode, RetainHandling, SubAck,
     Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, MAX_PACKET_SIZE,
 };
-use mqtt_proto::{
-    Frame, InboundAliases, KeepAliveTimeout, OutAlias, OutboundAliases, Qos2Arrival, Reply,
-};
+use mqtt_proto::{Frame, InboundAliases, KeepAliveTimeout, OutboundAliases, Qos2Arrival, Reply};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
