@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
@@ -207,11 +207,10 @@ pub struct Store {
     sync_latency: std::sync::Arc<crate::stats::Histogram>,
 }
 
-/// Current Unix time in milliseconds.
+/// Current Unix time in milliseconds: the broker's wall clock
+/// (`crate::clock::unix_ms`).
 pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    crate::clock::unix_ms()
 }
 
 const SCHEMA: &str = "

@@ -80,6 +80,10 @@ struct BrokerProcess {
     child: Option<Child>,
     /// Everything the broker wrote on stdout and stderr, every run.
     log: Arc<Mutex<String>>,
+    /// How far ahead of the real one the next run's wall clock is
+    /// (`MQTT_BROKER_TEST_CLOCK_SKEW_MS`): downtime that has passed
+    /// without the test waiting for it.
+    clock_skew: Duration,
 }
 
 /// How a test stops the broker.
@@ -104,6 +108,7 @@ impl BrokerProcess {
             port,
             child: None,
             log: Arc::default(),
+            clock_skew: Duration::ZERO,
         };
         broker.configure(settings);
         broker.launch().await;
@@ -158,6 +163,10 @@ impl BrokerProcess {
         let mut child = Command::new(BIN)
             .arg("-c")
             .arg(&self.config)
+            .env(
+                "MQTT_BROKER_TEST_CLOCK_SKEW_MS",
+                self.clock_skew.as_millis().to_string(),
+            )
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -940,8 +949,11 @@ async fn sessions_and_messages_that_expire_while_the_broker_is_down_are_gone() {
     p.disconnect_and_wait().await;
 
     broker.stop(Stop::Term).await;
-    // The timers under test run out while the broker is down.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The timers under test run out while the broker is down: the next
+    // run's wall clock is 3 s ahead (past the 2 s session and the 1 s
+    // message, with the store's whole seconds), instead of the test
+    // waiting for the time to pass.
+    broker.clock_skew = Duration::from_secs(3);
     broker.launch().await;
 
     let mut c =
