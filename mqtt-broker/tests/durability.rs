@@ -13,6 +13,11 @@
 //!   gone after the restart.
 //! - A truncated or overwritten store is set aside and the broker serves.
 //! - With `durability = "none"` nothing survives.
+//!
+//! Timing rules do not wait in real time: downtime is a wall clock moved
+//! forward for the next run (`MQTT_BROKER_TEST_CLOCK_SKEW_MS`), and a will
+//! delay after a crash runs in a broker restarted in this process on
+//! tokio's paused time.
 
 mod common;
 
@@ -1192,6 +1197,29 @@ async fn will_watcher(addr: SocketAddr, first: bool) -> RawClient {
     c
 }
 
+/// The timing part of a test after the crash part: pauses tokio's clock
+/// and starts the broker again in this process, on the killed broker's
+/// files and port, so that a will delay runs on virtual time the test
+/// controls instead of real seconds. `periodic`, not `always`: the crash
+/// part already wrote what is restored, and with `always` an
+/// acknowledgement would wait for the store's thread, while the paused
+/// clock jumps ahead to the next timer. Returns the broker and the
+/// (virtual) time the restart began.
+async fn restart_in_process_on_paused_time(
+    broker: &BrokerProcess,
+) -> (mqtt_broker::BrokerHandle, Instant) {
+    tokio::time::pause();
+    let restarted = Instant::now();
+    let text = format!(
+        "data_dir = '{}'\nsys_interval_secs = 0\ndurability = \"periodic\"\n\n\
+         [[listeners]]\nbind = \"127.0.0.1:{}\"\nallow_anonymous = true\n",
+        broker.dir.file("data").display(),
+        broker.port,
+    );
+    let config = mqtt_broker::Config::from_toml(&text).expect("configuration");
+    (broker_with(config).await, restarted)
+}
+
 /// Connects `id` with a QoS 1 will to `will/{id}` (payload `gone`; in 5.0
 /// with a Content Type, the session expiry and the will delay given), then
 /// publishes `will/ready` at QoS 1 and waits for its PUBACK. The watcher's
@@ -1356,6 +1384,8 @@ async fn a_will_published_after_a_sigkill_keeps_its_properties() {
 /// A will with a delay, of a client whose session outlives the crash: it
 /// is published no sooner than the delay after the restart began (the
 /// client was connected, so the delay runs from the restart), and once.
+/// The crash is a SIGKILL of the broker process; the restart runs in this
+/// process on paused time, so the delay is not waited for in real time.
 #[tokio::test]
 async fn a_will_delay_is_honoured_after_a_sigkill() {
     const DELAY: u32 = 3;
@@ -1366,8 +1396,7 @@ async fn a_will_delay_is_honoured_after_a_sigkill() {
 
     broker.stop(Stop::Kill).await;
     drop(dying);
-    let restarted = Instant::now();
-    broker.launch().await;
+    let (restarted_broker, restarted) = restart_in_process_on_paused_time(&broker).await;
     let mut w = will_watcher(addr, false).await;
     let mut got = topics_and_payloads(&publishes_until_pingresp(&mut w).await);
     if got.len() < 2 {
@@ -1396,11 +1425,13 @@ async fn a_will_delay_is_honoured_after_a_sigkill() {
     );
     w.expect_nothing_pending().await;
     w.disconnect_and_wait().await;
+    restarted_broker.shutdown().await;
 }
 
 /// A client that reconnects to its session within the will delay after the
 /// restart cancels the will, as in a live close [MQTT-5: 3.1.3-9]: when
-/// the delay has passed, the watcher has had nothing but the marker.
+/// the delay has passed, the watcher has had nothing but the marker. The
+/// restart after the SIGKILL runs in this process on paused time.
 #[tokio::test]
 async fn a_reconnection_within_the_will_delay_after_a_sigkill_cancels_the_will() {
     const DELAY: u32 = 3;
@@ -1411,8 +1442,7 @@ async fn a_reconnection_within_the_will_delay_after_a_sigkill_cancels_the_will()
 
     broker.stop(Stop::Kill).await;
     drop(dying);
-    let restarted = Instant::now();
-    broker.launch().await;
+    let (restarted_broker, restarted) = restart_in_process_on_paused_time(&broker).await;
     // Back, without a will this time, before the delay has passed.
     let props = [Property::SessionExpiryInterval(3600)];
     let mut connect = connect_packet(V5, "back", false);
@@ -1423,8 +1453,8 @@ async fn a_reconnection_within_the_will_delay_after_a_sigkill_cancels_the_will()
         "the machine is too slow for this test: reconnected {:?} after the restart began",
         restarted.elapsed()
     );
-    // Wait out the delay (and a second for the timer), then send a marker:
-    // a will would have been queued before it.
+    // Wait out the delay (and a second for the timer; virtual time), then
+    // send a marker: a will would have been queued before it.
     tokio::time::sleep_until(restarted + Duration::from_secs(u64::from(DELAY) + 1)).await;
     let r = back
         .publish_flow(publish("will/marker", b"m", QoS::AtLeastOnce, 2, false))
@@ -1440,6 +1470,7 @@ async fn a_reconnection_within_the_will_delay_after_a_sigkill_cancels_the_will()
     );
     w.disconnect_and_wait().await;
     back.disconnect_and_wait().await;
+    restarted_broker.shutdown().await;
 }
 
 // ---------------------------------------------------------------------------
