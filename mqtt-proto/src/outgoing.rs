@@ -166,6 +166,10 @@ pub enum Resend<'a, T> {
 pub struct Inflight<T> {
     entries: VecDeque<InflightEntry<T>>,
     unsent: usize,
+    /// No entry before this index is owed again: resends go front to
+    /// back, so each looks only past the last one (a resume of a window
+    /// of thousands stays linear).
+    resend_from: usize,
 }
 
 impl<T> Default for Inflight<T> {
@@ -173,6 +177,7 @@ impl<T> Default for Inflight<T> {
         Inflight {
             entries: VecDeque::new(),
             unsent: 0,
+            resend_from: 0,
         }
     }
 }
@@ -252,6 +257,9 @@ impl<T> Inflight<T> {
         if e.unsent {
             self.unsent -= 1;
         }
+        if index < self.resend_from {
+            self.resend_from -= 1;
+        }
         Some(e)
     }
 
@@ -267,12 +275,9 @@ impl<T> Inflight<T> {
         let state = pos.map(|i| self.entries[i].state);
         match (OutState::on_reply(state, reply), pos) {
             (Transition::Done, Some(i)) => {
-                let Some(e) = self.entries.remove(i) else {
+                let Some(e) = self.remove(i) else {
                     return Outcome::Ignored;
                 };
-                if e.unsent {
-                    self.unsent -= 1;
-                }
                 let reason = match reply {
                     Reply::PubComp(ReasonCode::Success | ReasonCode::PacketIdentifierNotFound) => {
                         e.rec_reason
@@ -322,6 +327,7 @@ impl<T> Inflight<T> {
             e.unsent = true;
         }
         self.unsent = self.entries.len();
+        self.resend_from = 0;
         done.into_iter()
     }
 
@@ -341,15 +347,18 @@ impl<T> Inflight<T> {
         if self.unsent == 0 || !self.has_room(window) {
             return None;
         }
-        let i = self.entries.iter().position(|e| e.unsent)?;
+        let from = self.resend_from;
+        let i = from + self.entries.range(from..).position(|e| e.unsent)?;
         self.entries[i].unsent = false;
         self.unsent -= 1;
+        self.resend_from = i + 1;
         Some(i)
     }
 
     /// Takes every message out (the connection is given up for good).
     pub fn drain(&mut self) -> impl Iterator<Item = InflightEntry<T>> + '_ {
         self.unsent = 0;
+        self.resend_from = 0;
         self.entries.drain(..)
     }
 }
@@ -627,5 +636,27 @@ mod tests {
         assert_eq!(w.next_resend_index(5), None);
         assert!(w.has_room(3));
         assert!(!w.has_room(2));
+    }
+
+    #[test]
+    fn resends_stay_in_order_when_earlier_messages_leave_meanwhile() {
+        // Acknowledgements of messages already sent again arrive between
+        // resends: the next resend is still the oldest one owed.
+        let mut w = Inflight::new();
+        for n in 1..=4 {
+            w.push(pid(n), QoS::AtLeastOnce, n).unwrap();
+        }
+        let _ = w.resume(true).count();
+        assert!(matches!(w.next_resend(2), Some(Resend::Publish(_, 1))));
+        assert!(matches!(w.next_resend(2), Some(Resend::Publish(_, 2))));
+        let _ = w.on_reply(pid(1), Reply::PubAck(OK));
+        assert!(matches!(w.next_resend(2), Some(Resend::Publish(_, 3))));
+        let _ = w.on_reply(pid(2), Reply::PubAck(OK));
+        let _ = w.on_reply(pid(3), Reply::PubAck(OK));
+        assert!(matches!(w.next_resend(2), Some(Resend::Publish(_, 4))));
+        assert!(w.next_resend(2).is_none());
+        // A second resume starts from the front again.
+        let _ = w.resume(true).count();
+        assert!(matches!(w.next_resend(2), Some(Resend::Publish(_, 4))));
     }
 }
