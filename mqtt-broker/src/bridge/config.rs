@@ -261,7 +261,10 @@ pub struct BridgeConfig {
     /// `mqttv311` (default), `mqttv50` or `mqttv31`.
     #[serde(default)]
     pub protocol_version: BridgeProtocol,
-    /// Keep alive towards the remote, seconds (default 60).
+    /// Keep alive towards the remote, seconds (default 60; the remote's
+    /// Server Keep Alive wins): PINGREQ after this long with nothing sent,
+    /// and a PINGREQ unanswered for as long again drops the link, which
+    /// reconnects after `restart_timeout`, as in Mosquitto. 0: no pings.
     #[serde(default = "default_keepalive")]
     pub keepalive_interval: u16,
     /// Delay before reconnecting: seconds, or `[base, cap]` (default).
