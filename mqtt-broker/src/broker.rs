@@ -374,6 +374,7 @@ impl BrokerState {
                     if let Some(stored) = st.will_stored.take() {
                         self.drop_stored_will(client_id, stored);
                     }
+                    self.cluster_will_gone(client_id, st.generation);
                     if clean_start {
                         let subs = std::mem::take(&mut st.subscriptions);
                         st.reset();
@@ -444,6 +445,7 @@ impl BrokerState {
             let mut st = session.lock();
             // The connection's `detach` sees a newer generation, as after a
             // local takeover, and leaves the session alone.
+            self.cluster_will_gone(client_id, st.generation);
             st.generation += 1;
             if let Some(kick) = st.kick.take() {
                 let _ = kick.send(Kick::TakenOver);
@@ -617,6 +619,7 @@ impl BrokerState {
             // cancelled).
             let stored = st.will_stored.take();
             drop(st);
+            self.cluster_will_gone(&session.id, generation);
             let ended = self.expire(session, generation);
             if let Some((msg, delay)) = will {
                 if ended || delay == 0 {
@@ -638,6 +641,7 @@ impl BrokerState {
             }
             Some((msg, _)) => {
                 drop(st);
+                self.cluster_will_gone(&session.id, generation);
                 self.publish_will(msg);
                 if let Some(stored) = stored {
                     self.drop_stored_will(&session.id, stored);
@@ -645,6 +649,7 @@ impl BrokerState {
             }
             None => {
                 drop(st);
+                self.cluster_will_gone(&session.id, generation);
                 if let Some(stored) = stored {
                     self.drop_stored_will(&session.id, stored);
                 }
@@ -675,6 +680,7 @@ impl BrokerState {
                 }
             };
             if let Some(w) = due {
+                broker.cluster_will_gone(&s.id, generation);
                 broker.publish_pending_will(&s.id, w);
             }
         });
@@ -699,6 +705,28 @@ impl BrokerState {
         let seq = self.next_will_seq.fetch_add(1, Ordering::Relaxed);
         store.put_will(&session.id, seq, msg.encode_for_store(), *delay);
         st.will_stored = Some(seq);
+    }
+
+    /// In a cluster: the will of `client_id`'s connection of `generation`
+    /// is published here or cancelled, so no other node may publish it
+    /// when this one dies (`cluster::wills`).
+    fn cluster_will_gone(&self, client_id: &str, generation: u64) {
+        if let Some(c) = &self.cluster {
+            c.will_gone(client_id, generation);
+        }
+    }
+
+    /// Writes the cluster record of every connected session again (this
+    /// node was cut off from the cluster long enough to be declared dead).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub fn resave_online_sessions(&self) {
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        for session in sessions {
+            if session.is_online() {
+                let st = session.lock();
+                self.save_session(&session, &st, None);
+            }
+        }
     }
 
     /// Deletes will number `seq` of `client_id` from the store.
@@ -1098,6 +1126,7 @@ impl BrokerState {
         self.end_session_locked(&mut sessions, session);
         drop(sessions);
         self.session_ended(session);
+        self.cluster_will_gone(&session.id, generation);
         // The session ended before the will delay did.
         if let Some(w) = will {
             self.publish_pending_will(&session.id, w);

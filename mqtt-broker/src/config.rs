@@ -352,6 +352,17 @@ pub struct ClusterConfig {
     pub tls_key_file: Option<PathBuf>,
     /// Refuse to talk to NATS without TLS.
     pub tls_required: bool,
+    /// How often this node announces itself in the `P_nodes` bucket
+    /// (`cluster/liveness.rs`), in milliseconds.
+    pub heartbeat_ms: u64,
+    /// A node not heard for this long (on the listening node's own clock)
+    /// is dead: the others publish its clients' wills and let its sessions
+    /// expire. A will arrives at most `node_timeout_ms + heartbeat_ms` (plus
+    /// its Will Delay Interval) after the node's last heartbeat.
+    pub node_timeout_ms: u64,
+    /// How often a node looks for session records of dead nodes to mark
+    /// disconnected and expired ones to delete, in milliseconds.
+    pub sweep_interval_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -375,6 +386,9 @@ impl Default for ClusterConfig {
             tls_cert_file: None,
             tls_key_file: None,
             tls_required: false,
+            heartbeat_ms: 1000,
+            node_timeout_ms: 5000,
+            sweep_interval_ms: 10_000,
         }
     }
 }
@@ -405,6 +419,13 @@ impl ClusterConfig {
         }
         if self.ack_timeout_ms == 0 || self.max_outbound == 0 || self.shared_ack_wait_ms < 100 {
             return fail("ack_timeout_ms and max_outbound must be at least 1, shared_ack_wait_ms at least 100");
+        }
+        if self.heartbeat_ms < 10 || self.sweep_interval_ms < 10 {
+            return fail("heartbeat_ms and sweep_interval_ms must be at least 10");
+        }
+        if self.node_timeout_ms < 2 * self.heartbeat_ms {
+            // One late heartbeat must not make a node dead.
+            return fail("node_timeout_ms must be at least twice heartbeat_ms");
         }
         if self.password.is_some() != self.user.is_some() {
             return fail("user and password go together");

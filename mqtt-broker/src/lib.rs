@@ -46,6 +46,9 @@ mod cluster {
         pub fn session_ended(&self, _: &Arc<str>) {
             match *self {}
         }
+        pub fn will_gone(&self, _: &str, _: u64) {
+            match *self {}
+        }
         pub fn records_written(&self) -> tokio::sync::oneshot::Receiver<bool> {
             match *self {}
         }

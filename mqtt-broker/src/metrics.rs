@@ -457,6 +457,21 @@ fn cluster_figures(o: &mut Out, values: &[(&'static str, String)]) {
         1,
     );
     o.one(
+        "mqtt_cluster_nodes_alive",
+        "gauge",
+        "Nodes of the cluster alive as this node sees them, itself included.",
+        get("cluster/nodes/alive").parse::<u64>().unwrap_or(0),
+    );
+    o.one(
+        "mqtt_cluster_nodes_dead",
+        "gauge",
+        "Nodes this node has declared dead and not heard since.",
+        get("cluster/nodes/dead")
+            .split(',')
+            .filter(|n| !n.is_empty())
+            .count() as u64,
+    );
+    o.one(
         "mqtt_cluster_up",
         "gauge",
         "1 while NATS and JetStream work for this node, else 0.",
@@ -470,6 +485,14 @@ fn cluster_figures(o: &mut Out, values: &[(&'static str, String)]) {
         ("cluster/messages/malformed", "Messages from NATS that could not be read."),
         ("cluster/clients/claims_refused", "CONNECTs refused because the client id could not be claimed."),
         ("cluster/clients/handed_over", "Sessions handed to another node that took their client id over."),
+        ("cluster/nodes/declared_dead", "Times another node was declared dead (not heard for node_timeout_ms, or restarted)."),
+        ("cluster/nodes/back", "Times a node declared dead was heard again."),
+        ("cluster/nodes/reasserted", "Times this node wrote its records and wills again after being cut off for node_timeout_ms."),
+        ("cluster/wills/published", "Wills of dead nodes' clients this node published."),
+        ("cluster/wills/cancelled", "Delayed wills of dead nodes' clients dropped because the client reconnected."),
+        ("cluster/wills/not_written", "Wills that could not be written to the cluster (kept on this node only)."),
+        ("cluster/sessions/marked_disconnected", "Session records of dead nodes marked disconnected."),
+        ("cluster/sessions/expired", "Session records of dead nodes deleted after their expiry."),
     ] {
         let name = format!("mqtt_{}_total", key.replace('/', "_"));
         o.one(&name, "counter", help, get(key).parse::<u64>().unwrap_or(0));

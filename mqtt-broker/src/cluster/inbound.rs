@@ -260,7 +260,7 @@ async fn write(cluster: &Cluster, position: u64) {
 }
 
 /// Waits until the link is ready and `cell` holds its bucket.
-async fn bucket<'a>(
+pub(super) async fn bucket<'a>(
     cluster: &'a Cluster,
     cell: &'a tokio::sync::OnceCell<Store>,
     shutdown: &mut watch::Receiver<bool>,

@@ -30,12 +30,18 @@ pub(super) struct Link {
     pub queues_stream: String,
     pub retained_bucket: String,
     pub sessions_bucket: String,
+    pub nodes_bucket: String,
+    pub wills_bucket: String,
     /// The buckets, once set up.
     pub retained: tokio::sync::OnceCell<kv::Store>,
     pub sessions: tokio::sync::OnceCell<kv::Store>,
     /// The second connection, with echo (`connect_with_echo`), once a
     /// shared subscription needs it.
     pub echo: tokio::sync::OnceCell<async_nats::Client>,
+    /// Heartbeats, one key per node (`liveness.rs`).
+    pub nodes: tokio::sync::OnceCell<kv::Store>,
+    /// Wills of connected clients, one key per node and client (`wills.rs`).
+    pub wills: tokio::sync::OnceCell<kv::Store>,
     /// Connected to NATS (as the client last reported).
     connected: Arc<AtomicBool>,
     /// Connected and the streams are in place.
@@ -107,9 +113,13 @@ impl Link {
             queues_stream: format!("{upper}_QUEUES"),
             retained_bucket: format!("{upper}_retained"),
             sessions_bucket: format!("{upper}_sessions"),
+            nodes_bucket: format!("{upper}_nodes"),
+            wills_bucket: format!("{upper}_wills"),
             retained: Default::default(),
             sessions: Default::default(),
             echo: Default::default(),
+            nodes: Default::default(),
+            wills: Default::default(),
             connected,
             ready: AtomicBool::new(false),
             changes,
@@ -120,7 +130,7 @@ impl Link {
         self.ready.load(Ordering::Acquire) && self.connected.load(Ordering::Acquire)
     }
 
-    /// Creates the message stream and the two buckets when missing.
+    /// Creates the message stream and the buckets when missing.
     async fn set_up(&self, cfg: &ClusterConfig) -> Result<(), String> {
         let messages = stream::Config {
             name: self.messages_stream.clone(),
@@ -165,6 +175,8 @@ impl Link {
         for (bucket, cell) in [
             (&self.retained_bucket, &self.retained),
             (&self.sessions_bucket, &self.sessions),
+            (&self.nodes_bucket, &self.nodes),
+            (&self.wills_bucket, &self.wills),
         ] {
             let config = stream::Config {
                 name: format!("KV_{bucket}"),

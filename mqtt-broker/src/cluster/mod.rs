@@ -11,6 +11,9 @@
 //! | QoS 1/2 messages | JetStream stream `P_MESSAGES` (`mqtt.d.>`), acknowledged to the MQTT publisher only after JetStream's ack | `outbound.rs`, `inbound.rs` |
 //! | retained messages | key-value bucket `P_retained`, one key per topic | `outbound.rs`, `inbound.rs` |
 //! | who owns a client id | key-value bucket `P_sessions`, written with compare-and-set | `sessions.rs` |
+//! | which nodes are alive | key-value bucket `P_nodes`, a heartbeat per node | `liveness.rs` |
+//! | wills of connected clients | key-value bucket `P_wills`, published by a survivor when their node dies | `wills.rs` |
+//! | sessions of dead nodes | `P_sessions` records marked disconnected, deleted when expired | `expiry.rs` |
 //!
 //! Topics become subjects through the reversible escaping in `subject.rs`.
 //! Every node subscribes to all of `mqtt.v.>` and `mqtt.d.>` and routes what
@@ -27,14 +30,17 @@
 //! connection state reported in the log and in `$SYS/broker/cluster/state`
 //! (`up`, `degraded`: JetStream does not store, `down`: no NATS).
 
+mod expiry;
 mod inbound;
 mod journal;
 mod link;
+mod liveness;
 mod outbound;
 mod resume;
 mod sessions;
 mod shared;
 pub mod subject;
+mod wills;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -47,6 +53,7 @@ use crate::message::Message;
 
 pub use journal::Entry as QueueEntry;
 pub use sessions::{ClaimError, SessionRecord};
+pub use wills::WillRecord;
 
 /// Counters of what crossed the cluster, shown in `$SYS/broker/cluster/`.
 #[derive(Debug, Default)]
@@ -76,6 +83,25 @@ pub struct ClusterStats {
     /// Messages replayed into resumed sessions from the message stream
     /// (read by the previous owner but not yet in the session's queue).
     pub messages_replayed: AtomicU64,
+    /// Times another node was declared dead (not heard for
+    /// `node_timeout_ms`, or restarted).
+    pub nodes_dead: AtomicU64,
+    /// Times a node declared dead was heard again.
+    pub nodes_back: AtomicU64,
+    /// Times this node wrote its records and wills again after being cut
+    /// off from NATS for `node_timeout_ms` or longer.
+    pub reasserted: AtomicU64,
+    /// Wills of dead nodes' clients this node published.
+    pub wills_published: AtomicU64,
+    /// Delayed wills of dead nodes' clients dropped because the client
+    /// reconnected.
+    pub wills_cancelled: AtomicU64,
+    /// Wills that could not be written to the cluster (kept on this node).
+    pub wills_not_written: AtomicU64,
+    /// Session records of dead nodes marked disconnected.
+    pub records_marked: AtomicU64,
+    /// Session records of dead nodes deleted after their expiry.
+    pub records_expired: AtomicU64,
 }
 
 /// This node's part in the cluster. Held by the broker state; the tasks in
@@ -96,6 +122,10 @@ pub struct Cluster {
     resuming: parking_lot::Mutex<std::collections::HashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>>,
     /// Client ids this node owns, with the revision of their record.
     owned: parking_lot::Mutex<std::collections::HashMap<Arc<str>, u64>>,
+    /// Wills this node wrote to `P_wills`, by client id.
+    wills: wills::HeldWills,
+    /// The other nodes, alive or dead.
+    liveness: parking_lot::Mutex<liveness::Liveness>,
     /// Unique per message this node publishes (with the node name and a
     /// start nonce): the JetStream de-duplication id.
     next_id: AtomicU64,
@@ -145,6 +175,10 @@ impl Cluster {
             resuming: Default::default(),
             shares: Default::default(),
             owned: Default::default(),
+            wills: Default::default(),
+            liveness: parking_lot::Mutex::new(liveness::Liveness::new(
+                std::time::Duration::from_millis(cfg.node_timeout_ms),
+            )),
             next_id: AtomicU64::new(1),
             nonce,
             stats: ClusterStats::default(),
@@ -196,6 +230,11 @@ impl Cluster {
             self.shutdown.subscribe(),
         )));
         tasks.push(tokio::spawn(inbound::run_sessions(
+            self.clone(),
+            broker.clone(),
+            self.shutdown.subscribe(),
+        )));
+        tasks.push(tokio::spawn(liveness::run(
             self.clone(),
             broker.clone(),
             self.shutdown.subscribe(),
@@ -398,6 +437,28 @@ impl Cluster {
         rx
     }
 
+    /// Writes the will of `client_id`'s connection of `generation` to the
+    /// cluster, so another node publishes it if this one dies. Returns
+    /// whether it was written (else it holds on this node only, logged and
+    /// counted).
+    pub async fn keep_will(
+        &self,
+        client_id: &Arc<str>,
+        generation: u64,
+        msg: &Message,
+        delay_secs: u32,
+        expiry_secs: u32,
+    ) -> bool {
+        wills::keep(self, client_id, generation, msg, delay_secs, expiry_secs).await
+    }
+
+    /// The will of `client_id`'s connection of `generation` must not be
+    /// published by anyone else any more (published here, cancelled, or
+    /// replaced): its key goes, unless it is newer than that connection.
+    pub fn will_gone(&self, client_id: &str, generation: u64) {
+        wills::gone(self, client_id, generation);
+    }
+
     /// The session of `client_id` ended here: its record goes, unless
     /// another node owns it by now.
     pub fn session_ended(&self, client_id: &Arc<str>) {
@@ -431,6 +492,22 @@ impl Cluster {
                 n(&s.messages_replayed),
             ),
             ("cluster/sessions/queue_writes_failed", n(&s.journal_failed)),
+            (
+                "cluster/nodes/alive",
+                (self.liveness.lock().alive_count() + 1).to_string(),
+            ),
+            (
+                "cluster/nodes/dead",
+                self.liveness.lock().dead_nodes().join(","),
+            ),
+            ("cluster/nodes/declared_dead", n(&s.nodes_dead)),
+            ("cluster/nodes/back", n(&s.nodes_back)),
+            ("cluster/nodes/reasserted", n(&s.reasserted)),
+            ("cluster/wills/published", n(&s.wills_published)),
+            ("cluster/wills/cancelled", n(&s.wills_cancelled)),
+            ("cluster/wills/not_written", n(&s.wills_not_written)),
+            ("cluster/sessions/marked_disconnected", n(&s.records_marked)),
+            ("cluster/sessions/expired", n(&s.records_expired)),
         ]
     }
 

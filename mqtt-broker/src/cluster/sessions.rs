@@ -122,6 +122,18 @@ pub(super) enum RecordOp {
     },
     /// Answers once everything before it is done.
     Flush(oneshot::Sender<bool>),
+    /// This node was cut off long enough to be declared dead: learn the
+    /// records' revisions again (another node may have marked them
+    /// disconnected) and hand over the clients that moved meanwhile.
+    Reassert,
+}
+
+/// See [`RecordOp::Reassert`]; the broker then saves its online sessions
+/// again (`BrokerState::resave_online_sessions`), queued behind this.
+pub(super) fn reassert(cluster: &Cluster) {
+    if cluster.records.try_send(RecordOp::Reassert).is_err() {
+        tracing::warn!("cluster: session record queue full; records not written again");
+    }
 }
 
 /// See [`Cluster::claim`].
@@ -219,7 +231,16 @@ pub(super) async fn run(
                     continue;
                 };
                 let key = subject::key_token(&client);
-                match kv.update(&key, Bytes::from(record.encode()), rev).await {
+                let value = Bytes::from(record.encode());
+                let mut result = kv.update(&key, value.clone(), rev).await;
+                if let Err(e) = &result {
+                    // Another node marked this node's record disconnected
+                    // (it declared this node dead): still ours.
+                    if let Some(fresh) = still_ours(&cluster, kv, &key, e).await {
+                        result = kv.update(&key, value, fresh).await;
+                    }
+                }
+                match result {
                     Ok(new) => {
                         let mut owned = cluster.owned.lock();
                         if let Some(r) = owned.get_mut(&client) {
@@ -227,6 +248,34 @@ pub(super) async fn run(
                         }
                     }
                     Err(e) => lost_or_failed(&cluster, &broker, &client, rev, &e),
+                }
+            }
+            RecordOp::Reassert => {
+                let Some(kv) = cluster.link.sessions.get() else {
+                    continue;
+                };
+                let clients: Vec<Arc<str>> = cluster.owned.lock().keys().cloned().collect();
+                for client in clients {
+                    let key = subject::key_token(&client);
+                    let Ok(entry) = kv.entry(&key).await else {
+                        continue;
+                    };
+                    let moved = entry.as_ref().is_some_and(|e| {
+                        e.operation == async_nats::jetstream::kv::Operation::Put
+                            && SessionRecord::decode(&e.value)
+                                .is_some_and(|r| r.node != cluster.cfg.node)
+                    });
+                    if moved {
+                        if cluster.owned.lock().remove(&client).is_some() {
+                            tracing::info!(%client, "cluster: client connected on another node while this one was cut off; closing it here");
+                            cluster.stats.handed_over.fetch_add(1, Ordering::Relaxed);
+                            broker.hand_over(&client);
+                        }
+                    } else if let Some(r) = cluster.owned.lock().get_mut(&client) {
+                        // Ours, marked disconnected or swept meanwhile: the
+                        // next save writes over that revision.
+                        *r = entry.map_or(0, |e| e.revision);
+                    }
                 }
             }
             RecordOp::Delete { client } => {
@@ -237,7 +286,13 @@ pub(super) async fn run(
                     continue;
                 };
                 let key = subject::key_token(&client);
-                match kv.delete_expect_revision(&key, Some(rev)).await {
+                let mut result = kv.delete_expect_revision(&key, Some(rev)).await;
+                if let Err(e) = &result {
+                    if let Some(fresh) = still_ours(&cluster, kv, &key, e).await {
+                        result = kv.delete_expect_revision(&key, Some(fresh)).await;
+                    }
+                }
+                match result {
                     Ok(()) => {
                         cluster.owned.lock().remove(&client);
                     }
@@ -246,6 +301,29 @@ pub(super) async fn run(
             }
         }
     }
+}
+
+/// A write was refused for a wrong revision, but the record still names
+/// this node (another node marked it disconnected after declaring this one
+/// dead, or swept it): the revision to write over.
+async fn still_ours(
+    cluster: &Cluster,
+    kv: &async_nats::jetstream::kv::Store,
+    key: &str,
+    error: &UpdateError,
+) -> Option<u64> {
+    if error.kind() != UpdateErrorKind::WrongLastRevision {
+        return None;
+    }
+    let entry = kv.entry(key).await.ok()??;
+    let ours = match entry.operation {
+        async_nats::jetstream::kv::Operation::Put => {
+            SessionRecord::decode(&entry.value).is_some_and(|r| r.node == cluster.cfg.node)
+        }
+        // Swept after it was marked: nobody else claimed it.
+        _ => true,
+    };
+    ours.then_some(entry.revision)
 }
 
 /// A record write was refused: if the record moved on, another node owns
@@ -290,7 +368,8 @@ async fn do_claim(
     // again and claim over it, as a later connection takes a session over.
     // Only repeated conflicts refuse the connection.
     let mut attempt = 0;
-    let previous = loop {
+    let held_before = cluster.owned.lock().contains_key(client);
+    let (previous, previous_node) = loop {
         attempt += 1;
         let entry = kv.entry(&key).await.map_err(|e| {
             tracing::warn!(%client, error = %e, "cluster: session record not readable");
@@ -306,6 +385,7 @@ async fn do_claim(
             }
             None => (0, None),
         };
+        let previous_node = previous.as_ref().map(|p| p.node.clone());
         let now = crate::store::unix_ms();
         let previous = previous.filter(|p| p.is_live(now));
         let record = SessionRecord {
@@ -320,7 +400,7 @@ async fn do_claim(
         match kv.update(&key, Bytes::from(record.encode()), rev).await {
             Ok(new) => {
                 cluster.owned.lock().insert(client.clone(), new);
-                break previous;
+                break (previous, previous_node);
             }
             Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
                 if attempt >= CLAIM_ATTEMPTS {
@@ -333,10 +413,16 @@ async fn do_claim(
             }
         }
     };
+    // The previous connection was on another node, or on an earlier run of
+    // this one: a delayed will it left is cancelled by this reconnection.
+    if let Some(node) = previous_node {
+        if node != cluster.cfg.node || !held_before {
+            super::wills::cancel_delayed(cluster, &node, client).await;
+        }
+    }
     // A session this node holds itself is resumed locally as usual (the
     // caller checks; after a restart it is not here any more).
-    Ok(previous.filter(|_| !clean_start))
-}
+    Ok(previous.filter(|_| !clean_start))}
 
 #[cfg(test)]
 mod tests {

@@ -90,6 +90,7 @@ pub(super) async fn open<S: Transport>(incoming: Box<Incoming<S>>) -> Option<Ope
     drop(pending);
     if let Ok(conn) = &accepted {
         confirm_claim(&broker, &connect, &conn.client_id);
+        keep_will_in_cluster(&broker, conn).await;
     }
     match accepted {
         Ok(conn) => Some(Open { conn, reader, wr }),
@@ -200,6 +201,37 @@ pub(super) fn confirm_claim(broker: &Arc<BrokerState>, c: &Connect<'_>, client_i
         }
     }
 }
+
+/// In a cluster, writes the connection's will to the cluster before the
+/// CONNACK goes out, so another node publishes it if this one dies
+/// (`cluster::wills`).
+#[cfg(feature = "cluster")]
+async fn keep_will_in_cluster(broker: &Arc<BrokerState>, conn: &Conn) {
+    let (Some(cluster), Some((msg, delay))) = (&broker.cluster, &conn.will) else {
+        return;
+    };
+    // Handed over already (`confirm_claim`): the will is not this node's.
+    if conn.session.lock().generation != conn.generation {
+        return;
+    }
+    cluster
+        .keep_will(
+            &conn.client_id,
+            conn.generation,
+            msg,
+            *delay,
+            conn.expiry_secs,
+        )
+        .await;
+    // Taken over while the will was written: the takeover found nothing
+    // to delete yet.
+    if conn.session.lock().generation != conn.generation {
+        cluster.will_gone(&conn.client_id, conn.generation);
+    }
+}
+
+#[cfg(not(feature = "cluster"))]
+async fn keep_will_in_cluster(_: &Arc<BrokerState>, _: &Conn) {}
 
 #[cfg(not(feature = "cluster"))]
 pub(super) fn confirm_claim(_: &Arc<BrokerState>, _: &Connect<'_>, _: &Arc<str>) {}
