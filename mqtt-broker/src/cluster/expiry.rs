@@ -19,7 +19,6 @@ use std::sync::atomic::Ordering;
 
 use async_nats::jetstream::kv::Operation;
 use bytes::Bytes;
-use futures_util::TryStreamExt;
 
 use super::sessions::SessionRecord;
 use super::{subject, Cluster};
@@ -40,14 +39,8 @@ async fn run(cluster: &Cluster, only: Option<&str>, own_stale: bool) {
     let Some(kv) = cluster.link.sessions.get() else {
         return;
     };
-    let keys: Vec<String> = match kv.keys().await {
-        Ok(k) => match k.try_collect().await {
-            Ok(k) => k,
-            Err(e) => {
-                tracing::warn!(error = %e, "cluster: session records not listed; sweeping later");
-                return;
-            }
-        },
+    let keys = match super::link::list_keys(kv, ">").await {
+        Ok(k) => k,
         Err(e) => {
             tracing::warn!(error = %e, "cluster: session records not listed; sweeping later");
             return;

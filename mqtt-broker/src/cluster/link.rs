@@ -319,3 +319,23 @@ pub(super) async fn supervise(cluster: Arc<Cluster>, mut shutdown: watch::Receiv
         }
     }
 }
+
+/// The keys of `kv` matching `pattern` (`>` for all, `node-a.>`), deleted
+/// ones included (their entries say so). Read from the stream's subject
+/// list: `Store::keys` ends early on nats-server 2.9, whose pending counts
+/// for a last-per-subject consumer are not to be trusted.
+pub(super) async fn list_keys(kv: &kv::Store, pattern: &str) -> Result<Vec<String>, String> {
+    use futures_util::TryStreamExt;
+    let subjects: Vec<(String, usize)> = kv
+        .stream
+        .info_with_subjects(format!("{}{pattern}", kv.prefix))
+        .await
+        .map_err(|e| e.to_string())?
+        .try_collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(subjects
+        .into_iter()
+        .filter_map(|(s, _)| s.strip_prefix(kv.prefix.as_str()).map(str::to_string))
+        .collect())
+}

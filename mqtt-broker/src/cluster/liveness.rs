@@ -11,7 +11,8 @@
 //! again; a new nonce under a known name means the old incarnation died.
 //!
 //! A node that cannot write its own heartbeat (NATS or JetStream out of
-//! reach) declares nobody dead: it is the one cut off. When its heartbeats
+//! reach), or does not see it come back through its watch, declares nobody
+//! dead: it is the one cut off. When its heartbeats
 //! go through again it gives every node a fresh timeout (it may have missed
 //! their heartbeats), and if it was cut off for `node_timeout_ms` or longer
 //! (so the others may have declared it dead) it writes its session records
@@ -205,8 +206,12 @@ pub(super) async fn run(
     let timeout = Duration::from_millis(cfg.node_timeout_ms);
     let sweep_every = Duration::from_millis(cfg.sweep_interval_ms);
     let mut count = 0u64;
-    // When this node's own heartbeat last went through.
+    // When this node's own heartbeat last went through, and when the watch
+    // last brought it back: a node that does not hear itself would not
+    // hear the others either, and declares nobody dead.
     let mut own_ok: Option<Instant> = None;
+    let mut own_heard: Option<Instant> = None;
+    let hearing = 3 * beat;
     let mut next_sweep = Instant::now() + sweep_every;
     let mut tick = tokio::time::interval(beat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -259,9 +264,11 @@ pub(super) async fn run(
                                 tokio::spawn(super::wills::after_death(cluster.clone(), broker.clone(), cfg.node.clone(), None, now));
                             }
                             own_ok = Some(now);
-                            let changes = cluster.liveness.lock().check(now);
-                            for c in changes {
-                                changed(&cluster, &broker, c, now);
+                            if own_heard.is_some_and(|t| now.saturating_duration_since(t) <= hearing) {
+                                let changes = cluster.liveness.lock().check(now);
+                                for c in changes {
+                                    changed(&cluster, &broker, c, now);
+                                }
                             }
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, "cluster: heartbeat not written"),
@@ -291,7 +298,15 @@ pub(super) async fn run(
                     if entry.key == cfg.node {
                         if nonce != cluster.nonce {
                             tracing::error!(node = %cfg.node, "cluster: another broker writes heartbeats under this node's name; node names must be unique");
+                            continue;
                         }
+                        let now = Instant::now();
+                        if own_heard.is_none_or(|t| now.saturating_duration_since(t) > hearing) {
+                            // The watch was stalled: the others' heartbeats
+                            // may have been missed too.
+                            cluster.liveness.lock().restart_clocks(now);
+                        }
+                        own_heard = Some(now);
                         continue;
                     }
                     let change = cluster.liveness.lock().heard(&entry.key, nonce, Instant::now());

@@ -124,6 +124,7 @@ pub struct Cluster {
     owned: parking_lot::Mutex<std::collections::HashMap<Arc<str>, u64>>,
     /// Wills this node wrote to `P_wills`, by client id.
     wills: wills::HeldWills,
+    will_ops: Arc<wills::WillOps>,
     /// The other nodes, alive or dead.
     liveness: parking_lot::Mutex<liveness::Liveness>,
     /// Unique per message this node publishes (with the node name and a
@@ -176,6 +177,7 @@ impl Cluster {
             shares: Default::default(),
             owned: Default::default(),
             wills: Default::default(),
+            will_ops: Default::default(),
             liveness: parking_lot::Mutex::new(liveness::Liveness::new(
                 std::time::Duration::from_millis(cfg.node_timeout_ms),
             )),
@@ -476,6 +478,12 @@ impl Cluster {
     pub fn sys_values(&self) -> Vec<(&'static str, String)> {
         let s = &self.stats;
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
+        // One lock, released before the list is built (a guard in the
+        // `vec!` would live to its end, and a second one would deadlock).
+        let (alive, dead) = {
+            let l = self.liveness.lock();
+            (l.alive_count() + 1, l.dead_nodes().join(","))
+        };
         vec![
             ("cluster/node", self.cfg.node.clone()),
             ("cluster/state", self.state().to_string()),
@@ -492,14 +500,8 @@ impl Cluster {
                 n(&s.messages_replayed),
             ),
             ("cluster/sessions/queue_writes_failed", n(&s.journal_failed)),
-            (
-                "cluster/nodes/alive",
-                (self.liveness.lock().alive_count() + 1).to_string(),
-            ),
-            (
-                "cluster/nodes/dead",
-                self.liveness.lock().dead_nodes().join(","),
-            ),
+            ("cluster/nodes/alive", alive.to_string()),
+            ("cluster/nodes/dead", dead),
             ("cluster/nodes/declared_dead", n(&s.nodes_dead)),
             ("cluster/nodes/back", n(&s.nodes_back)),
             ("cluster/nodes/reasserted", n(&s.reasserted)),
@@ -514,6 +516,11 @@ impl Cluster {
     /// Lets queued record writes and publishes go out (bounded), then stops
     /// every cluster task.
     pub async fn close(&self) {
+        // The wills this node published as it closed its connections are
+        // deleted before it goes (else the others would publish them again).
+        self.will_ops
+            .settled(std::time::Duration::from_secs(2))
+            .await;
         let (tx, rx) = oneshot::channel();
         if self
             .records

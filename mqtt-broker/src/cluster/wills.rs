@@ -38,7 +38,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv::{Operation, UpdateErrorKind};
 use bytes::Bytes;
-use futures_util::TryStreamExt;
 use tokio::time::Instant;
 
 use super::sessions::SessionRecord;
@@ -133,6 +132,31 @@ pub(super) struct Held {
 /// Held wills by client id.
 pub(super) type HeldWills = parking_lot::Mutex<HashMap<Arc<str>, Held>>;
 
+/// Will deletes under way, so a node that stops waits for them: a will it
+/// published itself as it closed its connections must not be published
+/// again by the others when they notice it is gone.
+#[derive(Default)]
+pub(super) struct WillOps {
+    running: std::sync::atomic::AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+impl WillOps {
+    /// Waits (at most `limit`) until no delete is under way.
+    pub(super) async fn settled(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            loop {
+                let done = self.done.notified();
+                if self.running.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                done.await;
+            }
+        })
+        .await;
+    }
+}
+
 /// See [`Cluster::keep_will`].
 pub(super) async fn keep(
     cluster: &Cluster,
@@ -204,6 +228,8 @@ pub(super) fn gone(cluster: &Cluster, client: &str, generation: u64) {
     let k = key(&cluster.cfg.node, client);
     let limit = Duration::from_millis(cluster.cfg.ack_timeout_ms);
     let client = client.to_string();
+    cluster.will_ops.running.fetch_add(1, Ordering::AcqRel);
+    let ops = cluster.will_ops.clone();
     tokio::spawn(async move {
         // Refused when the key moved on: a newer will of this node, or a
         // dead-node handling elsewhere that took it. Either way not ours.
@@ -218,6 +244,8 @@ pub(super) fn gone(cluster: &Cluster, client: &str, generation: u64) {
                 tracing::warn!(%client, "cluster: will not deleted in time; another node may publish it if this one is declared dead")
             }
         }
+        ops.running.fetch_sub(1, Ordering::AcqRel);
+        ops.done.notify_waiters();
     });
 }
 
@@ -297,8 +325,8 @@ pub(super) async fn after_death(
     let Some(kv) = cluster.link.wills.get() else {
         return;
     };
-    let keys: Vec<String> = match kv.keys().await {
-        Ok(k) => k.try_collect().await.unwrap_or_default(),
+    let keys = match super::link::list_keys(kv, &format!("{node}.>")).await {
+        Ok(k) => k,
         Err(e) => {
             tracing::warn!(%node, error = %e, "cluster: wills of a dead node not readable");
             Vec::new()
@@ -309,12 +337,14 @@ pub(super) async fn after_death(
         let Some(client) = client_of(&k, &node) else {
             continue;
         };
-        let Ok(Some(entry)) = kv.entry(k.clone()).await else {
-            continue;
+        let entry = match kv.entry(k.clone()).await {
+            Ok(Some(e)) if e.operation == Operation::Put => e,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(%node, %client, error = %e, "cluster: will of a dead node not readable");
+                continue;
+            }
         };
-        if entry.operation != Operation::Put {
-            continue;
-        }
         let Some(will) = WillRecord::decode(&entry.value) else {
             continue;
         };
