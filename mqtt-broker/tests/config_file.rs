@@ -267,7 +267,12 @@ fn cluster_section_parses_and_is_checked() {
         .collect::<Vec<_>>()
         .join("\n");
     let example = Config::from_toml(&block).expect("example [cluster] parses");
-    assert_eq!(example.cluster.unwrap().node, "node-a");
+    let example = example.cluster.unwrap();
+    assert_eq!(example.node, "node-a");
+    assert_eq!(
+        (example.heartbeat_ms, example.node_timeout_ms),
+        (1000, 5000)
+    );
     for bad in [
         "[cluster]\n",
         "[cluster]\nnode = \"a.b\"\n",
@@ -276,6 +281,9 @@ fn cluster_section_parses_and_is_checked() {
         "[cluster]\nnode = \"a\"\nuser = \"u\"\n",
         "[cluster]\nnode = \"a\"\nsubject_prefix = \"a.b\"\n",
         "[cluster]\nnode = \"a\"\nnats_url = \"x\"\n",
+        // Issue 18: a node must not be declared dead for one late heartbeat.
+        "[cluster]\nnode = \"a\"\nheartbeat_ms = 0\n",
+        "[cluster]\nnode = \"a\"\nheartbeat_ms = 1000\nnode_timeout_ms = 1500\n",
     ] {
         assert!(Config::from_toml(bad).is_err(), "accepted {bad:?}");
     }
