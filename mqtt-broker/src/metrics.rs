@@ -487,7 +487,7 @@ fn cluster_figures(o: &mut Out, values: &[(&'static str, String)]) {
         ("cluster/clients/handed_over", "Sessions handed to another node that took their client id over."),
         ("cluster/nodes/declared_dead", "Times another node was declared dead (not heard for node_timeout_ms, or restarted)."),
         ("cluster/nodes/back", "Times a node declared dead was heard again."),
-        ("cluster/nodes/reasserted", "Times this node wrote its records and wills again after being cut off for node_timeout_ms."),
+        ("cluster/nodes/reasserted", "Times this node wrote its records and wills again after being cut off for half of node_timeout_ms or longer."),
         ("cluster/wills/published", "Wills of dead nodes' clients this node published."),
         ("cluster/wills/cancelled", "Delayed wills of dead nodes' clients dropped because the client reconnected."),
         ("cluster/wills/not_written", "Wills that could not be written to the cluster (kept on this node only)."),

@@ -14,10 +14,10 @@
 //! reach), or does not see it come back through its watch, declares nobody
 //! dead: it is the one cut off. When its heartbeats
 //! go through again it gives every node a fresh timeout (it may have missed
-//! their heartbeats), and if it was cut off for `node_timeout_ms` or longer
-//! (so the others may have declared it dead) it writes its session records
-//! and wills again, so its still-connected clients are owned and covered
-//! again.
+//! their heartbeats), and if it was cut off for half of `node_timeout_ms`
+//! or longer (so the others may have declared it dead: they count from
+//! when they last heard it) it writes its session records and wills again,
+//! so its still-connected clients are owned and covered again.
 //!
 //! Bound, from a node's death to its clients' wills: its last heartbeat is
 //! at most `heartbeat_ms` old when it dies, another node declares it dead
@@ -251,8 +251,11 @@ pub(super) async fn run(
                                 // heartbeats may have been missed.
                                 cluster.liveness.lock().restart_clocks(now);
                             }
-                            if let Some(g) = gap.filter(|g| *g >= timeout) {
-                                tracing::warn!(node = %cfg.node, cut_off_ms = g.as_millis() as u64, "cluster: heartbeats go through again after longer than node_timeout_ms; writing this node's session records and wills again");
+                            // The others measure from when they last heard
+                            // this node, not from its last acknowledged
+                            // write: half the timeout leaves room for that.
+                            if let Some(g) = gap.filter(|g| *g >= timeout / 2) {
+                                tracing::warn!(node = %cfg.node, cut_off_ms = g.as_millis() as u64, "cluster: heartbeats go through again after half of node_timeout_ms or longer (the others may have declared this node dead); writing this node's session records and wills again");
                                 cluster.stats.reasserted.fetch_add(1, Ordering::Relaxed);
                                 super::sessions::reassert(&cluster);
                                 broker.resave_online_sessions();

@@ -89,7 +89,7 @@ pub struct ClusterStats {
     /// Times a node declared dead was heard again.
     pub nodes_back: AtomicU64,
     /// Times this node wrote its records and wills again after being cut
-    /// off from NATS for `node_timeout_ms` or longer.
+    /// off from NATS for half of `node_timeout_ms` or longer.
     pub reasserted: AtomicU64,
     /// Wills of dead nodes' clients this node published.
     pub wills_published: AtomicU64,
