@@ -422,7 +422,8 @@ async fn do_claim(
     }
     // A session this node holds itself is resumed locally as usual (the
     // caller checks; after a restart it is not here any more).
-    Ok(previous.filter(|_| !clean_start))}
+    Ok(previous.filter(|_| !clean_start))
+}
 
 #[cfg(test)]
 mod tests {
