@@ -89,6 +89,10 @@ async fn run(cluster: &Cluster, only: Option<&str>, own_stale: bool) {
         }
         if !record.is_live(now) && kv.delete_expect_revision(&k, Some(revision)).await.is_ok() {
             deleted += 1;
+            // The session ended: its queue in the cluster goes too.
+            if let Ok(client) = subject::key_from_token(&k) {
+                super::journal::purge(cluster, &std::sync::Arc::from(client.as_str()));
+            }
         }
     }
     let s = &cluster.stats;
