@@ -79,3 +79,43 @@ stop_pid() {
     kill -9 "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
 }
+
+# start_nats_cluster NAME: three clustered nats-servers with JetStream on
+# free loopback ports, stores and logs under $WORK, named NAME. Sets
+# CLIENT_PORTS, ROUTE_PORTS and NATS_PIDS (each pid also goes into PIDS, for
+# the script's cleanup). Returns 1, with the log on stderr, if one does not
+# start. Uses $NATS_SERVER if set.
+start_nats_cluster() {
+    local i
+    NATS_CLUSTER_NAME="$1"
+    CLIENT_PORTS=()
+    ROUTE_PORTS=()
+    NATS_PIDS=()
+    for i in 0 1 2; do
+        CLIENT_PORTS+=("$(free_port)")
+        ROUTE_PORTS+=("$(free_port)")
+    done
+    for i in 0 1 2; do start_nats "$i"; done
+    for i in 0 1 2; do
+        if ! wait_port "${CLIENT_PORTS[$i]}" "${NATS_PIDS[$i]}" 20; then
+            echo "nats-server $i did not start:" >&2
+            cat "$WORK/nats$i.log" >&2
+            return 1
+        fi
+    done
+}
+
+# start_nats I: (re)starts server I of start_nats_cluster's cluster, on its
+# port and store.
+start_nats() {
+    local i="$1" routes="" j
+    for j in 0 1 2; do
+        [ "$j" = "$i" ] || routes="$routes,nats://127.0.0.1:${ROUTE_PORTS[$j]}"
+    done
+    mkdir -p "$WORK/nats$i"
+    "${NATS_SERVER:-nats-server}" -js -sd "$WORK/nats$i" -n "n$i" -a 127.0.0.1 -p "${CLIENT_PORTS[$i]}" \
+        --cluster_name "$NATS_CLUSTER_NAME" --cluster "nats://127.0.0.1:${ROUTE_PORTS[$i]}" \
+        --routes "${routes#,}" >>"$WORK/nats$i.log" 2>&1 &
+    NATS_PIDS[$i]=$!
+    PIDS+=("$!")
+}

@@ -63,30 +63,10 @@ finish() {
 }
 
 # --- three clustered nats-servers ----------------------------------------------
-CLIENT_PORTS=()
-ROUTE_PORTS=()
-for i in 0 1 2; do
-    CLIENT_PORTS+=("$(free_port)")
-    ROUTE_PORTS+=("$(free_port)")
-done
-for i in 0 1 2; do
-    routes=""
-    for j in 0 1 2; do
-        [ "$j" = "$i" ] || routes="$routes,nats://127.0.0.1:${ROUTE_PORTS[$j]}"
-    done
-    mkdir -p "$WORK/nats$i"
-    "$NATS_SERVER" -js -sd "$WORK/nats$i" -n "n$i" -a 127.0.0.1 -p "${CLIENT_PORTS[$i]}" \
-        --cluster_name mqtt-fo --cluster "nats://127.0.0.1:${ROUTE_PORTS[$i]}" \
-        --routes "${routes#,}" >"$WORK/nats$i.log" 2>&1 &
-    PIDS+=("$!")
-done
-for i in 0 1 2; do
-    if ! wait_port "${CLIENT_PORTS[$i]}" "${PIDS[$i]}" 20; then
-        fail "nats-server $i starts"
-        cat "$WORK/nats$i.log" >&2
-        finish
-    fi
-done
+if ! start_nats_cluster mqtt-fo; then
+    fail "nats-servers start"
+    finish
+fi
 echo "nats-server cluster on ports ${CLIENT_PORTS[*]} ($("$NATS_SERVER" --version))"
 
 # --- three release brokers ----------------------------------------------------------

@@ -45,31 +45,10 @@ pass() { echo "PASS $*"; passed=$((passed + 1)); }
 fail() { echo "FAIL $*"; failed=$((failed + 1)); }
 
 # --- three clustered nats-servers ----------------------------------------------
-CLIENT_PORTS=()
-ROUTE_PORTS=()
-for i in 0 1 2; do
-    CLIENT_PORTS+=("$(free_port)")
-    ROUTE_PORTS+=("$(free_port)")
-done
-for i in 0 1 2; do
-    routes=""
-    for j in 0 1 2; do
-        [ "$j" = "$i" ] || routes="$routes,nats://127.0.0.1:${ROUTE_PORTS[$j]}"
-    done
-    mkdir -p "$WORK/nats$i"
-    "$NATS_SERVER" -js -sd "$WORK/nats$i" -n "n$i" -a 127.0.0.1 -p "${CLIENT_PORTS[$i]}" \
-        --cluster_name mqtt-ci --cluster "nats://127.0.0.1:${ROUTE_PORTS[$i]}" \
-        --routes "${routes#,}" >"$WORK/nats$i.log" 2>&1 &
-    PIDS+=("$!")
-done
-for i in 0 1 2; do
-    if ! wait_port "${CLIENT_PORTS[$i]}" "${PIDS[$i]}" 20; then
-        echo "nats-server $i did not start:" >&2
-        cat "$WORK/nats$i.log" >&2
-        echo "0 passed, 1 failed"
-        exit 1
-    fi
-done
+if ! start_nats_cluster mqtt-ci; then
+    echo "0 passed, 1 failed"
+    exit 1
+fi
 
 # --- three brokers ---------------------------------------------------------------
 declare -A PORT PID
@@ -162,24 +141,13 @@ fi
 
 # 3. One nats-server of three is SIGKILLed mid-stream (subscriber on A,
 #    publisher on C): nothing acknowledged is lost.
-start_nats() { # INDEX
-    local i="$1" routes="" j
-    for j in 0 1 2; do
-        [ "$j" = "$i" ] || routes="$routes,nats://127.0.0.1:${ROUTE_PORTS[$j]}"
-    done
-    "$NATS_SERVER" -js -sd "$WORK/nats$i" -n "n$i" -a 127.0.0.1 -p "${CLIENT_PORTS[$i]}" \
-        --cluster_name mqtt-ci --cluster "nats://127.0.0.1:${ROUTE_PORTS[$i]}" \
-        --routes "${routes#,}" >>"$WORK/nats$i.log" 2>&1 &
-    NATS_PID[$i]=$!
-    PIDS+=("$!")
-}
-NATS_PID=("${PIDS[0]}" "${PIDS[1]}" "${PIDS[2]}")
+
 if want nats; then
 run "QoS 1 stream of 5,000 across a SIGKILL of one nats-server of three: nothing acknowledged lost" \
     --pub-port "${PORT[c]}" --sub-port "${PORT[a]}" \
-    --kill-pids "${NATS_PID[1]}" --action nats --qos 1 --count 5000 --tag n1
+    --kill-pids "${NATS_PIDS[1]}" --action nats --qos 1 --count 5000 --tag n1
 start_nats 1
-wait_port "${CLIENT_PORTS[1]}" "${NATS_PID[1]}" 20 || fail "nats-server 1 restarts"
+wait_port "${CLIENT_PORTS[1]}" "${NATS_PIDS[1]}" 20 || fail "nats-server 1 restarts"
 
 # 4. Two of three are SIGKILLed: no quorum, so the PUBACKs stop; once they
 #    are back, everything acknowledged arrives.
@@ -197,7 +165,7 @@ RESTART="$WORK/restart-nats.sh"
 } >"$RESTART"
 run "QoS 1 without a NATS quorum (2 of 3 servers SIGKILLed): PUBACKs stop; after the restart nothing acknowledged is lost" \
     --pub-port "${PORT[c]}" --sub-port "${PORT[a]}" \
-    --kill-pids "${NATS_PID[0]},${NATS_PID[2]}" --action quorum --restart-cmd "bash '$RESTART'" \
+    --kill-pids "${NATS_PIDS[0]},${NATS_PIDS[2]}" --action quorum --restart-cmd "bash '$RESTART'" \
     --qos 1 --count 5000 --tag n2
 for i in 0 2; do
     [ -f "$WORK/nats$i.pid" ] && PIDS+=("$(cat "$WORK/nats$i.pid")")

@@ -47,31 +47,10 @@ pass() { echo "PASS $*"; passed=$((passed + 1)); }
 fail() { echo "FAIL $*"; failed=$((failed + 1)); }
 
 # --- three clustered nats-servers ----------------------------------------------
-CLIENT_PORTS=()
-ROUTE_PORTS=()
-for i in 0 1 2; do
-    CLIENT_PORTS+=("$(free_port)")
-    ROUTE_PORTS+=("$(free_port)")
-done
-for i in 0 1 2; do
-    routes=""
-    for j in 0 1 2; do
-        [ "$j" = "$i" ] || routes="$routes,nats://127.0.0.1:${ROUTE_PORTS[$j]}"
-    done
-    mkdir -p "$WORK/nats$i"
-    "$NATS_SERVER" -js -sd "$WORK/nats$i" -n "n$i" -a 127.0.0.1 -p "${CLIENT_PORTS[$i]}" \
-        --cluster_name mqtt-ci --cluster "nats://127.0.0.1:${ROUTE_PORTS[$i]}" \
-        --routes "${routes#,}" >"$WORK/nats$i.log" 2>&1 &
-    PIDS+=("$!")
-done
-for i in 0 1 2; do
-    if ! wait_port "${CLIENT_PORTS[$i]}" "${PIDS[$i]}" 20; then
-        echo "nats-server $i did not start:" >&2
-        cat "$WORK/nats$i.log" >&2
-        echo "0 passed, 1 failed"
-        exit 1
-    fi
-done
+if ! start_nats_cluster mqtt-ci; then
+    echo "0 passed, 1 failed"
+    exit 1
+fi
 NATS_URLS="nats://127.0.0.1:${CLIENT_PORTS[0]},nats://127.0.0.1:${CLIENT_PORTS[1]},nats://127.0.0.1:${CLIENT_PORTS[2]}"
 echo "nats-server cluster: $NATS_URLS ($("$NATS_SERVER" --version))"
 

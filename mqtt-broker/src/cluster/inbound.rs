@@ -23,6 +23,10 @@ use crate::message::Message;
 /// this node's checkpoint (once the queue writes before it are stored).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
+/// How long the stream reader may go without a message before it checks
+/// whether the stream has messages it is not getting.
+const STALL_CHECK: Duration = Duration::from_secs(2);
+
 /// Receives the QoS 0 messages published on other nodes (core NATS, at
 /// most once) and routes them here.
 pub(super) async fn run_messages(
@@ -162,6 +166,7 @@ pub(super) async fn run_stream(
             }
         };
         let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+        let mut last_progress = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 m = messages.next() => {
@@ -187,6 +192,7 @@ pub(super) async fn run_stream(
                         continue;
                     }
                     position = Some(seq);
+                    last_progress = tokio::time::Instant::now();
                     let own = m
                         .headers
                         .as_ref()
@@ -204,7 +210,23 @@ pub(super) async fn run_stream(
                     let Some(a) = a else { return };
                     resume::adopt(&cluster, &broker, &stream, a, position.unwrap_or(0)).await;
                 }
-                _ = tick.tick() => checkpoint.maybe_write(&cluster, position.unwrap_or(0)),
+                _ = tick.tick() => {
+                    checkpoint.maybe_write(&cluster, position.unwrap_or(0));
+                    // A reader silent while the stream has grown is stuck
+                    // (seen after a nats-server was SIGKILLed): read on, on
+                    // a new consumer, from the position reached.
+                    if last_progress.elapsed() >= STALL_CHECK {
+                        last_progress = tokio::time::Instant::now();
+                        let behind = match cluster.link.js.get_stream(&cluster.link.messages_stream).await {
+                            Ok(s) => s.cached_info().state.last_sequence > position.unwrap_or(0),
+                            Err(_) => false,
+                        };
+                        if behind {
+                            tracing::warn!(position = position.unwrap_or(0), "cluster: message stream reader stalled; reading on from the position reached");
+                            continue 'connect;
+                        }
+                    }
+                }
                 _ = shutdown.changed() => return,
             }
         }
