@@ -112,7 +112,9 @@ run() { # LABEL QOS PUB_PORT SUB_PORT [extra mqtt-bench args]
 import json, sys
 label, qos, extra, path = sys.argv[1:5]
 r = json.load(open(path))
-mode = "open loop " + extra.split()[-1] + "/s" if extra else "closed loop"
+mode = "open loop " + extra.split()[extra.split().index("--rate") + 1] + "/s" if "--rate" in extra else "closed loop"
+if "--persistent" in extra:
+    mode += ", persistent sessions"
 print(f"| {label} | {qos} | {mode} | {r['delivered_per_s']:,.0f} | {r['p50_ms']:.2f} / {r['p99_ms']:.2f} | {r['lost']} | {r['duplicates']} |")
 EOF
     else
