@@ -333,11 +333,12 @@ impl BrokerState {
         };
         for target in &route.targets {
             let (session, delivery) = target.delivery(msg);
-            let journaled = delivery.qos != QoS::AtMostOnce && session.is_journaled();
-            match only {
-                Only::NotJournaled if journaled => continue,
-                Only::Journaled if !journaled => continue,
-                _ => {}
+            // Without a cluster `only` is `All`: no per-delivery check.
+            if only != Only::All {
+                let journaled = delivery.qos != QoS::AtMostOnce && session.is_journaled();
+                if journaled != (only == Only::Journaled) {
+                    continue;
+                }
             }
             session.enqueue(delivery, self, false);
         }
