@@ -253,6 +253,13 @@ async fn open(
             .map_err(|e| e.to_string())?;
         all.push(sub.map(Incoming::Volatile).boxed());
     }
+    // A subscription is only written to the connection's buffer: without
+    // the flush (a PING answered by the server once it has the SUBs), the
+    // SUBACK could go out before NATS knows this node takes the group's
+    // QoS 0 messages, and the first ones published after it would reach no
+    // member (the first ten of 50 were lost in a run of `cluster.rs`).
+    link.client.flush().await.map_err(|e| e.to_string())?;
+    echo.flush().await.map_err(|e| e.to_string())?;
     Ok(all)
 }
 
