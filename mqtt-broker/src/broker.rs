@@ -730,6 +730,17 @@ impl BrokerState {
         }
     }
 
+    /// Writes the record of `client_id`'s session again, if it is online
+    /// here (the cluster saw another node's stale write over it).
+    #[cfg(feature = "cluster")]
+    pub fn resave_session(&self, client_id: &str) {
+        let session = self.sessions.lock().get(client_id).cloned();
+        if let Some(session) = session.filter(|s| s.is_online()) {
+            let st = session.lock();
+            self.save_session(&session, &st, None);
+        }
+    }
+
     /// Deletes will number `seq` of `client_id` from the store.
     fn drop_stored_will(&self, client_id: &str, seq: u64) {
         if let Some(store) = &self.store {

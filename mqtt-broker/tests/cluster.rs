@@ -900,6 +900,72 @@ async fn simultaneous_connects_leave_exactly_one_connection() {
     stop(nodes).await;
 }
 
+// nats-server before 2.9.21 (Debian 12 ships 2.9.10) can store two writes
+// racing with the same expected revision (nats-server issue 4320): a node
+// that just lost a client id can still get a save stored after the winner's
+// claim. Such a write carries its older claim's epoch: the owner keeps its
+// connection and writes its record over it. (Written here directly, as the
+// race itself cannot be made to happen on demand.)
+#[tokio::test]
+async fn a_write_for_an_older_claim_does_not_take_the_client_over() {
+    use futures_util::StreamExt;
+    use mqtt_broker::cluster::{subject, SessionRecord};
+    let nodes = cluster("stale").await;
+    // Another client's records first, so the owner's claim has a revision
+    // above 1 and an older epoch exists (0 would mean a claim).
+    let _other = RawClient::connect(nodes[2].local_addr(), V5, "other").await;
+    let mut c = RawClient::connect(nodes[0].local_addr(), V5, "owner").await;
+    let js = jetstream().await;
+    let kv = js
+        .get_key_value(format!("{}_sessions", nodes.prefix.to_ascii_uppercase()))
+        .await
+        .expect("session bucket");
+    let key = subject::key_token("owner");
+    // The owner's record, as it is now (its claim, or its save).
+    let current = kv
+        .entry(&key)
+        .await
+        .expect("read")
+        .expect("the owner's record");
+    let owner = SessionRecord::decode(&current.value, current.revision).unwrap();
+    assert_eq!(owner.node, "node0");
+    assert!(owner.epoch > 1);
+    let stale = SessionRecord {
+        node: "node1".into(),
+        epoch: owner.epoch - 1,
+        ..owner.clone()
+    };
+    let stale_rev = kv.put(&key, stale.encode().into()).await.expect("put");
+    // The owner writes over it; the connection stays.
+    let mut watch = kv
+        .watch_from_revision(&key, stale_rev + 1)
+        .await
+        .expect("watch");
+    let rewritten = loop {
+        let e = tokio::time::timeout(TIMEOUT, watch.next())
+            .await
+            .expect("the owner writes its record again")
+            .expect("watch ended")
+            .expect("watch error");
+        if let Some(r) = SessionRecord::decode(&e.value, e.revision) {
+            break r;
+        }
+    };
+    assert_eq!(
+        (rewritten.node.as_str(), rewritten.epoch),
+        ("node0", owner.epoch)
+    );
+    assert!(
+        still_connected(&mut c).await,
+        "the owner's connection was closed"
+    );
+    // A later claim on another node still takes it over.
+    let _moved = RawClient::connect(nodes[1].local_addr(), V5, "owner").await;
+    let r = c.recv().await;
+    assert_server_disconnect(&r, ReasonCode::SessionTakenOver);
+    stop(nodes).await;
+}
+
 /// A nats-server of the test's own (one server, JetStream), which the test
 /// can stop and start again on the same port and store.
 struct OwnNats {

@@ -55,7 +55,7 @@ async fn run(cluster: &Cluster, only: Option<&str>, own_stale: bool) {
         if entry.operation != Operation::Put {
             continue;
         }
-        let Some(mut record) = SessionRecord::decode(&entry.value) else {
+        let Some(mut record) = SessionRecord::decode(&entry.value, entry.revision) else {
             continue;
         };
         if only.is_some_and(|n| n != record.node) {

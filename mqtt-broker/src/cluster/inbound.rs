@@ -421,7 +421,7 @@ pub(super) async fn run_sessions(
             if entry.operation != Operation::Put {
                 continue;
             }
-            let Some(record) = SessionRecord::decode(&entry.value) else {
+            let Some(record) = SessionRecord::decode(&entry.value, entry.revision) else {
                 continue;
             };
             if record.node == cluster.cfg.node {
@@ -431,20 +431,29 @@ pub(super) async fn run_sessions(
                 continue;
             };
             let client: Arc<str> = client.into();
-            let ours = {
+            // The claim with the highest epoch owns the client id
+            // (`sessions.rs`): a later claim elsewhere takes it over; a
+            // write for an older claim slipped past the compare-and-set,
+            // and this owner writes its record over it.
+            let (lost, stale) = {
                 let mut owned = cluster.owned.lock();
+                tracing::debug!(%client, node = %record.node, revision = entry.revision, epoch = record.epoch, held = ?owned.get(&client), "cluster: another node wrote a session record");
                 match owned.get(&client) {
-                    Some(&rev) if rev < entry.revision => {
+                    Some(held) if held.epoch < record.epoch => {
                         owned.remove(&client);
-                        true
+                        (true, false)
                     }
-                    _ => false,
+                    Some(held) => (false, held.revision < entry.revision),
+                    None => (false, false),
                 }
             };
-            if ours {
+            if lost {
                 tracing::info!(%client, to = %record.node, "cluster: client connected on another node; closing it here");
                 cluster.stats.handed_over.fetch_add(1, Ordering::Relaxed);
                 broker.hand_over(&client);
+            } else if stale {
+                tracing::info!(%client, from = %record.node, "cluster: a record written for an older claim; writing this node's over it");
+                broker.resave_session(&client);
             }
         }
         tokio::select! {

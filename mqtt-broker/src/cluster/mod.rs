@@ -120,8 +120,9 @@ pub struct Cluster {
     shares: shared::Shares,
     /// Resumes in progress, by client id (see `resume`).
     resuming: parking_lot::Mutex<std::collections::HashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>>,
-    /// Client ids this node owns, with the revision of their record.
-    owned: parking_lot::Mutex<std::collections::HashMap<Arc<str>, u64>>,
+    /// Client ids this node owns, with its claim's and its last write's
+    /// revisions.
+    owned: parking_lot::Mutex<std::collections::HashMap<Arc<str>, sessions::Owned>>,
     /// Wills this node wrote to `P_wills`, by client id.
     wills: wills::HeldWills,
     will_ops: Arc<wills::WillOps>,

@@ -22,6 +22,18 @@
 //!   and deletes it when the session ends. A write refused because the
 //!   revision moved means another node owns the id now.
 //!
+//! The compare-and-set is not enough on its own: up to nats-server 2.9.20
+//! (Debian 12 ships 2.9.10), a clustered stream checks the expected
+//! revision before the write is replicated, not as part of it, so two
+//! writes racing with the same expected revision can both be stored
+//! (nats-server issue 4320). A record therefore carries its *epoch*: the
+//! revision of the claim it belongs to (a claim's own revision; the
+//! claim's for every later save of that owner). The claim with the highest
+//! epoch owns the client id, and every node sees the same revisions in the
+//! same order, so all agree on who that is. A write that slipped past the
+//! check for a node that had lost meanwhile carries an older epoch: the
+//! owner ignores it and writes its record over it.
+//!
 //! All record work of one node runs on one task, in order, so a node never
 //! races with itself.
 
@@ -36,7 +48,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::{subject, Cluster};
 use crate::broker::BrokerState;
 
-const RECORD_VERSION: u8 = 1;
+/// Version 2 added the epoch; a version 1 record reads as a claim.
+const RECORD_VERSION: u8 = 2;
 
 /// Reads and compare-and-set writes a claim tries before giving up.
 const CLAIM_ATTEMPTS: usize = 3;
@@ -53,30 +66,52 @@ pub struct SessionRecord {
     /// Subscriptions, in the store's encoding
     /// (`SessionState::encode_subscriptions`).
     pub subscriptions: Vec<u8>,
+    /// The revision of the claim this record belongs to (see the module
+    /// comment). Encoded as 0 in a claim, which does not know its own
+    /// revision before it is written; [`SessionRecord::decode`] gives it
+    /// the revision it was stored at.
+    pub epoch: u64,
+}
+
+/// A node's hold on a client id it owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Owned {
+    /// The revision of its claim.
+    pub epoch: u64,
+    /// The revision of its last write, expected by the next one.
+    pub revision: u64,
 }
 
 impl SessionRecord {
-    /// The record's bytes: version, node, expiry, disconnection time (0:
-    /// connected), subscriptions.
+    /// The record's bytes: version, node, epoch (0: this is a claim),
+    /// expiry, disconnection time (0: connected), subscriptions.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + self.node.len() + self.subscriptions.len());
+        let mut out = Vec::with_capacity(24 + self.node.len() + self.subscriptions.len());
         out.push(RECORD_VERSION);
         out.push(self.node.len().min(255) as u8);
         out.extend_from_slice(&self.node.as_bytes()[..self.node.len().min(255)]);
+        out.extend_from_slice(&self.epoch.to_be_bytes());
         out.extend_from_slice(&self.expiry_secs.to_be_bytes());
         out.extend_from_slice(&self.disconnected_at_ms.unwrap_or(0).to_be_bytes());
         out.extend_from_slice(&self.subscriptions);
         out
     }
 
-    /// Reads [`SessionRecord::encode`]'s bytes; `None` for anything else.
-    pub fn decode(b: &[u8]) -> Option<SessionRecord> {
-        if *b.first()? != RECORD_VERSION {
+    /// Reads [`SessionRecord::encode`]'s bytes, stored at `revision` (a
+    /// claim's epoch); `None` for anything else.
+    pub fn decode(b: &[u8], revision: u64) -> Option<SessionRecord> {
+        let version = *b.first()?;
+        if version != 1 && version != RECORD_VERSION {
             return None;
         }
         let n = usize::from(*b.get(1)?);
         let node = std::str::from_utf8(b.get(2..2 + n)?).ok()?.to_string();
-        let rest = b.get(2 + n..)?;
+        let mut rest = b.get(2 + n..)?;
+        let mut epoch = 0;
+        if version == RECORD_VERSION {
+            epoch = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+            rest = &rest[8..];
+        }
         let expiry_secs = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
         let at = u64::from_be_bytes(rest.get(4..12)?.try_into().ok()?);
         Some(SessionRecord {
@@ -84,6 +119,7 @@ impl SessionRecord {
             expiry_secs,
             disconnected_at_ms: (at != 0).then_some(at),
             subscriptions: rest[12..].to_vec(),
+            epoch: if epoch == 0 { revision } else { epoch },
         })
     }
 
@@ -178,6 +214,8 @@ pub(super) fn save(
         expiry_secs,
         disconnected_at_ms,
         subscriptions,
+        // The record task sets the owner's epoch.
+        epoch: 0,
     };
     let op = RecordOp::Save {
         client: client.clone(),
@@ -223,31 +261,34 @@ pub(super) async fn run(
                 }
                 let _ = reply.send(r);
             }
-            RecordOp::Save { client, record } => {
-                let Some(rev) = cluster.owned.lock().get(&client).copied() else {
+            RecordOp::Save { client, mut record } => {
+                let Some(held) = cluster.owned.lock().get(&client).copied() else {
                     continue;
                 };
                 let Some(kv) = cluster.link.sessions.get() else {
                     continue;
                 };
                 let key = subject::key_token(&client);
+                record.epoch = held.epoch;
                 let value = Bytes::from(record.encode());
-                let mut result = kv.update(&key, value.clone(), rev).await;
+                let mut result = kv.update(&key, value.clone(), held.revision).await;
                 if let Err(e) = &result {
                     // Another node marked this node's record disconnected
-                    // (it declared this node dead): still ours.
-                    if let Some(fresh) = still_ours(&cluster, kv, &key, e).await {
+                    // (it declared this node dead), or a loser's write
+                    // slipped in: still ours.
+                    if let Some(fresh) = still_ours(&cluster, kv, &key, held, e).await {
                         result = kv.update(&key, value, fresh).await;
                     }
                 }
                 match result {
                     Ok(new) => {
+                        tracing::debug!(%client, read = held.revision, written = new, epoch = held.epoch, "cluster: session record saved");
                         let mut owned = cluster.owned.lock();
                         if let Some(r) = owned.get_mut(&client) {
-                            *r = new;
+                            r.revision = new;
                         }
                     }
-                    Err(e) => lost_or_failed(&cluster, &broker, &client, rev, &e),
+                    Err(e) => lost_or_failed(&cluster, &broker, &client, held, &e),
                 }
             }
             RecordOp::Reassert => {
@@ -260,10 +301,13 @@ pub(super) async fn run(
                     let Ok(entry) = kv.entry(&key).await else {
                         continue;
                     };
+                    let Some(held) = cluster.owned.lock().get(&client).copied() else {
+                        continue;
+                    };
                     let moved = entry.as_ref().is_some_and(|e| {
                         e.operation == async_nats::jetstream::kv::Operation::Put
-                            && SessionRecord::decode(&e.value)
-                                .is_some_and(|r| r.node != cluster.cfg.node)
+                            && SessionRecord::decode(&e.value, e.revision)
+                                .is_some_and(|r| r.node != cluster.cfg.node && r.epoch > held.epoch)
                     });
                     if moved {
                         if cluster.owned.lock().remove(&client).is_some() {
@@ -274,21 +318,21 @@ pub(super) async fn run(
                     } else if let Some(r) = cluster.owned.lock().get_mut(&client) {
                         // Ours, marked disconnected or swept meanwhile: the
                         // next save writes over that revision.
-                        *r = entry.map_or(0, |e| e.revision);
+                        r.revision = entry.map_or(0, |e| e.revision);
                     }
                 }
             }
             RecordOp::Delete { client } => {
-                let Some(rev) = cluster.owned.lock().get(&client).copied() else {
+                let Some(held) = cluster.owned.lock().get(&client).copied() else {
                     continue;
                 };
                 let Some(kv) = cluster.link.sessions.get() else {
                     continue;
                 };
                 let key = subject::key_token(&client);
-                let mut result = kv.delete_expect_revision(&key, Some(rev)).await;
+                let mut result = kv.delete_expect_revision(&key, Some(held.revision)).await;
                 if let Err(e) = &result {
-                    if let Some(fresh) = still_ours(&cluster, kv, &key, e).await {
+                    if let Some(fresh) = still_ours(&cluster, kv, &key, held, e).await {
                         result = kv.delete_expect_revision(&key, Some(fresh)).await;
                     }
                 }
@@ -296,7 +340,7 @@ pub(super) async fn run(
                     Ok(()) => {
                         cluster.owned.lock().remove(&client);
                     }
-                    Err(e) => lost_or_failed(&cluster, &broker, &client, rev, &e),
+                    Err(e) => lost_or_failed(&cluster, &broker, &client, held, &e),
                 }
             }
         }
@@ -305,11 +349,13 @@ pub(super) async fn run(
 
 /// A write was refused for a wrong revision, but the record still names
 /// this node (another node marked it disconnected after declaring this one
-/// dead, or swept it): the revision to write over.
+/// dead, or swept it), or was written for a claim older than this node's
+/// (see the module comment): the revision to write over.
 async fn still_ours(
     cluster: &Cluster,
     kv: &async_nats::jetstream::kv::Store,
     key: &str,
+    held: Owned,
     error: &UpdateError,
 ) -> Option<u64> {
     if error.kind() != UpdateErrorKind::WrongLastRevision {
@@ -318,7 +364,8 @@ async fn still_ours(
     let entry = kv.entry(key).await.ok()??;
     let ours = match entry.operation {
         async_nats::jetstream::kv::Operation::Put => {
-            SessionRecord::decode(&entry.value).is_some_and(|r| r.node == cluster.cfg.node)
+            SessionRecord::decode(&entry.value, entry.revision)
+                .is_some_and(|r| r.node == cluster.cfg.node || r.epoch < held.epoch)
         }
         // Swept after it was marked: nobody else claimed it.
         _ => true,
@@ -332,12 +379,12 @@ fn lost_or_failed(
     cluster: &Cluster,
     broker: &Arc<BrokerState>,
     client: &Arc<str>,
-    rev: u64,
+    held: Owned,
     error: &UpdateError,
 ) {
     if error.kind() == UpdateErrorKind::WrongLastRevision {
         let mut owned = cluster.owned.lock();
-        if owned.get(client) == Some(&rev) {
+        if owned.get(client) == Some(&held) {
             owned.remove(client);
             drop(owned);
             tracing::info!(%client, "cluster: client id taken by another node");
@@ -380,7 +427,8 @@ async fn do_claim(
                 let live = matches!(e.operation, async_nats::jetstream::kv::Operation::Put);
                 (
                     e.revision,
-                    live.then(|| SessionRecord::decode(&e.value)).flatten(),
+                    live.then(|| SessionRecord::decode(&e.value, e.revision))
+                        .flatten(),
                 )
             }
             None => (0, None),
@@ -396,13 +444,23 @@ async fn do_claim(
                 (Some(p), false) => p.subscriptions.clone(),
                 _ => Vec::new(),
             },
+            // A claim: its epoch is the revision it gets.
+            epoch: 0,
         };
         match kv.update(&key, Bytes::from(record.encode()), rev).await {
             Ok(new) => {
-                cluster.owned.lock().insert(client.clone(), new);
+                tracing::debug!(%client, read = rev, written = new, attempt, "cluster: client id claimed");
+                cluster.owned.lock().insert(
+                    client.clone(),
+                    Owned {
+                        epoch: new,
+                        revision: new,
+                    },
+                );
                 break (previous, previous_node);
             }
             Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                tracing::debug!(%client, read = rev, attempt, "cluster: claim refused, the record moved");
                 if attempt >= CLAIM_ATTEMPTS {
                     return Err(ClaimError::Lost);
                 }
@@ -436,19 +494,45 @@ mod tests {
             expiry_secs: 3600,
             disconnected_at_ms: Some(1_700_000_000_000),
             subscriptions: vec![0, 1, b'a', 1, 0, 0, 0, 0],
+            epoch: 7,
         };
-        assert_eq!(SessionRecord::decode(&r.encode()), Some(r.clone()));
+        assert_eq!(SessionRecord::decode(&r.encode(), 9), Some(r.clone()));
         let connected = SessionRecord {
             disconnected_at_ms: None,
             ..r
         };
         assert_eq!(
-            SessionRecord::decode(&connected.encode()),
+            SessionRecord::decode(&connected.encode(), 9),
             Some(connected.clone())
         );
-        assert_eq!(SessionRecord::decode(&[]), None);
-        assert_eq!(SessionRecord::decode(&[9, 0]), None);
-        assert_eq!(SessionRecord::decode(&[1, 5, b'a']), None);
+        assert_eq!(SessionRecord::decode(&[], 1), None);
+        assert_eq!(SessionRecord::decode(&[9, 0], 1), None);
+        assert_eq!(SessionRecord::decode(&[1, 5, b'a'], 1), None);
+        assert_eq!(SessionRecord::decode(&[2, 1, b'a', 0, 0], 1), None);
+    }
+
+    // A claim does not know its revision when it is written: it is stored
+    // with epoch 0 and read back with the revision it got.
+    #[test]
+    fn a_claim_reads_back_with_its_revision_as_epoch() {
+        let claim = SessionRecord {
+            node: "node-b".into(),
+            expiry_secs: 0,
+            disconnected_at_ms: None,
+            subscriptions: vec![],
+            epoch: 0,
+        };
+        let read = SessionRecord::decode(&claim.encode(), 42).unwrap();
+        assert_eq!(read.epoch, 42);
+        // A version 1 record (before epochs) reads as a claim too.
+        let mut v1 = vec![1, 1, b'n'];
+        v1.extend_from_slice(&30u32.to_be_bytes());
+        v1.extend_from_slice(&0u64.to_be_bytes());
+        let old = SessionRecord::decode(&v1, 5).unwrap();
+        assert_eq!(
+            (old.node.as_str(), old.expiry_secs, old.epoch),
+            ("n", 30, 5)
+        );
     }
 
     // MQTT 5.0 section 3.1.2.11.2: the session lives Session Expiry
@@ -460,6 +544,7 @@ mod tests {
             expiry_secs,
             disconnected_at_ms: at,
             subscriptions: vec![],
+            epoch: 1,
         };
         assert!(!r(0, None).is_live(10_000));
         assert!(r(10, None).is_live(10_000));

@@ -395,7 +395,8 @@ async fn due(
         if let Some(sessions) = cluster.link.sessions.get() {
             if let Ok(Some(e)) = sessions.entry(subject::key_token(&client)).await {
                 let moved = e.operation == Operation::Put
-                    && SessionRecord::decode(&e.value).is_some_and(|r| r.node != will.node);
+                    && SessionRecord::decode(&e.value, e.revision)
+                        .is_some_and(|r| r.node != will.node);
                 if moved {
                     if kv.delete_expect_revision(&k, Some(revision)).await.is_ok() {
                         cluster
