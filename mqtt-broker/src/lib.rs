@@ -88,6 +88,7 @@ mod sys;
 mod tls;
 mod topic_index;
 mod transport;
+mod wakeup;
 mod ws;
 
 pub use config::{

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use mqtt_codec::{Pid, QoS, SubscriptionOptions};
 use mqtt_proto::{IncomingQos2, Inflight, PidAllocator};
 use parking_lot::{Mutex, MutexGuard};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::oneshot;
 
 use crate::broker::BrokerState;
 use crate::config::QueuePolicy;
@@ -196,7 +196,7 @@ pub struct Session {
     pub id: Arc<str>,
     state: Mutex<SessionState>,
     /// Wakes the owning connection when `pending` gains a message.
-    pub notify: Notify,
+    pub notify: crate::wakeup::Wakeup,
     online: AtomicBool,
     /// In a cluster: persistent, so its QoS 1/2 messages come from the
     /// cluster's stream and its queue is kept there (`cluster::journal`).
@@ -209,7 +209,7 @@ impl Session {
         Session {
             id,
             state: Mutex::new(SessionState::default()),
-            notify: Notify::new(),
+            notify: Default::default(),
             online: AtomicBool::new(false),
             journaled: AtomicBool::new(false),
         }
@@ -300,7 +300,7 @@ impl Session {
             st.pending.push_back(d);
         }
         if online {
-            self.notify.notify_one();
+            self.notify.notify();
         }
         true
     }
