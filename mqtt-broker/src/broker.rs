@@ -80,6 +80,8 @@ pub struct BrokerState {
     /// Every running bridge by name, with what it shows in `$SYS` and
     /// `/metrics`.
     pub bridges: Mutex<Vec<(String, Arc<crate::bridge::LinkStatus>)>>,
+    /// Where idle connections wait without a task (`connection/park.rs`).
+    pub(crate) parker: crate::connection::ParkerCell,
 }
 
 /// What `attach` found.
@@ -123,6 +125,7 @@ impl BrokerState {
             ),
             cluster,
             bridges: Mutex::new(Vec::new()),
+            parker: Default::default(),
             security: RwLock::new(Arc::new(security)),
             auth_permits: tokio::sync::Semaphore::new(4),
             pending_connects: std::sync::atomic::AtomicUsize::new(0),

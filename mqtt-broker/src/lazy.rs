@@ -71,6 +71,10 @@ impl<T> LazyVec<T> {
         self.0.get_or_insert_default().push(item);
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|v| v.is_empty())
+    }
+
     /// Takes everything out, leaving it unallocated.
     pub fn take(&mut self) -> Vec<T> {
         self.0.take().map(|v| *v).unwrap_or_default()

@@ -189,6 +189,12 @@ pub(crate) fn render(state: &BrokerState) -> String {
         s.clients_connected.get(),
     );
     o.one(
+        "mqtt_connections_parked",
+        "gauge",
+        "Of the clients connected, idle ones parked without a task (park_idle_ms).",
+        s.connections_parked.get(),
+    );
+    o.one(
         "mqtt_connections_maximum",
         "gauge",
         "Most clients connected at once since start.",

@@ -248,11 +248,9 @@ async fn accept_loop(
                     tls_identity: None,
                     pending,
                 });
-                tokio::spawn(async move {
-                    connection::serve(incoming).await;
-                    drop(permit);
-                    drop(done);
-                })
+                // The permit and the sender go with the connection, which
+                // may leave this task when it is parked.
+                tokio::spawn(connection::serve(incoming, Some((permit, done))))
             }
             Some(tls) => {
                 let (state, cfg, shutdown, tls) =
@@ -282,14 +280,17 @@ async fn serve_tls(
     let Some((stream, identity)) = tls_handshake(stream, peer, &state, tls, shutdown).await else {
         return;
     };
-    connection::serve(Box::new(connection::Incoming {
-        stream: WriteThrough::new(stream),
-        peer,
-        broker: state,
-        listener: cfg,
-        tls_identity: identity,
-        pending,
-    }))
+    connection::serve(
+        Box::new(connection::Incoming {
+            stream: WriteThrough::new(stream),
+            peer,
+            broker: state,
+            listener: cfg,
+            tls_identity: identity,
+            pending,
+        }),
+        None,
+    )
     .await;
 }
 
@@ -534,7 +535,7 @@ mod tests {
         assert_eq!(clients.len(), 300);
     }
 
-    fn future_size<A, F: std::future::Future>(_: fn(A) -> F) -> usize {
+    fn future_size<A, B, F: std::future::Future>(_: fn(A, B) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 

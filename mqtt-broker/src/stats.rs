@@ -120,6 +120,8 @@ impl Counter {
 pub struct Stats {
     /// Clients connected now.
     pub clients_connected: Counter,
+    /// Of those, idle ones parked without a task (`park_idle_ms`).
+    pub connections_parked: Counter,
     /// Control packets received.
     pub messages_received: Counter,
     /// Control packets sent.

@@ -16,7 +16,21 @@ use crate::tls::WriteThrough;
 pub(crate) trait Transport: Send + 'static {
     type Read: ReadSide;
     type Write: AsyncWrite + Unpin + Send;
+    /// Whether an idle connection over it can be parked
+    /// (`connection/park.rs`): only a bare socket can.
+    const PARKS: bool = false;
     fn split(self) -> (Self::Read, Self::Write);
+    /// The halves put back together as a socket that tokio no longer
+    /// watches, for parking. `Err(Some(halves))` when this transport does
+    /// not park; `Err(None)` when the socket could not leave tokio (and is
+    /// closed).
+    #[allow(clippy::type_complexity)]
+    fn unsplit_std(
+        read: Self::Read,
+        write: Self::Write,
+    ) -> Result<std::net::TcpStream, Option<(Self::Read, Self::Write)>> {
+        Err(Some((read, write)))
+    }
 }
 
 /// The read side of a transport.
@@ -39,6 +53,19 @@ impl Transport for TcpStream {
     /// `tokio::io::split`, which every read and write would have to take.
     fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
         self.into_split()
+    }
+
+    const PARKS: bool = true;
+
+    fn unsplit_std(
+        read: OwnedReadHalf,
+        write: OwnedWriteHalf,
+    ) -> Result<std::net::TcpStream, Option<(OwnedReadHalf, OwnedWriteHalf)>> {
+        let stream = read.reunite(write).map_err(|e| Some((e.0, e.1)))?;
+        stream.into_std().map_err(|e| {
+            tracing::warn!(error = %e, "a socket could not leave tokio to be parked");
+            None
+        })
     }
 }
 

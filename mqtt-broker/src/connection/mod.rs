@@ -1,6 +1,7 @@
 //! One client connection, from CONNECT to close.
 //!
-//! A single task owns the socket. It reads into a buffer that grows on demand
+//! A single task owns the socket (or, while the connection is idle, none:
+//! `park.rs`). It reads into a buffer that grows on demand
 //! and cuts each whole packet out of it once (`Bytes`), so a payload is never
 //! copied on its way to subscribers; it writes from a buffer that collects
 //! many packets per system call. One `select!` drives reading, writing, the
@@ -21,6 +22,7 @@
 //! | `delivery.rs` | the session's queue to the wire: the inflight window, resends with DUP, topic aliases out (sections 4.3, 4.4, 4.9) |
 //! | `outgoing.rs` | `Outbox`: the write buffer, spliced payloads, and the packets held until a store sync (`durability = "always"`) or the cluster; `Conn::send` by `Lane` |
 //! | `close.rs` | the end: the server's DISCONNECT, the will, the session handed back |
+//! | `park.rs` | idle plain TCP connections parked without a task, one parker task watching them, and `live`, the loop that runs, parks and resumes a connection |
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,6 +57,7 @@ mod delivery;
 mod inbound;
 mod negotiate;
 mod outgoing;
+mod park;
 mod reader;
 
 use self::connect::*;
@@ -63,6 +66,8 @@ use self::outgoing::*;
 use self::reader::*;
 
 pub(crate) use self::connect::PendingConnect;
+use self::park::live;
+pub(crate) use self::park::{Held, ParkerCell};
 
 /// Stop reading and stop draining the session queue while this much is
 /// waiting to be written: backpressure towards a slow reader.
@@ -151,13 +156,15 @@ pub(crate) struct Incoming<S> {
 /// Serves one accepted socket until it closes.
 ///
 /// The CONNECT exchange and the close run once each, so their state is boxed
-/// and freed when they end, and the socket arrives boxed: what an idle
-/// connection keeps for its whole life is the task with `Conn` and `run`'s
-/// state (memory per idle connection, issue 7).
-pub(crate) async fn serve<S: Transport>(incoming: Box<Incoming<S>>) {
-    let Some(mut open) = Box::pin(open(incoming)).await else {
+/// and freed when they end, and the socket arrives boxed. A plain TCP
+/// connection idle for `park_idle_ms` then gives up its task altogether
+/// (`park.rs`); others keep the task with `Conn` and `run`'s state
+/// (memory per idle connection, issues 7 and 20).
+pub(crate) async fn serve<S: Transport>(incoming: Box<Incoming<S>>, held: Option<Held>) {
+    let Some(open) = Box::pin(open(incoming)).await else {
         return;
     };
+    let mut open = Box::new(open);
     let broker = open.conn.broker.clone();
     broker.stats.clients_connected.inc();
     broker.stats.connections_total.inc();
@@ -167,10 +174,13 @@ pub(crate) async fn serve<S: Transport>(incoming: Box<Incoming<S>>) {
         broker.stats.clients_connected.get(),
         std::sync::atomic::Ordering::Relaxed,
     );
-    let close = open.conn.run(&mut open.reader, &mut open.wr).await;
-    broker.stats.clients_connected.dec();
-    let Open { conn, mut wr, .. } = open;
-    Box::pin(conn.finish(close, &mut wr)).await;
+    if let Err(close) = open.conn.start(&mut open.reader) {
+        broker.stats.clients_connected.dec();
+        let Open { conn, mut wr, .. } = *open;
+        Box::pin(conn.finish(close, &mut wr)).await;
+        return;
+    }
+    live(open, held).await;
 }
 
 /// A connection past its CONNACK.
@@ -243,6 +253,14 @@ struct Conn {
 /// What handling one packet asks for next.
 type Step = Result<(), Close>;
 
+/// How `Conn::run` ends.
+enum Ran {
+    Closed(Close),
+    /// Nothing happened for the time asked and nothing is pending: the
+    /// connection may be parked (`park.rs`).
+    Idle,
+}
+
 impl Conn {
     /// The connection's topic aliases, made on first use.
     fn aliases(&mut self) -> &mut TopicAliases {
@@ -258,36 +276,51 @@ impl Conn {
         })
     }
 
-    /// The connection's main loop.
-    async fn run<R, W>(&mut self, reader: &mut Reader<R>, wr: &mut W) -> Close
+    /// What runs once, right after the CONNACK: the session's messages in
+    /// flight sent again, and the packets that arrived with CONNECT.
+    fn start<R: ReadSide>(&mut self, reader: &mut Reader<R>) -> Step {
+        if self.session_present {
+            self.resend_inflight();
+        }
+        self.last_rx = crate::clock::now();
+        self.fill();
+        self.drain_frames(reader)
+    }
+
+    /// The connection's main loop, until it closes or, with `park_after`,
+    /// until it has been idle that long with nothing pending.
+    async fn run<R, W>(
+        &mut self,
+        reader: &mut Reader<R>,
+        wr: &mut W,
+        park_after: Option<Duration>,
+    ) -> Ran
     where
         R: ReadSide,
         W: AsyncWrite + Unpin,
     {
-        if self.session_present {
-            self.resend_inflight();
-        }
+        // Resumed from parking: what was queued meanwhile.
         self.fill();
-        // Packets that arrived together with CONNECT.
-        if let Err(close) = self.drain_frames(reader) {
-            return close;
-        }
         let session = self.session.clone();
-        self.last_rx = crate::clock::now();
-        // One timer serves keep alive and the publish-rate pause. Keep alive
-        // is checked lazily: the timer is not moved on every packet read,
-        // only when it fires and finds that the client has been heard since.
+        // One timer serves keep alive, the publish-rate pause and parking.
+        // Keep alive is checked lazily: the timer is not moved on every
+        // packet read, only when it fires and finds that the client has been
+        // heard since; parking likewise counts events and looks at the
+        // count when the timer fires.
         let mut keep_alive_check = self.keep_alive_timeout.map(|k| k.deadline(self.last_rx));
+        let mut park_check = park_after.map(|d| crate::clock::now() + d);
+        let mut events: u32 = 0;
+        let mut events_at_check: u32 = 0;
         let timer = tokio::time::sleep_until(tokio::time::Instant::now());
         tokio::pin!(timer);
         loop {
             // A pause that has already ended fires at once below, and
             // handles what it held back.
             let paused_until = self.read_paused_until;
-            let wake_at = match (paused_until, keep_alive_check) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let wake_at = [paused_until, keep_alive_check, park_check]
+                .into_iter()
+                .flatten()
+                .min();
             if let Some(at) = wake_at {
                 let at = tokio::time::Instant::from_std(at);
                 if timer.deadline() != at {
@@ -296,15 +329,16 @@ impl Conn {
             }
             tokio::select! {
                 biased;
-                kick = &mut self.kick => return match kick {
+                kick = &mut self.kick => return Ran::Closed(match kick {
                     Ok(Kick::Shutdown) => Close::Server(ReasonCode::ServerShuttingDown, "server shutting down"),
                     // A dropped sender: the session was handed on.
                     Ok(Kick::TakenOver) | Err(_) => Close::TakenOver,
-                },
+                }),
                 written = wr.write(self.outbox.spliced.next(&self.outbox.buf)), if self.outbox.has_output() => {
                     match written {
-                        Ok(0) | Err(_) => return Close::Network,
+                        Ok(0) | Err(_) => return Ran::Closed(Close::Network),
                         Ok(n) => {
+                            events = events.wrapping_add(1);
                             self.broker.stats.bytes_sent.add(n as u64);
                             self.outbox.advance(n);
                             self.fill();
@@ -317,41 +351,66 @@ impl Conn {
                         self.read_paused_until = None;
                         // Packets read before the pause began are still waiting.
                         if let Err(close) = self.drain_frames(reader) {
-                            return close;
+                            return Ran::Closed(close);
                         }
                         self.fill();
-                    } else if let Some(k) = self.keep_alive_timeout {
-                        if keep_alive_check.is_some_and(|c| c <= now) {
-                            // [MQTT-3.1.1/5: 3.1.2-24] 1.5 x keep alive.
-                            if k.expired(self.last_rx, now) {
-                                tracing::info!(client = %self.client_id, "keep alive timeout");
-                                return Close::Server(ReasonCode::KeepAliveTimeout, "keep alive timeout");
+                    } else {
+                        if let Some(k) = self.keep_alive_timeout {
+                            if keep_alive_check.is_some_and(|c| c <= now) {
+                                // [MQTT-3.1.1/5: 3.1.2-24] 1.5 x keep alive.
+                                if k.expired(self.last_rx, now) {
+                                    tracing::info!(client = %self.client_id, "keep alive timeout");
+                                    return Ran::Closed(Close::Server(ReasonCode::KeepAliveTimeout, "keep alive timeout"));
+                                }
+                                keep_alive_check = Some(k.deadline(self.last_rx));
                             }
-                            keep_alive_check = Some(k.deadline(self.last_rx));
+                        }
+                        if park_check.is_some_and(|c| c <= now) {
+                            if events == events_at_check && self.parkable(reader) {
+                                return Ran::Idle;
+                            }
+                            events_at_check = events;
+                            park_check = park_after.map(|d| now + d);
                         }
                     }
                 }
                 read = reader.fill(), if self.outbox.unwritten() < WRITE_HIGH_WATER && paused_until.is_none() => {
                     match read {
-                        Ok(0) | Err(_) => return Close::Network,
+                        Ok(0) | Err(_) => return Ran::Closed(Close::Network),
                         Ok(n) => {
+                            events = events.wrapping_add(1);
                             self.broker.stats.bytes_received.add(n as u64);
                             self.last_rx = crate::clock::now();
                             if let Err(close) = self.drain_frames(reader) {
-                                return close;
+                                return Ran::Closed(close);
                             }
                             self.fill();
                         }
                     }
                 }
-                _ = session.notify.notified(), if self.outbox.unwritten() < WRITE_HIGH_WATER => self.fill(),
+                _ = session.notify.notified(), if self.outbox.unwritten() < WRITE_HIGH_WATER => {
+                    events = events.wrapping_add(1);
+                    self.fill();
+                }
                 _ = wait_front(&mut self.outbox.waiting), if !self.outbox.waiting.is_empty() => {
+                    events = events.wrapping_add(1);
                     if let Err(close) = self.release_acks() {
-                        return close;
+                        return Ran::Closed(close);
                     }
                 }
             }
         }
+    }
+
+    /// Nothing half done: no bytes to write or held, no partial packet
+    /// read, no answer awaited, no pause.
+    fn parkable<R>(&self, reader: &Reader<R>) -> bool {
+        self.outbox.unwritten() == 0
+            && !self.outbox.has_output()
+            && self.outbox.waiting.is_empty()
+            && self.cluster_waits.is_empty()
+            && self.read_paused_until.is_none()
+            && reader.buf.is_empty()
     }
 
     /// Handles every whole packet in the read buffer.

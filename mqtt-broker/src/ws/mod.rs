@@ -175,14 +175,17 @@ pub(crate) async fn serve<S>(
             let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(config))
                 .await;
             let stream = WsStream::new(ws, peer, broker.clone(), failed);
-            connection::serve(Box::new(connection::Incoming {
-                stream,
-                peer,
-                broker,
-                listener,
-                tls_identity,
-                pending,
-            }))
+            connection::serve(
+                Box::new(connection::Incoming {
+                    stream,
+                    peer,
+                    broker,
+                    listener,
+                    tls_identity,
+                    pending,
+                }),
+                None,
+            )
             .await;
         }
     }

@@ -1,0 +1,460 @@
+//! Idle connections parked without a task (issue 20).
+//!
+//! A device fleet is mostly connections that send a PINGREQ a minute. A
+//! task per connection would keep, for each of them, tokio's task cell
+//! (the connection's whole future: about 1 KiB) and tokio's socket
+//! registration (256 bytes) for as long as it is connected. So a plain TCP
+//! connection that has had nothing to do for `park_idle_ms` gives both up:
+//! its task ends, its socket leaves tokio, and what remains, `Parked`
+//! (the connection's state, the socket's descriptor, its keep-alive
+//! deadline), waits here.
+//!
+//! One task, the parker, watches every parked socket through an epoll set
+//! of its own (mio's `Poll`, whose descriptor tokio watches in turn), and
+//! their keep-alive deadlines with one timer. A parked connection is
+//! resumed, as a new task with the same state, when:
+//! - its socket has bytes (or the client closed it);
+//! - its session has a message for it (`Session::notify`);
+//! - it is told to close (taken over, server shutting down);
+//! - its keep alive runs out: the resumed task finds it expired and closes
+//!   it, as an active connection would.
+//!
+//! TLS and WebSocket connections are not parked: their streams hold state
+//! (a TLS session, a partial frame) that a bare descriptor cannot.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::future::Future;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
+
+use futures_util::task::AtomicWaker;
+use mio::unix::SourceFd;
+use parking_lot::Mutex;
+use tokio::io::unix::AsyncFd;
+use tokio::net::TcpStream;
+
+use super::*;
+
+/// What a connection holds that is not its state: its place under
+/// `max_connections` and the server's count of running connections
+/// (`Server::shutdown` waits for every one of them).
+pub(crate) type Held = (
+    tokio::sync::OwnedSemaphorePermit,
+    tokio::sync::mpsc::Sender<()>,
+);
+
+/// A connection without a task.
+struct Parked {
+    conn: Conn,
+    stream: std::net::TcpStream,
+    read_size: u32,
+    max_packet_size: u32,
+    held: Option<Held>,
+}
+
+/// The broker's parker, started on first use. `None` when the epoll set
+/// could not be made: connections then stay tasks.
+#[derive(Default)]
+pub(crate) struct ParkerCell(OnceLock<Option<Parker>>);
+
+impl ParkerCell {
+    pub(super) fn get(&self) -> Option<&Parker> {
+        self.0.get_or_init(Parker::start).as_ref()
+    }
+}
+
+pub(crate) struct Parker {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Adds and removes parked sockets from any thread.
+    registry: mio::Registry,
+    slots: Mutex<Slots>,
+    /// Tokens of parked connections to resume, pushed by their wakers.
+    woken: Mutex<Vec<u64>>,
+    /// The parker task.
+    task: AtomicWaker,
+    /// Set if the parker's epoll set failed: nothing parks any more.
+    failed: std::sync::atomic::AtomicBool,
+}
+
+/// Parked connections by token: the slot's index in the low 32 bits, its
+/// generation in the high ones, so a waker left behind by a connection
+/// that has since resumed never resumes the one parked after it.
+#[derive(Default)]
+struct Slots {
+    entries: Vec<(u32, Option<Box<Parked>>)>,
+    free: Vec<u32>,
+    /// Keep-alive deadlines, soonest first; entries whose connection has
+    /// resumed are skipped when they come up.
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    parked: usize,
+}
+
+impl Slots {
+    fn insert(&mut self, parked: Box<Parked>) -> u64 {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.entries.push((0, None));
+                (self.entries.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.entries[index as usize];
+        slot.1 = Some(parked);
+        self.parked += 1;
+        (u64::from(slot.0) << 32) | u64::from(index)
+    }
+
+    fn take(&mut self, token: u64) -> Option<Box<Parked>> {
+        let index = (token & 0xffff_ffff) as u32;
+        let slot = self.entries.get_mut(index as usize)?;
+        if u64::from(slot.0) != token >> 32 {
+            return None;
+        }
+        let parked = slot.1.take()?;
+        slot.0 = slot.0.wrapping_add(1);
+        self.free.push(index);
+        self.parked -= 1;
+        Some(parked)
+    }
+
+    /// Drops the deadlines of resumed connections once they outnumber the
+    /// parked ones (a connection that parks and resumes often would
+    /// otherwise leave one behind each time).
+    fn prune(&mut self) {
+        if self.deadlines.len() <= 2 * self.parked + 64 {
+            return;
+        }
+        let entries = &self.entries;
+        self.deadlines.retain(|Reverse((_, token))| {
+            entries
+                .get((token & 0xffff_ffff) as usize)
+                .is_some_and(|s| u64::from(s.0) == token >> 32 && s.1.is_some())
+        });
+    }
+}
+
+/// Wakes the parker for one parked connection.
+struct ParkWake {
+    shared: Arc<Shared>,
+    token: u64,
+}
+
+impl Wake for ParkWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.shared.resume_later(self.token);
+    }
+}
+
+impl Shared {
+    fn resume_later(&self, token: u64) {
+        self.woken.lock().push(token);
+        self.task.wake();
+    }
+}
+
+/// The parker's epoll set, for tokio to watch.
+struct EpollFd(mio::Poll);
+
+impl AsRawFd for EpollFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl Parker {
+    fn start() -> Option<Parker> {
+        let made = mio::Poll::new().and_then(|poll| {
+            let registry = poll.registry().try_clone()?;
+            // Deprecated for a descriptor the `AsyncFd` might not own (I/O
+            // safety); this one owns its `Poll` and so the descriptor.
+            #[allow(deprecated)]
+            let fd = AsyncFd::with_interest(EpollFd(poll), tokio::io::Interest::READABLE)?;
+            Ok((registry, fd))
+        });
+        let (registry, fd) = match made {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch parked connections; idle connections keep their tasks");
+                return None;
+            }
+        };
+        let shared = Arc::new(Shared {
+            registry,
+            slots: Mutex::new(Slots::default()),
+            woken: Mutex::new(Vec::new()),
+            task: AtomicWaker::new(),
+            failed: Default::default(),
+        });
+        tokio::spawn(run(shared.clone(), fd));
+        Some(Parker { shared })
+    }
+
+    /// Leaves `parked` here until something happens to it.
+    fn park(&self, mut parked: Box<Parked>) {
+        let fd = parked.stream.as_raw_fd();
+        let deadline = parked
+            .conn
+            .keep_alive_timeout
+            .map(|k| k.deadline(parked.conn.last_rx));
+        let broker = parked.conn.broker.clone();
+        let shared = &self.shared;
+        let mut slots = shared.slots.lock();
+        // Checked under the lock that `fail` takes after setting it: a
+        // connection parked here is either seen by `fail` or resumed now.
+        if shared.failed.load(std::sync::atomic::Ordering::Acquire) {
+            drop(slots);
+            tokio::spawn(resume(parked));
+            return;
+        }
+        // The wakers are left before the socket is watched, under the lock:
+        // whatever wakes the connection finds it in its slot.
+        let ready = {
+            // The token this connection will have.
+            let index = slots
+                .free
+                .last()
+                .copied()
+                .unwrap_or(slots.entries.len() as u32);
+            let generation = slots.entries.get(index as usize).map_or(0, |s| s.0);
+            let token = (u64::from(generation) << 32) | u64::from(index);
+            let waker = Waker::from(Arc::new(ParkWake {
+                shared: shared.clone(),
+                token,
+            }));
+            let mut cx = Context::from_waker(&waker);
+            let conn = &mut parked.conn;
+            let kicked = match Pin::new(&mut conn.kick).poll(&mut cx) {
+                Poll::Pending => false,
+                Poll::Ready(kick) => {
+                    // Polled to completion: keep the outcome for the task
+                    // that resumes it.
+                    let (tx, rx) = oneshot::channel();
+                    if let Ok(k) = kick {
+                        let _ = tx.send(k);
+                    }
+                    conn.kick = rx;
+                    true
+                }
+            };
+            // A message queued meanwhile: the resumed task's first `fill`
+            // sends it.
+            let notified = conn.session.notify.poll_notified(&mut cx).is_ready();
+            kicked || notified
+        };
+        let token = slots.insert(parked);
+        let mut earliest = false;
+        if let Some(at) = deadline {
+            slots.deadlines.push(Reverse((at, token)));
+            slots.prune();
+            earliest = slots.deadlines.peek() == Some(&Reverse((at, token)));
+        }
+        broker.stats.connections_parked.inc();
+        let watched = shared.registry.register(
+            &mut SourceFd(&fd),
+            mio::Token(token as usize),
+            mio::Interest::READABLE,
+        );
+        drop(slots);
+        if let Err(e) = &watched {
+            tracing::warn!(error = %e, "cannot watch a parked connection; resuming it");
+        }
+        if ready || watched.is_err() {
+            shared.resume_later(token);
+        } else if earliest {
+            // The parker's timer waits for a later deadline: have it look
+            // again (no connection has this token).
+            shared.resume_later(u64::MAX);
+        }
+    }
+}
+
+/// The parker task: resumes parked connections when their sockets are
+/// readable, their wakers fire or their keep alive runs out.
+async fn run(shared: Arc<Shared>, mut fd: AsyncFd<EpollFd>) {
+    let mut events = mio::Events::with_capacity(1024);
+    let mut due = Vec::new();
+    let timer = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(timer);
+    loop {
+        let next = shared
+            .slots
+            .lock()
+            .deadlines
+            .peek()
+            .map(|Reverse((at, _))| *at);
+        if let Some(at) = next {
+            let at = tokio::time::Instant::from_std(at);
+            if timer.deadline() != at {
+                timer.as_mut().reset(at);
+            }
+        }
+        tokio::select! {
+            ready = fd.readable_mut() => {
+                let mut guard = match ready {
+                    Ok(g) => g,
+                    Err(e) => return fail(&shared, e),
+                };
+                loop {
+                    if let Err(e) = guard.get_inner_mut().0.poll(&mut events, Some(Duration::ZERO)) {
+                        if e.kind() != std::io::ErrorKind::Interrupted {
+                            return fail(&shared, e);
+                        }
+                    }
+                    let n = events.iter().count();
+                    due.extend(events.iter().map(|e| e.token().0 as u64));
+                    if n < events.capacity() {
+                        break;
+                    }
+                }
+                guard.clear_ready();
+            }
+            () = std::future::poll_fn(|cx| {
+                shared.task.register(cx.waker());
+                if shared.woken.lock().is_empty() { Poll::Pending } else { Poll::Ready(()) }
+            }) => {
+                due.append(&mut shared.woken.lock());
+            }
+            () = &mut timer, if next.is_some() => {
+                let now = crate::clock::now();
+                let mut slots = shared.slots.lock();
+                while let Some(Reverse((at, token))) = slots.deadlines.peek().copied() {
+                    if at > now {
+                        break;
+                    }
+                    slots.deadlines.pop();
+                    due.push(token);
+                }
+            }
+        }
+        for token in due.drain(..) {
+            resume_token(&shared, token);
+        }
+    }
+}
+
+/// The epoll set failed: every parked connection gets its task back, and
+/// none parks again.
+fn fail(shared: &Shared, e: std::io::Error) {
+    tracing::error!(error = %e, "parked connections' epoll set failed: idle connections keep their tasks from now on");
+    shared.failed.store(true, std::sync::atomic::Ordering::Release);
+    let tokens: Vec<u64> = {
+        let slots = shared.slots.lock();
+        slots
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.1.is_some())
+            .map(|(i, s)| (u64::from(s.0) << 32) | i as u64)
+            .collect()
+    };
+    for token in tokens {
+        resume_token(shared, token);
+    }
+}
+
+/// Takes a parked connection out of the epoll set and gives it a task.
+fn resume_token(shared: &Shared, token: u64) {
+    let Some(parked) = shared.slots.lock().take(token) else {
+        // Already resumed, or the parker's own wake-up (`u64::MAX`).
+        return;
+    };
+    let _ = shared
+        .registry
+        .deregister(&mut SourceFd(&parked.stream.as_raw_fd()));
+    parked.conn.broker.stats.connections_parked.dec();
+    tokio::spawn(resume(parked));
+}
+
+/// A parked connection's new task.
+async fn resume(parked: Box<Parked>) {
+    let Parked {
+        conn,
+        stream,
+        read_size,
+        max_packet_size,
+        held,
+    } = *parked;
+    match TcpStream::from_std(stream) {
+        Ok(stream) => {
+            let (io, wr) = stream.into_split();
+            let reader = Reader {
+                io,
+                buf: BytesMut::new(),
+                max_packet_size,
+                read_size,
+            };
+            live::<TcpStream>(Box::new(Open { conn, reader, wr }), held).await;
+        }
+        Err(e) => {
+            tracing::warn!(client = %conn.client_id, error = %e, "cannot resume a parked connection");
+            conn.broker.stats.clients_connected.dec();
+            Box::pin(conn.finish(Close::Network, &mut tokio::io::sink())).await;
+            drop(held);
+        }
+    }
+}
+
+/// Runs a connection past its CONNACK until it closes, or until it is
+/// parked (its task then ends here and another one resumes it).
+pub(super) async fn live<S: Transport>(mut open: Box<Open<S>>, held: Option<Held>) {
+    let broker = open.conn.broker.clone();
+    let parker = (S::PARKS && broker.config.park_idle_ms > 0)
+        .then(|| broker.parker.get())
+        .flatten();
+    let park_after = parker.map(|_| Duration::from_millis(broker.config.park_idle_ms));
+    let close = loop {
+        match open
+            .conn
+            .run(&mut open.reader, &mut open.wr, park_after)
+            .await
+        {
+            Ran::Closed(close) => break close,
+            Ran::Idle => {
+                let Open { conn, reader, wr } = *open;
+                match S::unsplit_std(reader.io, wr) {
+                    Ok(stream) => {
+                        let parked = Box::new(Parked {
+                            conn,
+                            stream,
+                            read_size: reader.read_size,
+                            max_packet_size: reader.max_packet_size,
+                            held,
+                        });
+                        // `run` is idle only with a parker.
+                        if let Some(parker) = parker {
+                            parker.park(parked);
+                        }
+                        return;
+                    }
+                    Err(Some((io, wr))) => {
+                        *open = Open {
+                            conn,
+                            reader: Reader { io, ..reader },
+                            wr,
+                        };
+                    }
+                    Err(None) => {
+                        // The socket could not leave tokio, and is closed.
+                        broker.stats.clients_connected.dec();
+                        Box::pin(conn.finish(Close::Network, &mut tokio::io::sink())).await;
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    broker.stats.clients_connected.dec();
+    let Open { conn, mut wr, .. } = *open;
+    Box::pin(conn.finish(close, &mut wr)).await;
+    drop(held);
+}
