@@ -24,8 +24,12 @@ pub struct Wakeup {
 impl Wakeup {
     /// Wakes the registered waker, or the next one to wait, once.
     pub fn notify(&self) {
-        self.pending.store(true, Ordering::Release);
-        self.waker.wake();
+        // Already pending: the notify that set it wakes (or has woken) the
+        // waiter, which has not looked yet. So a burst of messages queued
+        // for one connection costs one atomic swap each, not a wake each.
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            self.waker.wake();
+        }
     }
 
     /// Ready once `notify` has been called since the last time this was
