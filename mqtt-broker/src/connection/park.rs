@@ -346,7 +346,9 @@ async fn run(shared: Arc<Shared>, mut fd: AsyncFd<EpollFd>) {
 /// none parks again.
 fn fail(shared: &Shared, e: std::io::Error) {
     tracing::error!(error = %e, "parked connections' epoll set failed: idle connections keep their tasks from now on");
-    shared.failed.store(true, std::sync::atomic::Ordering::Release);
+    shared
+        .failed
+        .store(true, std::sync::atomic::Ordering::Release);
     let tokens: Vec<u64> = {
         let slots = shared.slots.lock();
         slots
