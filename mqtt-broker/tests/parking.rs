@@ -16,6 +16,11 @@ use mqtt_codec::{Connect, LastWill, Packet, Properties, ProtocolVersion, QoS, Re
 
 const PARK_MS: u64 = 100;
 
+/// A QoS 0 PUBLISH, as sent and as received.
+fn q0<'a>(topic: &'a str, payload: &'a [u8]) -> Packet<'a> {
+    Packet::Publish(publish(topic, payload, QoS::AtMostOnce, 0, false))
+}
+
 fn parking() -> Config {
     Config {
         park_idle_ms: PARK_MS,
@@ -43,23 +48,8 @@ async fn a_parked_subscriber_receives_messages() {
         sub.subscribe(1, "park/t", QoS::AtLeastOnce).await;
         parked(&broker, 1).await;
         let mut publisher = RawClient::connect(addr, version, "pub").await;
-        publisher
-            .send(&Packet::Publish(publish(
-                "park/t",
-                b"q0",
-                QoS::AtMostOnce,
-                0,
-                false,
-            )))
-            .await;
-        sub.expect(&Packet::Publish(publish(
-            "park/t",
-            b"q0",
-            QoS::AtMostOnce,
-            0,
-            false,
-        )))
-        .await;
+        publisher.send(&q0("park/t", b"q0")).await;
+        sub.expect(&q0("park/t", b"q0")).await;
         // Both idle again: both parked.
         parked(&broker, 2).await;
         publisher
@@ -144,23 +134,8 @@ async fn a_parked_connection_is_taken_over() {
             RawClient::connect_session(addr, connect_packet(version, "same", false), true).await;
         old.expect_closed_with(ReasonCode::SessionTakenOver).await;
         let mut publisher = RawClient::connect(addr, version, "pub").await;
-        publisher
-            .send(&Packet::Publish(publish(
-                "take/t",
-                b"x",
-                QoS::AtMostOnce,
-                0,
-                false,
-            )))
-            .await;
-        new.expect(&Packet::Publish(publish(
-            "take/t",
-            b"x",
-            QoS::AtMostOnce,
-            0,
-            false,
-        )))
-        .await;
+        publisher.send(&q0("take/t", b"x")).await;
+        new.expect(&q0("take/t", b"x")).await;
         // Clean up the session for the next version.
         new.disconnect_and_wait().await;
         RawClient::connect(addr, version, "same")
@@ -193,15 +168,7 @@ async fn a_parked_connection_that_drops_publishes_its_will() {
         let w = RawClient::connect_with(addr, connect).await;
         parked(&broker, 2).await;
         drop(w);
-        watcher
-            .expect(&Packet::Publish(publish(
-                "will/w",
-                b"gone",
-                QoS::AtMostOnce,
-                0,
-                false,
-            )))
-            .await;
+        watcher.expect(&q0("will/w", b"gone")).await;
         watcher.disconnect_and_wait().await;
         parked(&broker, 0).await;
     }
