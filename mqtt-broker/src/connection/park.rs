@@ -96,7 +96,8 @@ struct Slots {
 }
 
 impl Slots {
-    fn insert(&mut self, parked: Box<Parked>) -> u64 {
+    /// Puts `parked` in a free slot: its token, and the connection there.
+    fn insert(&mut self, parked: Box<Parked>) -> (u64, &mut Parked) {
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -104,10 +105,10 @@ impl Slots {
                 (self.entries.len() - 1) as u32
             }
         };
-        let slot = &mut self.entries[index as usize];
-        slot.1 = Some(parked);
         self.parked += 1;
-        (u64::from(slot.0) << 32) | u64::from(index)
+        let slot = &mut self.entries[index as usize];
+        let token = (u64::from(slot.0) << 32) | u64::from(index);
+        (token, slot.1.insert(parked))
     }
 
     fn take(&mut self, token: u64) -> Option<Box<Parked>> {
@@ -200,7 +201,7 @@ impl Parker {
     }
 
     /// Leaves `parked` here until something happens to it.
-    fn park(&self, mut parked: Box<Parked>) {
+    fn park(&self, parked: Box<Parked>) {
         let fd = parked.stream.as_raw_fd();
         let deadline = parked
             .conn
@@ -216,42 +217,31 @@ impl Parker {
             tokio::spawn(resume(parked));
             return;
         }
+        let (token, parked) = slots.insert(parked);
         // The wakers are left before the socket is watched, under the lock:
         // whatever wakes the connection finds it in its slot.
-        let ready = {
-            // The token this connection will have.
-            let index = slots
-                .free
-                .last()
-                .copied()
-                .unwrap_or(slots.entries.len() as u32);
-            let generation = slots.entries.get(index as usize).map_or(0, |s| s.0);
-            let token = (u64::from(generation) << 32) | u64::from(index);
-            let waker = Waker::from(Arc::new(ParkWake {
-                shared: shared.clone(),
-                token,
-            }));
-            let mut cx = Context::from_waker(&waker);
-            let conn = &mut parked.conn;
-            let kicked = match Pin::new(&mut conn.kick).poll(&mut cx) {
-                Poll::Pending => false,
-                Poll::Ready(kick) => {
-                    // Polled to completion: keep the outcome for the task
-                    // that resumes it.
-                    let (tx, rx) = oneshot::channel();
-                    if let Ok(k) = kick {
-                        let _ = tx.send(k);
-                    }
-                    conn.kick = rx;
-                    true
+        let waker = Waker::from(Arc::new(ParkWake {
+            shared: shared.clone(),
+            token,
+        }));
+        let mut cx = Context::from_waker(&waker);
+        let conn = &mut parked.conn;
+        let kicked = match Pin::new(&mut conn.kick).poll(&mut cx) {
+            Poll::Pending => false,
+            Poll::Ready(kick) => {
+                // Polled to completion: keep the outcome for the task that
+                // resumes it.
+                let (tx, rx) = oneshot::channel();
+                if let Ok(k) = kick {
+                    let _ = tx.send(k);
                 }
-            };
-            // A message queued meanwhile: the resumed task's first `fill`
-            // sends it.
-            let notified = conn.session.notify.poll_notified(&mut cx).is_ready();
-            kicked || notified
+                conn.kick = rx;
+                true
+            }
         };
-        let token = slots.insert(parked);
+        // A message queued meanwhile: the resumed task's first `fill` sends
+        // it.
+        let ready = kicked || conn.session.notify.poll_notified(&mut cx).is_ready();
         let mut earliest = false;
         if let Some(at) = deadline {
             slots.deadlines.push(Reverse((at, token)));
