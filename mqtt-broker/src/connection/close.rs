@@ -6,8 +6,10 @@ use super::*;
 
 impl Conn {
     /// Sends the server's DISCONNECT if any, flushes, and hands the session
-    /// back with the will and expiry the close calls for.
+    /// back with the will and expiry the close calls for. The client no
+    /// longer counts as connected.
     pub(super) async fn finish<W: AsyncWrite + Unpin>(mut self, close: Close, wr: &mut W) {
+        self.broker.stats.clients_connected.dec();
         let publish_will = match close {
             Close::Disconnect { will } => will,
             Close::Network | Close::Server(..) | Close::TakenOver => true,

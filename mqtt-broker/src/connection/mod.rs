@@ -175,7 +175,6 @@ pub(crate) async fn serve<S: Transport>(incoming: Box<Incoming<S>>, held: Option
         std::sync::atomic::Ordering::Relaxed,
     );
     if let Err(close) = open.conn.start(&mut open.reader) {
-        broker.stats.clients_connected.dec();
         let Open { conn, mut wr, .. } = *open;
         Box::pin(conn.finish(close, &mut wr)).await;
         return;
@@ -405,8 +404,7 @@ impl Conn {
     /// Nothing half done: no bytes to write or held, no partial packet
     /// read, no answer awaited, no pause.
     fn parkable<R>(&self, reader: &Reader<R>) -> bool {
-        self.outbox.unwritten() == 0
-            && !self.outbox.has_output()
+        !self.outbox.has_output()
             && self.outbox.waiting.is_empty()
             && self.cluster_waits.is_empty()
             && self.read_paused_until.is_none()

@@ -389,7 +389,6 @@ async fn resume(parked: Box<Parked>) {
         }
         Err(e) => {
             tracing::warn!(client = %conn.client_id, error = %e, "cannot resume a parked connection");
-            conn.broker.stats.clients_connected.dec();
             Box::pin(conn.finish(Close::Network, &mut tokio::io::sink())).await;
             drop(held);
         }
@@ -437,7 +436,6 @@ pub(super) async fn live<S: Transport>(mut open: Box<Open<S>>, held: Option<Held
                     }
                     Err(None) => {
                         // The socket could not leave tokio, and is closed.
-                        broker.stats.clients_connected.dec();
                         Box::pin(conn.finish(Close::Network, &mut tokio::io::sink())).await;
                         return;
                     }
@@ -445,7 +443,6 @@ pub(super) async fn live<S: Transport>(mut open: Box<Open<S>>, held: Option<Held
             }
         }
     };
-    broker.stats.clients_connected.dec();
     let Open { conn, mut wr, .. } = *open;
     Box::pin(conn.finish(close, &mut wr)).await;
     drop(held);
