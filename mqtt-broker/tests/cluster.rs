@@ -1120,3 +1120,53 @@ async fn without_nats_nothing_is_acknowledged_and_the_node_recovers() {
         .await;
     node.shutdown().await;
 }
+
+// A shared subscription made while NATS is away (say, just restarted after
+// a lost quorum) is not refused on JetStream's first slow answer: the node
+// keeps trying to set the group up until `ack_timeout_ms`, and the SUBACK
+// comes once NATS is back, granting QoS 1; the member then gets the group's
+// messages.
+#[tokio::test]
+async fn a_shared_subscription_made_while_nats_is_away_waits_for_it() {
+    let mut nats = OwnNats::start();
+    let mut cfg = node_config(&unique_prefix("shaway"), 0, &[nats.url()]);
+    cfg.sys_interval_secs = 1;
+    if let Some(c) = cfg.cluster.as_mut() {
+        c.replicas = 1;
+        c.ack_timeout_ms = 20_000;
+    }
+    let node = broker_with(cfg).await;
+    wait_ready(&node).await;
+    let addr = node.local_addr();
+    let mut sys = RawClient::connect(addr, V5, "sys").await;
+    sys.subscribe(1, "$SYS/broker/cluster/state", QoS::AtMostOnce)
+        .await;
+    let mut member = RawClient::connect(addr, V5, "member").await;
+
+    nats.kill();
+    expect_cluster_state(&mut sys, "down").await;
+    let sub = tokio::spawn(async move {
+        member
+            .subscribe(1, "$share/g/away/+", QoS::AtLeastOnce)
+            .await;
+        member
+    });
+    // The outage outlasts one JetStream request (2 s at most, the link's
+    // per-request timeout), so the first set-up attempt fails for sure.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert!(!sub.is_finished(), "SUBACK sent while NATS was away");
+    nats.run();
+    expect_cluster_state(&mut sys, "up").await;
+    let mut member = sub
+        .await
+        .expect("the SUBACK grants QoS 1 once NATS is back");
+    let mut p = RawClient::connect(addr, V5, "p").await;
+    assert_eq!(
+        p.publish_flow(publish("away/t", b"shared", QoS::AtLeastOnce, 1, false))
+            .await,
+        ReasonCode::Success
+    );
+    let got = member.recv_publish().await;
+    assert_eq!(got.publish().payload, b"shared");
+    node.shutdown().await;
+}

@@ -120,7 +120,7 @@ async fn run(
     ready: watch::Sender<Option<bool>>,
 ) {
     let (group, filter) = (&*key.0, &*key.1);
-    let sources = match open(&cluster, group, filter).await {
+    let sources = match open_retrying(&cluster, group, filter).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(%group, %filter, error = %e, "cluster: shared subscription not set up in NATS");
@@ -196,6 +196,32 @@ fn nak(client: &async_nats::Client, reply: async_nats::Subject) {
             .publish(reply, bytes::Bytes::from_static(b"-NAK"))
             .await;
     });
+}
+
+/// [`open`], tried again with backoff until `ack_timeout_ms` has passed:
+/// JetStream can take seconds to answer again after a NATS server restart
+/// or a lost quorum, and a member's SUBACK (which waits for this) should
+/// not fail on the first slow answer. An attempt that failed half way
+/// leaves nothing behind: the consumers it created are durable and found
+/// again, and its queue subscriptions end when their streams are dropped.
+async fn open_retrying(
+    cluster: &Cluster,
+    group: &str,
+    filter: &str,
+) -> Result<SelectAll<BoxStream<'static, Incoming>>, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(cluster.cfg.ack_timeout_ms);
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match open(cluster, group, filter).await {
+            Ok(s) => return Ok(s),
+            Err(e) if tokio::time::Instant::now() + delay >= deadline => return Err(e),
+            Err(e) => {
+                tracing::debug!(%group, %filter, error = %e, "cluster: shared subscription set-up failed; trying again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
 }
 
 /// The consumers and queue subscriptions of a group, as one stream.
