@@ -9,11 +9,52 @@
 //! is the connection that owns the session now (an old connection being
 //! taken over is closing anyway).
 
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use futures_util::task::AtomicWaker;
+
+thread_local! {
+    /// Open [`Batch`]es on this thread.
+    static BATCH_DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// Wakers whose wake-ups wait for the outermost batch to end.
+    static DEFERRED: RefCell<Vec<Waker>> = const { RefCell::new(Vec::new()) };
+}
+
+/// While one is alive on a thread, the wake-ups its notifies cause wait
+/// until it is dropped. A publisher's connection holds one while it handles
+/// the packets of one read: a subscriber then wakes once the whole read is
+/// in its queue, and writes it with one `send`, instead of waking for the
+/// first message and racing the rest (with 16 subscribers on two cores, 70
+/// messages per `send` instead of hundreds: the kernel's per-call cost was
+/// a third of the broker's CPU). The delay is the time to handle one read.
+pub struct Batch(());
+
+impl Batch {
+    pub fn begin() -> Batch {
+        BATCH_DEPTH.with(|d| d.set(d.get() + 1));
+        Batch(())
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        let depth = BATCH_DEPTH.with(|d| {
+            let n = d.get() - 1;
+            d.set(n);
+            n
+        });
+        if depth == 0 {
+            // Taken out first: a wake may run code that notifies again.
+            let wakers = DEFERRED.with(|q| std::mem::take(&mut *q.borrow_mut()));
+            for w in wakers {
+                w.wake();
+            }
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct Wakeup {
@@ -24,11 +65,23 @@ pub struct Wakeup {
 impl Wakeup {
     /// Wakes the registered waker, or the next one to wait, once.
     pub fn notify(&self) {
+        // A plain load first: when the flag is already set, leaving its
+        // cache line unwritten spares the waiter's core a miss. (Whoever
+        // queued took the session's lock first, and the waiter clears the
+        // flag before it takes that lock, so a stale `true` cannot hide a
+        // message.)
+        if self.pending.load(Ordering::Acquire) {
+            return;
+        }
         // Already pending: the notify that set it wakes (or has woken) the
         // waiter, which has not looked yet. So a burst of messages queued
         // for one connection costs one atomic swap each, not a wake each.
         if !self.pending.swap(true, Ordering::AcqRel) {
-            self.waker.wake();
+            if BATCH_DEPTH.with(|d| d.get()) == 0 {
+                self.waker.wake();
+            } else if let Some(w) = self.waker.take() {
+                DEFERRED.with(|q| q.borrow_mut().push(w));
+            }
         }
     }
 
@@ -82,5 +135,32 @@ mod tests {
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         assert!(w.poll_notified(&mut cx).is_ready());
         assert!(w.poll_notified(&mut cx).is_pending());
+    }
+
+    #[test]
+    fn a_batch_holds_its_wake_ups_until_it_ends() {
+        let (a, b) = (Wakeup::default(), Wakeup::default());
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(a.poll_notified(&mut cx).is_pending());
+        assert!(b.poll_notified(&mut cx).is_pending());
+        {
+            let _outer = Batch::begin();
+            {
+                let _inner = Batch::begin();
+                a.notify();
+                a.notify();
+            }
+            b.notify();
+            assert_eq!(count.0.load(Ordering::SeqCst), 0, "woken inside the batch");
+        }
+        // One wake each, when the outermost batch ended.
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert!(a.poll_notified(&mut cx).is_ready());
+        assert!(b.poll_notified(&mut cx).is_ready());
+        assert!(a.poll_notified(&mut cx).is_pending());
+        a.notify();
+        assert_eq!(count.0.load(Ordering::SeqCst), 3, "no batch: woken at once");
     }
 }

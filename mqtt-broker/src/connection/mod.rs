@@ -414,6 +414,8 @@ impl Conn {
     /// Handles every whole packet in the read buffer.
     fn drain_frames<R: ReadSide>(&mut self, reader: &mut Reader<R>) -> Step {
         let mark = crate::store::ops_sent_on_this_thread();
+        // Subscribers wake once this read's messages are all queued.
+        let _wakes = crate::wakeup::Batch::begin();
         let result = loop {
             // Over `max_publish_rate`: packets already read wait as well,
             // or a flood written at once would be handled at once.
