@@ -105,6 +105,11 @@ impl Outbox {
         }
     }
 
+    /// Whether acknowledgements wait for the store or the cluster.
+    pub(super) fn hold_acks(&self) -> bool {
+        self.hold_acks
+    }
+
     /// Encodes `packet` into its lane if it takes at most `limit` bytes.
     fn push(
         &mut self,

@@ -48,11 +48,151 @@ pub(crate) type Held = (
 
 /// A connection without a task.
 struct Parked {
-    conn: Conn,
+    conn: Dormant,
     stream: std::net::TcpStream,
     read_size: u32,
     max_packet_size: u32,
     held: Option<Held>,
+}
+
+/// A parked connection's state: its `Conn` less what a parked connection
+/// has empty (the outbox, the cluster's answers, a read pause) or can make
+/// again when it resumes (the client id, which is its session's; the route
+/// cache): 160 bytes less per idle connection than the whole `Conn`.
+struct Dormant {
+    broker: Arc<BrokerState>,
+    session: Arc<Session>,
+    generation: u64,
+    peer: SocketAddr,
+    last_rx: Instant,
+    will: Option<(Arc<Message>, u32)>,
+    acl: AclView,
+    username: Option<Box<str>>,
+    aliases: Option<Box<TopicAliases>>,
+    rate_window: Option<Box<(Instant, u32)>>,
+    kick: oneshot::Receiver<Kick>,
+    keep_alive_timeout: Option<KeepAliveTimeout>,
+    expiry_secs: u32,
+    client_max_packet: u32,
+    send_window: u16,
+    client_alias_max: u16,
+    version: ProtocolVersion,
+    session_present: bool,
+    bridge: bool,
+    hold_acks: bool,
+}
+
+impl Dormant {
+    /// `conn`, which `Conn::parkable` found with nothing pending.
+    fn of(conn: Conn) -> Dormant {
+        // Every field named, so a new one cannot be forgotten here.
+        let Conn {
+            broker,
+            session,
+            generation,
+            client_id: _,
+            peer,
+            version,
+            keep_alive_timeout,
+            send_window,
+            client_max_packet,
+            client_alias_max,
+            aliases,
+            route: _,
+            will,
+            expiry_secs,
+            kick,
+            session_present,
+            acl,
+            username,
+            rate_window,
+            read_paused_until: _,
+            last_rx,
+            outbox,
+            bridge,
+            cluster_waits: _,
+            cluster_qos2: _,
+        } = conn;
+        debug_assert!(
+            outbox.backlog() == 0 && outbox.nothing_held(),
+            "parked with output pending"
+        );
+        Dormant {
+            broker,
+            session,
+            generation,
+            peer,
+            last_rx,
+            will,
+            acl,
+            username,
+            aliases,
+            rate_window,
+            kick,
+            keep_alive_timeout,
+            expiry_secs,
+            client_max_packet,
+            send_window,
+            client_alias_max,
+            version,
+            session_present,
+            bridge,
+            hold_acks: outbox.hold_acks(),
+        }
+    }
+
+    /// The connection again, as it was when parked.
+    fn wake(self) -> Conn {
+        let Dormant {
+            broker,
+            session,
+            generation,
+            peer,
+            last_rx,
+            will,
+            acl,
+            username,
+            aliases,
+            rate_window,
+            kick,
+            keep_alive_timeout,
+            expiry_secs,
+            client_max_packet,
+            send_window,
+            client_alias_max,
+            version,
+            session_present,
+            bridge,
+            hold_acks,
+        } = self;
+        Conn {
+            broker,
+            client_id: session.id.clone(),
+            session,
+            generation,
+            peer,
+            version,
+            keep_alive_timeout,
+            send_window,
+            client_max_packet,
+            client_alias_max,
+            aliases,
+            route: None,
+            will,
+            expiry_secs,
+            kick,
+            session_present,
+            acl,
+            username,
+            rate_window,
+            read_paused_until: None,
+            last_rx,
+            outbox: Outbox::new(hold_acks, BytesMut::new()),
+            bridge,
+            cluster_waits: Default::default(),
+            cluster_qos2: Default::default(),
+        }
+    }
 }
 
 /// The broker's parker, started on first use. `None` when the epoll set
@@ -385,9 +525,11 @@ async fn resume(parked: Box<Parked>) {
                 max_packet_size,
                 read_size,
             };
+            let conn = conn.wake();
             live::<TcpStream>(Box::new(Open { conn, reader, wr }), held).await;
         }
         Err(e) => {
+            let conn = conn.wake();
             tracing::warn!(client = %conn.client_id, error = %e, "cannot resume a parked connection");
             Box::pin(conn.finish(Close::Network, &mut tokio::io::sink())).await;
             drop(held);
@@ -415,7 +557,7 @@ pub(super) async fn live<S: Transport>(mut open: Box<Open<S>>, held: Option<Held
                 match S::unsplit_std(reader.io, wr) {
                     Ok(stream) => {
                         let parked = Box::new(Parked {
-                            conn,
+                            conn: Dormant::of(conn),
                             stream,
                             read_size: reader.read_size,
                             max_packet_size: reader.max_packet_size,
@@ -446,4 +588,18 @@ pub(super) async fn live<S: Transport>(mut open: Box<Open<S>>, held: Option<Held
     let Open { conn, mut wr, .. } = *open;
     Box::pin(conn.finish(close, &mut wr)).await;
     drop(held);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each parked connection keeps one of these for as long as it is idle
+    /// (with its session and a waker): 352 bytes when it held the whole
+    /// `Conn`.
+    #[test]
+    fn a_parked_connection_keeps_at_most_208_bytes_of_its_own() {
+        let size = std::mem::size_of::<Parked>();
+        assert!(size <= 208, "Parked is {size} bytes");
+    }
 }
