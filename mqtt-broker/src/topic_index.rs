@@ -182,6 +182,7 @@ impl SubscriptionIndex {
 
     /// One member of share group `group` on `filter` (round robin,
     /// preferring connected ones), if it has any here.
+    #[cfg(feature = "cluster")]
     pub fn pick_shared(&self, filter: &str, group: &str) -> Option<&Subscriber> {
         let mut node = &self.root;
         for level in filter.split('/') {
