@@ -372,10 +372,13 @@ impl BrokerState {
                     // pending one, and the one of a connection taken over,
                     // which that connection publishes itself if it is due
                     // now) give way to the new connection's.
-                    if let Some(stored) = st.will.take().and_then(|w| w.stored) {
+                    let (will, will_stored) = st
+                        .rare_if()
+                        .map_or((None, None), |r| (r.will.take(), r.will_stored.take()));
+                    if let Some(stored) = will.and_then(|w| w.stored) {
                         self.drop_stored_will(client_id, stored);
                     }
-                    if let Some(stored) = st.will_stored.take() {
+                    if let Some(stored) = will_stored {
                         self.drop_stored_will(client_id, stored);
                     }
                     self.cluster_will_gone(client_id, st.generation);
@@ -454,7 +457,9 @@ impl BrokerState {
             if let Some(kick) = st.kick.take() {
                 let _ = kick.send(Kick::TakenOver);
             }
-            st.will = None;
+            if let Some(r) = st.rare_if() {
+                r.will = None;
+            }
             std::mem::take(&mut st.subscriptions)
         };
         self.unindex(&session, subs.keys());
@@ -621,7 +626,7 @@ impl BrokerState {
             // the session since the check above (then, as on a takeover, a
             // will without a delay is due and one with a delay is
             // cancelled).
-            let stored = st.will_stored.take();
+            let stored = st.rare_if().and_then(|r| r.will_stored.take());
             drop(st);
             self.cluster_will_gone(&session.id, generation);
             let ended = self.expire(session, generation);
@@ -635,11 +640,11 @@ impl BrokerState {
             }
             return;
         }
-        let stored = st.will_stored.take();
+        let stored = st.rare_if().and_then(|r| r.will_stored.take());
         match will {
             Some((msg, delay)) if delay > 0 => {
                 // Stays in the store until published or cancelled.
-                st.will = Some(PendingWill { msg, stored });
+                st.rare_mut().will = Some(PendingWill { msg, stored });
                 drop(st);
                 self.will_later(session, generation, Duration::from_secs(u64::from(delay)));
             }
@@ -678,7 +683,7 @@ impl BrokerState {
             let due = {
                 let mut st = s.lock();
                 if st.generation == generation {
-                    st.will.take()
+                    st.rare_if().and_then(|r| r.will.take())
                 } else {
                     None
                 }
@@ -708,7 +713,7 @@ impl BrokerState {
         }
         let seq = self.next_will_seq.fetch_add(1, Ordering::Relaxed);
         store.put_will(&session.id, seq, msg.encode_for_store(), *delay);
-        st.will_stored = Some(seq);
+        st.rare_mut().will_stored = Some(seq);
     }
 
     /// In a cluster: the will of `client_id`'s connection of `generation`
@@ -990,7 +995,9 @@ impl BrokerState {
                 session.set_journaled(self.cluster.is_some());
                 st.expiry_secs = stored.expiry_secs;
                 st.generation = 1;
-                st.incoming_qos2 = stored.incoming_qos2.iter().copied().collect();
+                if !stored.incoming_qos2.is_empty() {
+                    st.rare_mut().incoming_qos2 = stored.incoming_qos2.iter().copied().collect();
+                }
                 for m in stored.messages {
                     st.next_seq = st.next_seq.max(m.seq);
                     let Some(msg) = Message::from_stored(&m.publish, m.received_ms) else {
@@ -1092,7 +1099,7 @@ impl BrokerState {
             match back.get(&w.client_id) {
                 Some((session, gone_for)) if u64::from(w.delay_secs) > *gone_for => {
                     let left = u64::from(w.delay_secs) - gone_for;
-                    session.lock().will = Some(pending);
+                    session.lock().rare_mut().will = Some(pending);
                     // Generation 1 is the restored session's (see above).
                     self.will_later(session, 1, Duration::from_secs(left));
                 }
@@ -1136,7 +1143,7 @@ impl BrokerState {
             if st.generation != generation || session.is_online() {
                 return false;
             }
-            st.will.take()
+            st.rare_if().and_then(|r| r.will.take())
         };
         self.end_session_locked(&mut sessions, session);
         drop(sessions);

@@ -80,8 +80,8 @@ pub struct SessionState {
     /// the window, the legal replies and the resends on resume are
     /// `mqtt_proto::Inflight`'s, the same as the client's.
     pub inflight: Inflight<Delivery>,
-    /// Identifiers of incoming QoS 2 messages awaiting PUBREL (method A).
-    pub incoming_qos2: IncomingQos2,
+    /// What few sessions use; made on first use (see [`Rare`]).
+    rare: Option<Box<Rare>>,
     pids: PidAllocator,
     /// Session Expiry Interval in seconds; `u32::MAX` never expires.
     pub expiry_secs: u32,
@@ -90,16 +90,27 @@ pub struct SessionState {
     pub generation: u64,
     /// Stops the connection that currently owns the session.
     pub kick: Option<oneshot::Sender<Kick>>,
-    /// A delayed will, published when its delay or the session ends.
-    pub will: Option<PendingWill>,
     /// Whether the session outlives its connection (expiry > 0), and so is
     /// kept in the store.
     pub persistent: bool,
     /// The last `Delivery::seq` given.
     pub next_seq: u64,
+}
+
+/// The parts of a session few use: a delayed will, the store's number of
+/// a will, incoming QoS 2 exchanges, a bridge's queue limits, a full
+/// queue's drop count. Boxed and made on first use, so the session of an
+/// idle connection (a device fleet is mostly those) carries 8 bytes for
+/// them, not 96.
+#[derive(Debug, Default)]
+pub struct Rare {
+    /// A delayed will, published when its delay or the session ends.
+    pub will: Option<PendingWill>,
     /// The number of the connection's will in the store, deleted once
     /// the will is published or the connection leaves without one.
     pub will_stored: Option<u64>,
+    /// Identifiers of incoming QoS 2 messages awaiting PUBREL (method A).
+    pub incoming_qos2: IncomingQos2,
     /// Queue limits (messages, bytes) of this session instead of the
     /// broker's: a bridge has its own.
     pub queue_limits: Option<(usize, usize)>,
@@ -108,6 +119,22 @@ pub struct SessionState {
 }
 
 impl SessionState {
+    /// The rarely used parts, if they were ever made.
+    pub fn rare(&self) -> Option<&Rare> {
+        self.rare.as_deref()
+    }
+
+    /// The rarely used parts, if they were ever made, to change (taking a
+    /// will out of a session that never had one makes nothing).
+    pub fn rare_if(&mut self) -> Option<&mut Rare> {
+        self.rare.as_deref_mut()
+    }
+
+    /// The rarely used parts, made now if they were not.
+    pub fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_default()
+    }
+
     /// Puts a PUBLISH just written with `pid` in flight: awaiting PUBACK at
     /// QoS 1, PUBREC at QoS 2. (Client connections and bridges both.)
     pub fn push_sent(&mut self, pid: Pid, delivery: Delivery) {
@@ -266,7 +293,8 @@ impl Session {
         {
             let mut st = self.lock();
             let (max_messages, max_bytes) = st
-                .queue_limits
+                .rare()
+                .and_then(|r| r.queue_limits)
                 .unwrap_or((config.max_queued_messages, config.max_queued_bytes));
             let full = |st: &SessionState| {
                 !st.pending.is_empty()
@@ -275,7 +303,7 @@ impl Session {
             if !bypass_limits && full(&st) {
                 match config.queue_policy {
                     QueuePolicy::DropNew => {
-                        st.dropped += 1;
+                        st.rare_mut().dropped += 1;
                         drop(st);
                         broker.dropped(DropReason::QueueFull, &self.id, &d.msg.topic);
                         return false;
@@ -286,7 +314,7 @@ impl Session {
                                 break;
                             };
                             st.pending_bytes -= old.msg.size();
-                            st.dropped += 1;
+                            st.rare_mut().dropped += 1;
                             broker.dropped(DropReason::QueueFull, &self.id, &old.msg.topic);
                             broker.forget_message(self, &st, &old);
                         }
@@ -303,5 +331,17 @@ impl Session {
             self.notify.notify();
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every connected client has a session for as long as it is
+    /// connected, idle or not: 336 bytes before the rarely used parts went
+    /// behind one pointer (`Rare`).
+    #[test]
+    fn a_session_without_rare_parts_stays_small() {
+        let size = std::mem::size_of::<super::Session>();
+        assert!(size <= 248, "Session is {size} bytes");
     }
 }

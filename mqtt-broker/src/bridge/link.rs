@@ -95,7 +95,11 @@ impl LinkStatus {
         match &*self.session.lock() {
             Some(s) => {
                 let st = s.lock();
-                (st.pending.len(), st.inflight.len(), st.dropped)
+                (
+                    st.pending.len(),
+                    st.inflight.len(),
+                    st.rare().map_or(0, |r| r.dropped),
+                )
             }
             None => (0, 0, 0),
         }
@@ -840,7 +844,9 @@ impl Link {
             Packet::PubRel(r) => {
                 let known = {
                     let mut st = self.session.lock();
-                    let known = st.incoming_qos2.remove(r.pid.get());
+                    let known = st
+                        .rare_if()
+                        .is_some_and(|rare| rare.incoming_qos2.remove(r.pid.get()));
                     if let (Some(store), true, true) = (&self.broker.store, st.persistent, known) {
                         store.del_qos2(&self.client_id, r.pid.get());
                     }
@@ -879,7 +885,10 @@ impl Link {
         self.broker.stats.publish_received.inc();
         if let QosPid::ExactlyOnce(pid) = p.qos_pid {
             let mut st = self.session.lock();
-            if st.incoming_qos2.contains(pid.get()) {
+            if st
+                .rare()
+                .is_some_and(|r| r.incoming_qos2.contains(pid.get()))
+            {
                 // [MQTT-4.3.3-10] a resent PUBLISH before PUBREL: PUBREC
                 // again, not delivered again.
                 drop(st);
@@ -890,7 +899,7 @@ impl Link {
                 );
                 return;
             }
-            st.incoming_qos2.insert(pid.get());
+            st.rare_mut().incoming_qos2.insert(pid.get());
             if let (Some(store), true) = (&self.broker.store, st.persistent) {
                 store.put_qos2(&self.client_id, pid.get());
             }
@@ -1001,7 +1010,7 @@ fn attach(
     let (tx, rx) = oneshot::channel();
     let clean = bridge.cfg.cleansession;
     let a = broker.attach(id, clean, if clean { 0 } else { u32::MAX }, tx);
-    a.session.lock().queue_limits =
+    a.session.lock().rare_mut().queue_limits =
         Some((bridge.cfg.max_queued_messages, bridge.cfg.max_queued_bytes));
     // Wanted: each out line's local filter at the highest QoS asked for it.
     let mut wanted: Vec<(&str, QoS)> = Vec::new();

@@ -112,6 +112,7 @@ impl Conn {
         if let QosPid::ExactlyOnce(pid) = p.qos_pid {
             let mut st = self.session.lock();
             match st
+                .rare_mut()
                 .incoming_qos2
                 .on_publish(pid, self.broker.config.receive_maximum)
             {
@@ -260,7 +261,7 @@ impl Conn {
     /// Forgets an incoming QoS 2 identifier; returns whether it was known.
     pub(super) fn forget_incoming(&self, pid: u16) -> bool {
         let mut st = self.session.lock();
-        let known = st.incoming_qos2.remove(pid);
+        let known = st.rare_if().is_some_and(|r| r.incoming_qos2.remove(pid));
         if let (Some(store), true, true) = (&self.broker.store, st.persistent, known) {
             store.del_qos2(&self.client_id, pid);
         }
