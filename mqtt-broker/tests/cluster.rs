@@ -1031,6 +1031,24 @@ impl Drop for OwnNats {
     }
 }
 
+/// One node on a nats-server of the test's own, `$SYS` every second, with
+/// `ack_timeout_ms`; and a client subscribed to its cluster state.
+async fn node_on_own_nats(tag: &str, ack_timeout_ms: u64) -> (OwnNats, BrokerHandle, RawClient) {
+    let nats = OwnNats::start();
+    let mut cfg = node_config(&unique_prefix(tag), 0, &[nats.url()]);
+    cfg.sys_interval_secs = 1;
+    if let Some(c) = cfg.cluster.as_mut() {
+        c.replicas = 1;
+        c.ack_timeout_ms = ack_timeout_ms;
+    }
+    let node = broker_with(cfg).await;
+    wait_ready(&node).await;
+    let mut sys = RawClient::connect(node.local_addr(), V5, "sys").await;
+    sys.subscribe(1, "$SYS/broker/cluster/state", QoS::AtMostOnce)
+        .await;
+    (nats, node, sys)
+}
+
 /// Waits for the next `$SYS/broker/cluster/state` value equal to `want`.
 async fn expect_cluster_state(sys: &mut RawClient, want: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -1055,19 +1073,8 @@ async fn expect_cluster_state(sys: &mut RawClient, want: &str) {
 // itself when NATS is back.
 #[tokio::test]
 async fn without_nats_nothing_is_acknowledged_and_the_node_recovers() {
-    let mut nats = OwnNats::start();
-    let mut cfg = node_config(&unique_prefix("out"), 0, &[nats.url()]);
-    cfg.sys_interval_secs = 1;
-    if let Some(c) = cfg.cluster.as_mut() {
-        c.replicas = 1;
-        c.ack_timeout_ms = 1500;
-    }
-    let node = broker_with(cfg).await;
-    wait_ready(&node).await;
+    let (mut nats, node, mut sys) = node_on_own_nats("out", 1500).await;
     let addr = node.local_addr();
-    let mut sys = RawClient::connect(addr, V5, "sys").await;
-    sys.subscribe(1, "$SYS/broker/cluster/state", QoS::AtMostOnce)
-        .await;
     let mut local = RawClient::connect(addr, V5, "local").await;
     local.subscribe(1, "out/t", QoS::AtMostOnce).await;
     let mut p = RawClient::connect(addr, V5, "p").await;
@@ -1128,19 +1135,8 @@ async fn without_nats_nothing_is_acknowledged_and_the_node_recovers() {
 // messages.
 #[tokio::test]
 async fn a_shared_subscription_made_while_nats_is_away_waits_for_it() {
-    let mut nats = OwnNats::start();
-    let mut cfg = node_config(&unique_prefix("shaway"), 0, &[nats.url()]);
-    cfg.sys_interval_secs = 1;
-    if let Some(c) = cfg.cluster.as_mut() {
-        c.replicas = 1;
-        c.ack_timeout_ms = 20_000;
-    }
-    let node = broker_with(cfg).await;
-    wait_ready(&node).await;
+    let (mut nats, node, mut sys) = node_on_own_nats("shaway", 20_000).await;
     let addr = node.local_addr();
-    let mut sys = RawClient::connect(addr, V5, "sys").await;
-    sys.subscribe(1, "$SYS/broker/cluster/state", QoS::AtMostOnce)
-        .await;
     let mut member = RawClient::connect(addr, V5, "member").await;
 
     nats.kill();
