@@ -29,7 +29,8 @@ use crate::retained::RetainedStore;
 use crate::route::{Route, RouteCache};
 use crate::security::Security;
 use crate::session::{
-    decode_subscriptions, Delivery, Kick, OutState, PendingWill, Session, SessionState, SubRecord,
+    decode_subscriptions, Delivery, Kick, OutState, PendingWill, Session, SessionMap, SessionState,
+    SubRecord,
 };
 use crate::stats::Stats;
 use crate::store::{Restored, Store, StoredMessage, StoredState};
@@ -41,7 +42,7 @@ pub struct BrokerState {
     pub config: Config,
     /// Counters.
     pub stats: Stats,
-    sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    sessions: Mutex<SessionMap>,
     /// Every subscription.
     pub index: RwLock<SubscriptionIndex>,
     /// Bumped on every change of `index`.
@@ -132,7 +133,7 @@ impl BrokerState {
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             config,
             stats: Stats::default(),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(SessionMap::default()),
             index: RwLock::new(SubscriptionIndex::new(groups_elsewhere)),
             index_generation: AtomicU64::new(0),
             retained: RwLock::new(RetainedStore::default()),
@@ -403,7 +404,7 @@ impl BrokerState {
             }
             None => {
                 let session = Arc::new(Session::new(client_id.clone()));
-                sessions.insert(client_id.clone(), session.clone());
+                sessions.insert(session.clone());
                 (session, false)
             }
         };
@@ -572,9 +573,7 @@ impl BrokerState {
                 );
             }
         }
-        self.sessions
-            .lock()
-            .insert(client_id.clone(), session.clone());
+        self.sessions.lock().insert(session.clone());
         session
     }
 
@@ -767,11 +766,7 @@ impl BrokerState {
     /// Removes a session and its subscriptions, if it is still the one
     /// registered under its client id: the part done under the `sessions`
     /// lock.
-    fn end_session_locked(
-        &self,
-        sessions: &mut HashMap<Arc<str>, Arc<Session>>,
-        session: &Arc<Session>,
-    ) {
+    fn end_session_locked(&self, sessions: &mut SessionMap, session: &Arc<Session>) {
         if sessions
             .get(&session.id)
             .is_some_and(|s| Arc::ptr_eq(s, session))
@@ -1044,7 +1039,7 @@ impl BrokerState {
                     );
                 }
             }
-            self.sessions.lock().insert(id, session.clone());
+            self.sessions.lock().insert(session.clone());
             back.insert(stored.client_id.clone(), (session.clone(), gone_for));
             sessions_restored += 1;
             // The restart counts as a disconnection: the expiry runs from

@@ -165,11 +165,14 @@ pub enum Resend<'a, T> {
 #[derive(Debug, Clone)]
 pub struct Inflight<T> {
     entries: VecDeque<InflightEntry<T>>,
-    unsent: usize,
+    // The two counters are u32, not usize: every session of the broker
+    // holds a window, and 8 bytes less kept an idle session in a smaller
+    // allocation class (a window is at most 65,535 messages).
+    unsent: u32,
     /// No entry before this index is owed again: resends go front to
     /// back, so each looks only past the last one (a resume of a window
     /// of thousands stays linear).
-    resend_from: usize,
+    resend_from: u32,
 }
 
 impl<T> Default for Inflight<T> {
@@ -212,7 +215,7 @@ impl<T> Inflight<T> {
     /// messages are out (those owed again but held back do not count, as
     /// the peer has not seen them on this connection) [MQTT-5: 3.3.4-7].
     pub fn has_room(&self, window: usize) -> bool {
-        self.entries.len() - self.unsent < window
+        self.entries.len() - (self.unsent as usize) < window
     }
 
     /// Records a QoS 1/2 PUBLISH just sent under `pid`. A QoS 0 message
@@ -257,7 +260,7 @@ impl<T> Inflight<T> {
         if e.unsent {
             self.unsent -= 1;
         }
-        if index < self.resend_from {
+        if index < (self.resend_from as usize) {
             self.resend_from -= 1;
         }
         Some(e)
@@ -265,7 +268,7 @@ impl<T> Inflight<T> {
 
     /// Messages owed again after [`resume`](Self::resume) and not sent yet.
     pub fn unsent(&self) -> usize {
-        self.unsent
+        self.unsent as usize
     }
 
     /// Applies an acknowledgement from the peer.
@@ -326,7 +329,7 @@ impl<T> Inflight<T> {
         for e in self.entries.iter_mut() {
             e.unsent = true;
         }
-        self.unsent = self.entries.len();
+        self.unsent = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
         self.resend_from = 0;
         done.into_iter()
     }
@@ -347,11 +350,11 @@ impl<T> Inflight<T> {
         if self.unsent == 0 || !self.has_room(window) {
             return None;
         }
-        let from = self.resend_from;
+        let from = self.resend_from as usize;
         let i = from + self.entries.range(from..).position(|e| e.unsent)?;
         self.entries[i].unsent = false;
         self.unsent -= 1;
-        self.resend_from = i + 1;
+        self.resend_from = (i + 1) as u32;
         Some(i)
     }
 
