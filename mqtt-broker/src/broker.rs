@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use mqtt_codec::topic::parse_shared;
 use mqtt_codec::QoS;
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::oneshot;
 
 use crate::config::Config;
 use crate::drop_log::{DropLog, DropReason};
@@ -357,7 +356,7 @@ impl BrokerState {
         client_id: &Arc<str>,
         clean_start: bool,
         expiry_secs: u32,
-        kick: oneshot::Sender<Kick>,
+        kick: crate::kick::Kicker,
     ) -> Attached {
         let mut sessions = self.sessions.lock();
         let (session, session_present) = match sessions.get(client_id) {
@@ -366,7 +365,7 @@ impl BrokerState {
                 let dropped = {
                     let mut st = session.lock();
                     if let Some(old) = st.kick.take() {
-                        let _ = old.send(Kick::TakenOver);
+                        old.send(Kick::TakenOver);
                     }
                     // A reconnection before the will delay passes cancels
                     // the will [MQTT-5: 3.1.3-9]; the stored wills (the
@@ -419,7 +418,7 @@ impl BrokerState {
             // takes after setting the flag: either it sees this kick or
             // this sees the flag.
             if self.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
-                let _ = kick.send(Kick::Shutdown);
+                kick.send(Kick::Shutdown);
             } else {
                 st.kick = Some(kick);
             }
@@ -456,7 +455,7 @@ impl BrokerState {
             self.cluster_will_gone(client_id, st.generation);
             st.generation += 1;
             if let Some(kick) = st.kick.take() {
-                let _ = kick.send(Kick::TakenOver);
+                kick.send(Kick::TakenOver);
             }
             if let Some(r) = st.rare_if() {
                 r.will = None;
@@ -589,7 +588,7 @@ impl BrokerState {
         let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
         for session in sessions {
             if let Some(kick) = session.lock().kick.take() {
-                let _ = kick.send(Kick::Shutdown);
+                kick.send(Kick::Shutdown);
             }
         }
     }
@@ -1205,7 +1204,7 @@ mod tests {
     async fn a_session_resumed_as_its_expiry_fires_is_kept() {
         let state = Arc::new(BrokerState::with_cluster(Config::ephemeral(), None, None).unwrap());
         let id: Arc<str> = "c".into();
-        let (kick, _kicked) = oneshot::channel();
+        let (kick, _kicked) = crate::kick::channel();
         let first = state.attach(&id, true, 10, kick);
         state.subscribe(&first.session, "t", record());
         state.detach(&first.session, first.generation, None, 10);
@@ -1216,7 +1215,7 @@ mod tests {
             let (id, resumed) = (id.clone(), resumed.clone());
             *state.before_expiry.lock() = Some(Box::new(move || {
                 let state = weak.upgrade().unwrap();
-                let (kick, kicked) = oneshot::channel();
+                let (kick, kicked) = crate::kick::channel();
                 let a = state.attach(&id, false, 10, kick);
                 *resumed.lock() = Some((a.session, a.session_present, kicked));
             }));
@@ -1247,7 +1246,7 @@ mod tests {
     async fn a_session_resumed_as_its_connection_closes_is_kept() {
         let state = Arc::new(BrokerState::with_cluster(Config::ephemeral(), None, None).unwrap());
         let id: Arc<str> = "c0".into();
-        let (kick, _kicked) = oneshot::channel();
+        let (kick, _kicked) = crate::kick::channel();
         let first = state.attach(&id, true, 0, kick);
         state.subscribe(&first.session, "t", record());
         let resumed = Arc::new(Mutex::new(None));
@@ -1256,7 +1255,7 @@ mod tests {
             let (id, resumed) = (id.clone(), resumed.clone());
             *state.before_expiry.lock() = Some(Box::new(move || {
                 let state = weak.upgrade().unwrap();
-                let (kick, kicked) = oneshot::channel();
+                let (kick, kicked) = crate::kick::channel();
                 let a = state.attach(&id, false, 0, kick);
                 *resumed.lock() = Some((a.session, a.session_present, kicked));
             }));
@@ -1280,7 +1279,7 @@ mod tests {
     fn a_retained_publish_racing_a_subscribe_arrives_once() {
         let state = Arc::new(BrokerState::with_cluster(Config::ephemeral(), None, None).unwrap());
         let id: Arc<str> = "s".into();
-        let (kick, _kicked) = oneshot::channel();
+        let (kick, _kicked) = crate::kick::channel();
         let sub = state.attach(&id, true, 0, kick);
         let publisher = Arc::new(Mutex::new(None));
         {

@@ -69,6 +69,7 @@ pub mod config;
 mod connection;
 pub mod drop_log;
 mod fanout;
+mod kick;
 mod lazy;
 mod log;
 pub mod logging;

@@ -11,7 +11,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use futures_util::task::AtomicWaker;
@@ -58,9 +58,15 @@ impl Drop for Batch {
 
 #[derive(Debug, Default)]
 pub struct Wakeup {
-    pending: AtomicBool,
+    /// `PENDING`, and the owner's own flags (`flag`, `set_flag`): a byte
+    /// of their own would cost every session 8 bytes of padding, and put
+    /// it past mimalloc's 224-byte class.
+    state: AtomicU8,
     waker: AtomicWaker,
 }
+
+/// Set by `notify`, cleared when the waiter sees it.
+const PENDING: u8 = 1;
 
 impl Wakeup {
     /// Wakes the registered waker, or the next one to wait, once.
@@ -70,13 +76,13 @@ impl Wakeup {
         // queued took the session's lock first, and the waiter clears the
         // flag before it takes that lock, so a stale `true` cannot hide a
         // message.)
-        if self.pending.load(Ordering::Acquire) {
+        if self.state.load(Ordering::Acquire) & PENDING != 0 {
             return;
         }
         // Already pending: the notify that set it wakes (or has woken) the
         // waiter, which has not looked yet. So a burst of messages queued
         // for one connection costs one atomic swap each, not a wake each.
-        if !self.pending.swap(true, Ordering::AcqRel) {
+        if self.state.fetch_or(PENDING, Ordering::AcqRel) & PENDING == 0 {
             if BATCH_DEPTH.with(|d| d.get()) == 0 {
                 self.waker.wake();
             } else if let Some(w) = self.waker.take() {
@@ -88,15 +94,31 @@ impl Wakeup {
     /// Ready once `notify` has been called since the last time this was
     /// ready; otherwise `cx`'s waker is the one `notify` wakes.
     pub fn poll_notified(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.pending.swap(false, Ordering::AcqRel) {
+        if self.state.fetch_and(!PENDING, Ordering::AcqRel) & PENDING != 0 {
             return Poll::Ready(());
         }
         self.waker.register(cx.waker());
         // A notify between the check and the registration woke no one.
-        if self.pending.swap(false, Ordering::AcqRel) {
+        if self.state.fetch_and(!PENDING, Ordering::AcqRel) & PENDING != 0 {
             Poll::Ready(())
         } else {
             Poll::Pending
+        }
+    }
+
+    /// Whether the owner's flag `bit` (any bit but the lowest) is set.
+    pub fn flag(&self, bit: u8) -> bool {
+        debug_assert!(bit & PENDING == 0);
+        self.state.load(Ordering::Acquire) & bit != 0
+    }
+
+    /// Sets or clears the owner's flag `bit` (any bit but the lowest).
+    pub fn set_flag(&self, bit: u8, on: bool) {
+        debug_assert!(bit & PENDING == 0);
+        if on {
+            self.state.fetch_or(bit, Ordering::AcqRel);
+        } else {
+            self.state.fetch_and(!bit, Ordering::AcqRel);
         }
     }
 

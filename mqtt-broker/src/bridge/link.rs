@@ -50,12 +50,13 @@ use mqtt_codec::{
     RetainHandling, Status, Subscribe, SubscribeFilter, SubscriptionOptions,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio_rustls::rustls::ClientConfig;
 
 use super::config::Bridge;
 use super::transport::{self, Stream};
 use crate::broker::BrokerState;
+use crate::kick::Kicked;
 use crate::message::Message;
 use crate::session::{Delivery, Kick, Session, SessionState, SubRecord};
 use crate::store::{Durability, StoredState};
@@ -125,7 +126,7 @@ pub struct Link {
     pub status: Arc<LinkStatus>,
     session: Arc<Session>,
     generation: u64,
-    kick: Option<oneshot::Receiver<Kick>>,
+    kick: Option<Kicked>,
     client_id: Arc<str>,
     version: ProtocolVersion,
     /// Whether the remote sends our own messages back to us: a 3.1 / 3.1.1
@@ -975,7 +976,7 @@ impl Link {
 }
 
 /// Waits for the session's kick, if there is one to wait for.
-async fn kicked(kick: &mut Option<oneshot::Receiver<Kick>>) -> Kick {
+async fn kicked(kick: &mut Option<Kicked>) -> Kick {
     match kick.as_mut() {
         Some(rx) => {
             let k = rx.await.unwrap_or(Kick::Shutdown);
@@ -1006,8 +1007,8 @@ fn attach(
     broker: &Arc<BrokerState>,
     bridge: &Bridge,
     id: &Arc<str>,
-) -> (Arc<Session>, u64, oneshot::Receiver<Kick>) {
-    let (tx, rx) = oneshot::channel();
+) -> (Arc<Session>, u64, Kicked) {
+    let (tx, rx) = crate::kick::channel();
     let clean = bridge.cfg.cleansession;
     let a = broker.attach(id, clean, if clean { 0 } else { u32::MAX }, tx);
     a.session.lock().rare_mut().queue_limits =

@@ -507,7 +507,7 @@ impl Conn {
             }
         }
 
-        let (kick_tx, kick_rx) = oneshot::channel();
+        let (kick_tx, kick_rx) = crate::kick::channel();
         let attached = broker.attach(&client_id, c.clean_start, expiry_secs, kick_tx);
         // Stored with the session, so that a crash of the broker (which
         // closes this connection without DISCONNECT) does not lose it.

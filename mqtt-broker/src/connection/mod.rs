@@ -221,7 +221,7 @@ struct Conn {
     will: Option<(Arc<Message>, u32)>,
     /// Session Expiry Interval, possibly changed by DISCONNECT.
     expiry_secs: u32,
-    kick: oneshot::Receiver<Kick>,
+    kick: crate::kick::Kicked,
     session_present: bool,
     /// The ACL rules for this client.
     acl: AclView,

@@ -71,7 +71,7 @@ struct Dormant {
     username: Option<Box<str>>,
     aliases: Option<Box<TopicAliases>>,
     rate_window: Option<Box<(Instant, u32)>>,
-    kick: oneshot::Receiver<Kick>,
+    kick: crate::kick::Kicked,
     keep_alive_timeout: Option<KeepAliveTimeout>,
     expiry_secs: u32,
     client_max_packet: u32,
@@ -460,19 +460,8 @@ impl Parker {
         }));
         let mut cx = Context::from_waker(&waker);
         let conn = &mut parked.conn;
-        let kicked = match Pin::new(&mut conn.kick).poll(&mut cx) {
-            Poll::Pending => false,
-            Poll::Ready(kick) => {
-                // Polled to completion: keep the outcome for the task that
-                // resumes it.
-                let (tx, rx) = oneshot::channel();
-                if let Ok(k) = kick {
-                    let _ = tx.send(k);
-                }
-                conn.kick = rx;
-                true
-            }
-        };
+        // A kick stays ready: the task that resumes it sees it again.
+        let kicked = Pin::new(&mut conn.kick).poll(&mut cx).is_ready();
         // A message queued meanwhile: the resumed task's first `fill` sends
         // it.
         let ready = kicked || conn.session.notify.poll_notified(&mut cx).is_ready();
