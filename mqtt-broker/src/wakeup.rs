@@ -48,10 +48,19 @@ impl Drop for Batch {
         });
         if depth == 0 {
             // Taken out first: a wake may run code that notifies again.
-            let wakers = DEFERRED.with(|q| std::mem::take(&mut *q.borrow_mut()));
-            for w in wakers {
+            let mut wakers = DEFERRED.with(|q| std::mem::take(&mut *q.borrow_mut()));
+            for w in wakers.drain(..) {
                 w.wake();
             }
+            // The emptied list goes back, so that the next batch (the next
+            // read of a publisher with subscribers) does not allocate it
+            // again.
+            DEFERRED.with(|q| {
+                let mut q = q.borrow_mut();
+                if q.is_empty() {
+                    *q = wakers;
+                }
+            });
         }
     }
 }
