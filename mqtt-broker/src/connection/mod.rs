@@ -72,11 +72,6 @@ pub(crate) use self::park::{Held, ParkerCell};
 /// Stop reading and stop draining the session queue while this much is
 /// waiting to be written: backpressure towards a slow reader.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
-
-/// How long a connection that cannot park (TLS, WebSocket, or
-/// `park_idle_ms = 0`) is quiet before it gives back its emptied write
-/// buffer.
-const IDLE_TRIM: Duration = Duration::from_millis(100);
 /// First allocation of a write buffer.
 const WRITE_START: usize = 4 * 1024;
 /// How long the final packets (DISCONNECT) may take to write on close.
@@ -306,30 +301,22 @@ impl Conn {
         // Resumed from parking: what was queued meanwhile.
         self.fill();
         let session = self.session.clone();
-        // One timer serves keep alive, the publish-rate pause and parking
-        // (or, for a connection that cannot park, trimming its buffer).
+        // One timer serves keep alive, the publish-rate pause and parking.
         // Keep alive is checked lazily: the timer is not moved on every
         // packet read, only when it fires and finds that the client has been
         // heard since; parking likewise counts events and looks at the
         // count when the timer fires.
         let mut keep_alive_check = self.keep_alive_timeout.map(|k| k.deadline(self.last_rx));
-        // Without a parker the same check gives back an emptied write
-        // buffer once the connection has been quiet for a while.
-        let idle_after = park_after.unwrap_or(IDLE_TRIM);
-        let mut idle_check = Some(crate::clock::now() + idle_after);
+        let mut park_check = park_after.map(|d| crate::clock::now() + d);
         let mut events: u32 = 0;
         let mut events_at_check: u32 = 0;
         let timer = tokio::time::sleep_until(tokio::time::Instant::now());
         tokio::pin!(timer);
         loop {
-            if idle_check.is_none() && events != events_at_check {
-                events_at_check = events;
-                idle_check = Some(crate::clock::now() + idle_after);
-            }
             // A pause that has already ended fires at once below, and
             // handles what it held back.
             let paused_until = self.read_paused_until;
-            let wake_at = [paused_until, keep_alive_check, idle_check]
+            let wake_at = [paused_until, keep_alive_check, park_check]
                 .into_iter()
                 .flatten()
                 .min();
@@ -377,20 +364,12 @@ impl Conn {
                                 keep_alive_check = Some(k.deadline(self.last_rx));
                             }
                         }
-                        if idle_check.is_some_and(|c| c <= now) {
-                            idle_check = Some(now + idle_after);
-                            if events == events_at_check {
-                                if park_after.is_some() && self.parkable(reader) {
-                                    return Ran::Idle;
-                                }
-                                self.outbox.trim();
-                                if park_after.is_none() {
-                                    // Nothing more to do until something
-                                    // happens (see the top of the loop).
-                                    idle_check = None;
-                                }
+                        if park_check.is_some_and(|c| c <= now) {
+                            if events == events_at_check && self.parkable(reader) {
+                                return Ran::Idle;
                             }
                             events_at_check = events;
+                            park_check = park_after.map(|d| now + d);
                         }
                     }
                 }

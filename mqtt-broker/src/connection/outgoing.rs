@@ -170,18 +170,11 @@ impl Outbox {
         self.spliced.has_output(&self.buf)
     }
 
-    /// `n` bytes were written. An emptied buffer is kept: a subscriber
-    /// that keeps receiving would otherwise grow a new one, copy by copy,
-    /// for every batch (fan-out spent a twentieth of its time there). An
-    /// idle connection gives it back (`trim`, or parking).
+    /// `n` bytes were written.
     pub(super) fn advance(&mut self, n: usize) {
         self.spliced.advance(&mut self.buf, n);
-    }
-
-    /// Gives back the write buffer if nothing is in it: the connection is
-    /// quiet, and an idle connection keeps no write buffer.
-    pub(super) fn trim(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > 0 {
+        if self.buf.is_empty() {
+            // Nothing waits: an idle connection keeps no write buffer.
             self.buf = BytesMut::new();
         }
     }
