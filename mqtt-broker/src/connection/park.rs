@@ -264,36 +264,16 @@ struct Slots {
     parked: usize,
 }
 
-/// A keep-alive deadline of the connection parked in slot `index`, in
-/// milliseconds from `Slots::epoch`: 12 bytes, not the 24 of an `Instant`
-/// and a token, as the heap holds one per parked connection. Without the
-/// slot's generation, an entry left by a connection that has resumed is
-/// told apart by its deadline: it is not the one of the connection now in
-/// the slot (waking a connection before its deadline would in any case
-/// only have it look and park again).
-#[derive(Clone, Copy, PartialEq, Eq)]
-#[repr(C, packed(4))]
+/// A keep-alive deadline of the connection parked under `token`, in
+/// milliseconds from `Slots::epoch`: 16 bytes, not the 24 of an `Instant`
+/// and a token, as the heap holds one per parked connection. The token's
+/// generation tells an entry left by a connection that has since resumed
+/// (`prune` drops those), even when the same connection parks again in
+/// the same slot with the same deadline, as one that only receives does.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Due {
     at_ms: u64,
-    index: u32,
-}
-
-impl Due {
-    fn key(self) -> (u64, u32) {
-        (self.at_ms, self.index)
-    }
-}
-
-impl Ord for Due {
-    fn cmp(&self, other: &Due) -> std::cmp::Ordering {
-        self.key().cmp(&other.key())
-    }
-}
-
-impl PartialOrd for Due {
-    fn partial_cmp(&self, other: &Due) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
+    token: u64,
 }
 
 impl Default for Slots {
@@ -362,14 +342,12 @@ impl Slots {
         self.epoch + Duration::from_millis(at_ms)
     }
 
-    /// The token of the connection `due` is for, if it is still parked
-    /// with that deadline.
+    /// The token `due` was pushed with, if that connection is still parked
+    /// (the slot's generation has not moved on).
     fn current(&self, due: Due) -> Option<u64> {
-        let index = due.index;
-        let (generation, parked) = self.entries.get(index as usize)?;
-        let conn = &parked.as_ref()?.conn;
-        let at = conn.keep_alive_timeout?.deadline(conn.last_rx);
-        (self.at_ms(at) == due.at_ms).then_some((u64::from(*generation) << 32) | u64::from(index))
+        let token = due.token;
+        let (generation, parked) = self.entries.get((token & 0xffff_ffff) as usize)?;
+        (u64::from(*generation) == token >> 32 && parked.is_some()).then_some(token)
     }
 }
 
@@ -469,7 +447,7 @@ impl Parker {
         if let Some(at) = deadline {
             let due = Due {
                 at_ms: slots.at_ms(at),
-                index: token as u32,
+                token,
             };
             slots.deadlines.push(Reverse(due));
             slots.prune();
@@ -713,6 +691,6 @@ mod tests {
         assert_eq!(slots.at_ms(at), 2);
         assert!(slots.instant(slots.at_ms(at)) >= at);
         assert_eq!(slots.at_ms(slots.epoch + Duration::from_millis(7)), 7);
-        assert_eq!(std::mem::size_of::<Due>(), 12);
+        assert_eq!(std::mem::size_of::<Due>(), 16);
     }
 }
