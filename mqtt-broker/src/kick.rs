@@ -114,15 +114,9 @@ impl Future for Kicked {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wakeup::tests::Count;
     use std::sync::atomic::AtomicUsize;
-    use std::task::{Wake, Waker};
-
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use std::task::Waker;
 
     fn poll(kicked: &mut Kicked, count: &Arc<Count>) -> Poll<Result<Kick, Gone>> {
         let waker = Waker::from(count.clone());

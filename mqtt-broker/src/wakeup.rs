@@ -138,13 +138,14 @@ impl Wakeup {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
     use std::task::Wake;
 
-    struct Count(AtomicUsize);
+    /// A waker that counts its wakes (also `kick.rs`'s tests).
+    pub(crate) struct Count(pub(crate) AtomicUsize);
     impl Wake for Count {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
