@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::drop_log::{DropLog, DropReason};
 use crate::message::Message;
 use crate::retained::RetainedStore;
-use crate::route::{Route, RouteCache};
+use crate::route::{Route, RouteCache, MAX_HELD};
 use crate::security::Security;
 use crate::session::{
     decode_subscriptions, Delivery, Kick, OutState, PendingWill, Session, SessionMap, SessionState,
@@ -246,6 +246,10 @@ impl BrokerState {
 
     /// `publish` for a connection: `cache` holds the route of the
     /// connection's last topic and is reused while the index is unchanged.
+    /// A QoS 0 message on that route waits in the cache
+    /// (`RouteCache::held`) until `queue_held`, which the connection calls
+    /// once it has handled the read, or until a message that is not held
+    /// comes, so that a publisher's messages keep their order.
     pub(crate) fn publish_cached(
         &self,
         msg: Arc<Message>,
@@ -254,15 +258,25 @@ impl BrokerState {
         if msg.retain {
             // Rare; routed uncached with the retained store held (see
             // `subscribe_then`).
+            self.queue_held(cache);
             return self.publish(msg);
         }
         // Read before the index: a change after this makes the next
         // publish look again.
         let generation = self.index_generation.load(Ordering::Acquire);
-        if let Some(c) = cache.as_deref() {
+        if let Some(c) = cache.as_deref_mut() {
             if c.generation == generation && c.topic == msg.topic {
+                let targets = c.route.targets.len();
+                if msg.qos == QoS::AtMostOnce && c.held.len() < MAX_HELD {
+                    if targets > 0 {
+                        c.held.push(msg);
+                    }
+                    return targets;
+                }
+                self.queue_held_of(c);
                 return self.deliver(&msg, &c.route);
             }
+            self.queue_held_of(c);
         }
         let route = Route::find(&self.index.read(), &msg.topic, msg.publisher.as_deref());
         let matched = self.deliver(&msg, &route);
@@ -271,9 +285,34 @@ impl BrokerState {
                 topic: msg.topic.clone(),
                 generation,
                 route,
+                held: Vec::new(),
             })
         });
         matched
+    }
+
+    /// Queues the messages waiting in a connection's route cache.
+    pub(crate) fn queue_held(&self, cache: &mut Option<Box<RouteCache>>) {
+        if let Some(c) = cache.as_deref_mut() {
+            self.queue_held_of(c);
+        }
+    }
+
+    fn queue_held_of(&self, c: &mut RouteCache) {
+        if c.held.is_empty() {
+            return;
+        }
+        if c.route.targets.len() > 1 {
+            // As `deliver_only`: fan-out is encoded once (`fanout`).
+            for m in &c.held {
+                m.share_head();
+            }
+        }
+        // QoS 0: nothing journaled in a cluster, so no `Only` to apply.
+        for target in &c.route.targets {
+            target.queue_held(&c.held, self);
+        }
+        c.held.clear();
     }
 
     /// Write access to the subscription index; every change invalidates the

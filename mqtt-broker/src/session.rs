@@ -300,54 +300,85 @@ impl Session {
     /// `bypass_limits` is for retained messages sent because of a SUBSCRIBE:
     /// a wildcard subscription receives all of them, paced by flow control,
     /// rather than having them cut short by the queue limit.
-    pub fn enqueue(&self, mut d: Delivery, broker: &BrokerState, bypass_limits: bool) -> bool {
-        let config = &broker.config;
+    pub fn enqueue(&self, d: Delivery, broker: &BrokerState, bypass_limits: bool) -> bool {
         let online = self.is_online();
-        if !online && d.qos == QoS::AtMostOnce && !config.queue_qos0_messages {
+        if !online && d.qos == QoS::AtMostOnce && !broker.config.queue_qos0_messages {
             broker.dropped(DropReason::OfflineQos0, &self.id, &d.msg.topic);
             return false;
         }
-        let size = d.msg.size();
+        let queued = self.push(&mut self.lock(), d, broker, bypass_limits);
+        if queued && online {
+            self.notify.notify();
+        }
+        queued
+    }
+
+    /// `enqueue` for QoS 0 deliveries of one publisher's read, in order:
+    /// the lock taken and the owner woken once for all of them.
+    pub fn enqueue_qos0(&self, deliveries: impl Iterator<Item = Delivery>, broker: &BrokerState) {
+        let online = self.is_online();
+        if !online && !broker.config.queue_qos0_messages {
+            for d in deliveries {
+                broker.dropped(DropReason::OfflineQos0, &self.id, &d.msg.topic);
+            }
+            return;
+        }
+        let mut queued = false;
         {
             let mut st = self.lock();
-            let (max_messages, max_bytes) = st
-                .rare()
-                .and_then(|r| r.queue_limits)
-                .unwrap_or((config.max_queued_messages, config.max_queued_bytes));
-            let full = |st: &SessionState| {
-                !st.pending.is_empty()
-                    && (st.pending.len() >= max_messages || st.pending_bytes + size > max_bytes)
-            };
-            if !bypass_limits && full(&st) {
-                match config.queue_policy {
-                    QueuePolicy::DropNew => {
+            for d in deliveries {
+                debug_assert_eq!(d.qos, QoS::AtMostOnce);
+                queued |= self.push(&mut st, d, broker, false);
+            }
+        }
+        if queued && online {
+            self.notify.notify();
+        }
+    }
+
+    /// Puts `d` at the end of the queue as `enqueue` describes.
+    fn push(
+        &self,
+        st: &mut SessionState,
+        mut d: Delivery,
+        broker: &BrokerState,
+        bypass_limits: bool,
+    ) -> bool {
+        let config = &broker.config;
+        let size = d.msg.size();
+        let (max_messages, max_bytes) = st
+            .rare()
+            .and_then(|r| r.queue_limits)
+            .unwrap_or((config.max_queued_messages, config.max_queued_bytes));
+        let full = |st: &SessionState| {
+            !st.pending.is_empty()
+                && (st.pending.len() >= max_messages || st.pending_bytes + size > max_bytes)
+        };
+        if !bypass_limits && full(st) {
+            match config.queue_policy {
+                QueuePolicy::DropNew => {
+                    st.rare_mut().dropped += 1;
+                    broker.dropped(DropReason::QueueFull, &self.id, &d.msg.topic);
+                    return false;
+                }
+                QueuePolicy::DropOldest => {
+                    while full(st) {
+                        let Some(old) = st.pending.pop_front() else {
+                            break;
+                        };
+                        st.pending_bytes -= old.msg.size();
                         st.rare_mut().dropped += 1;
-                        drop(st);
-                        broker.dropped(DropReason::QueueFull, &self.id, &d.msg.topic);
-                        return false;
-                    }
-                    QueuePolicy::DropOldest => {
-                        while full(&st) {
-                            let Some(old) = st.pending.pop_front() else {
-                                break;
-                            };
-                            st.pending_bytes -= old.msg.size();
-                            st.rare_mut().dropped += 1;
-                            broker.dropped(DropReason::QueueFull, &self.id, &old.msg.topic);
-                            broker.forget_message(self, &st, &old);
-                        }
+                        broker.dropped(DropReason::QueueFull, &self.id, &old.msg.topic);
+                        broker.forget_message(self, st, &old);
                     }
                 }
             }
-            st.next_seq += 1;
-            d.seq = st.next_seq;
-            broker.remember_message(self, &st, &d);
-            st.pending_bytes += size;
-            st.pending.push_back(d);
         }
-        if online {
-            self.notify.notify();
-        }
+        st.next_seq += 1;
+        d.seq = st.next_seq;
+        broker.remember_message(self, st, &d);
+        st.pending_bytes += size;
+        st.pending.push_back(d);
         true
     }
 }

@@ -111,3 +111,202 @@ async fn shared_subscription_members_alternate_for_one_publisher() {
     }
     broker.shutdown().await;
 }
+
+/// The packets' bytes, back to back, for one write (and so, mostly, one
+/// read by the broker).
+fn one_write(packets: &[Packet<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in packets {
+        let mut buf = vec![0u8; p.encoded_len(V5).unwrap()];
+        p.encode(V5, &mut buf).unwrap();
+        out.extend_from_slice(&buf);
+    }
+    out
+}
+
+/// Receives `n` PUBLISHes (acknowledging QoS 1) and returns their payloads.
+async fn payloads(c: &mut RawClient, n: usize) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let r = c.recv().await;
+        let Packet::Publish(p) = r.packet() else {
+            panic!("expected PUBLISH, got {:?}", r.packet());
+        };
+        if let Some(pid) = p.qos_pid.pid() {
+            c.send(&Packet::PubAck(ack(pid.get()))).await;
+        }
+        got.push(p.payload.to_vec());
+    }
+    got
+}
+
+/// QoS 0 messages to the connection's last topic are queued together once
+/// the read is handled (`RouteCache::held`); a QoS 1 message, a retained
+/// one or another topic between them must not overtake them: one
+/// publisher's messages arrive in the order sent [MQTT-5: 4.6.0-6].
+#[tokio::test]
+async fn held_qos0_messages_keep_their_order_among_others() {
+    let broker = broker().await;
+    let addr = broker.local_addr();
+    let mut sub = RawClient::connect(addr, V5, "sub").await;
+    sub.subscribe(1, "#", QoS::AtLeastOnce).await;
+    let mut other = RawClient::connect(addr, V5, "other").await;
+    other.subscribe(1, "t", QoS::AtMostOnce).await;
+    let mut publisher = RawClient::connect(addr, V5, "pub").await;
+
+    let names: Vec<String> = (1..=13).map(|i| i.to_string()).collect();
+    let p = |i: usize, topic, qos, retain| {
+        Packet::Publish(publish(
+            topic,
+            names[i - 1].as_bytes(),
+            qos,
+            i as u16,
+            retain,
+        ))
+    };
+    let q0 = QoS::AtMostOnce;
+    let bytes = one_write(&[
+        p(1, "t", q0, false),
+        p(2, "t", q0, false),
+        p(3, "t", QoS::AtLeastOnce, false),
+        p(4, "t", q0, false),
+        p(5, "u", q0, false),
+        p(6, "t", q0, false),
+        p(7, "t", q0, false),
+        p(8, "t", q0, true),
+        p(9, "t", q0, false),
+        p(10, "t", QoS::ExactlyOnce, false),
+        p(11, "t", q0, false),
+        p(12, "t", q0, false),
+        p(13, "t", q0, false),
+    ]);
+    publisher.send_raw(&bytes).await;
+
+    let got = payloads(&mut sub, 13).await;
+    let want: Vec<Vec<u8>> = names.iter().map(|n| n.clone().into_bytes()).collect();
+    assert_eq!(got, want);
+    // The other subscriber (only `t`) gets all but `u`, in order too.
+    let got = payloads(&mut other, 12).await;
+    let want: Vec<Vec<u8>> = want.into_iter().filter(|p| p != b"5").collect();
+    assert_eq!(got, want);
+    sub.expect_nothing_pending().await;
+    other.expect_nothing_pending().await;
+    broker.shutdown().await;
+}
+
+/// A read that ends with DISCONNECT (with the will, MQTT 5) still
+/// delivers the QoS 0 messages before it, and they come before the will.
+#[tokio::test]
+async fn held_messages_go_before_a_disconnect_and_its_will() {
+    let broker = broker().await;
+    let addr = broker.local_addr();
+    let mut sub = RawClient::connect(addr, V5, "sub").await;
+    sub.subscribe(1, "#", QoS::AtMostOnce).await;
+    let connect = mqtt_codec::Connect {
+        will: Some(mqtt_codec::LastWill {
+            topic: "will",
+            payload: b"gone",
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: mqtt_codec::Properties::EMPTY,
+        }),
+        ..connect_packet(V5, "pub", true)
+    };
+    let mut publisher = RawClient::connect_with(addr, connect).await;
+    let names: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+    let mut packets: Vec<Packet<'_>> = names
+        .iter()
+        .map(|n| Packet::Publish(publish("t", n.as_bytes(), QoS::AtMostOnce, 0, false)))
+        .collect();
+    packets.push(Packet::Disconnect(mqtt_codec::Disconnect::new(
+        ReasonCode::DisconnectWithWillMessage,
+    )));
+    publisher.send_raw(&one_write(&packets)).await;
+
+    let got = payloads(&mut sub, 21).await;
+    let mut want: Vec<Vec<u8>> = names.iter().map(|n| n.clone().into_bytes()).collect();
+    want.push(b"gone".to_vec());
+    assert_eq!(got, want);
+    sub.expect_nothing_pending().await;
+    broker.shutdown().await;
+}
+
+/// A publisher subscribed to its own topic: QoS 0 messages it sent before
+/// a SUBSCRIBE, in the same write, reach it before that subscription's
+/// retained message; those before its UNSUBSCRIBE reach it, the one after
+/// does not.
+#[tokio::test]
+async fn held_messages_go_before_the_packet_after_them() {
+    let broker = broker().await;
+    let addr = broker.local_addr();
+    let mut retainer = RawClient::connect(addr, V5, "retainer").await;
+    retainer
+        .publish_flow(publish("r", b"R", QoS::AtLeastOnce, 1, true))
+        .await;
+    let mut c = RawClient::connect(addr, V5, "self").await;
+    c.subscribe(1, "t", QoS::AtMostOnce).await;
+    let q0 = QoS::AtMostOnce;
+    let filters = [mqtt_codec::SubscribeFilter {
+        filter: "r",
+        options: mqtt_codec::SubscriptionOptions::qos(q0),
+    }];
+    let sub_r = mqtt_codec::Subscribe {
+        pid: pid_(2),
+        properties: mqtt_codec::Properties::EMPTY,
+        filters: mqtt_codec::List::from_slice(&filters),
+    };
+    c.send_raw(&one_write(&[
+        Packet::Publish(publish("t", b"1", q0, 0, false)),
+        Packet::Publish(publish("t", b"2", q0, 0, false)),
+        Packet::Subscribe(sub_r),
+        Packet::Publish(publish("t", b"3", q0, 0, false)),
+        Packet::Unsubscribe(unsubscribe(3, &["t"])),
+        Packet::Publish(publish("t", b"4", q0, 0, false)),
+    ]))
+    .await;
+    let mut got = Vec::new();
+    let mut acks = 0;
+    while got.len() < 4 || acks < 2 {
+        match c.recv().await.packet() {
+            Packet::Publish(p) => got.push(p.payload.to_vec()),
+            Packet::SubAck(_) | Packet::UnsubAck(_) => acks += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let want: Vec<&[u8]> = vec![b"1", b"2", b"R", b"3"];
+    assert_eq!(got, want);
+    c.expect_nothing_pending().await;
+    broker.shutdown().await;
+}
+
+/// Many more QoS 0 messages in a burst than are held at once
+/// (`MAX_HELD`, 256): all of them arrive, in order, with reads of up to
+/// 64 KiB.
+#[tokio::test]
+async fn a_long_burst_of_qos0_messages_arrives_whole_and_in_order() {
+    let config = mqtt_broker::Config {
+        max_queued_messages: 100_000,
+        ..mqtt_broker::Config::default()
+    };
+    let broker = broker_with(config).await;
+    let addr = broker.local_addr();
+    let mut sub = RawClient::connect(addr, V5, "sub").await;
+    sub.subscribe(1, "t", QoS::AtMostOnce).await;
+    let mut publisher = RawClient::connect(addr, V5, "pub").await;
+    const N: u32 = 20_000;
+    let payloads: Vec<[u8; 4]> = (0..N).map(u32::to_be_bytes).collect();
+    let packets: Vec<Packet<'_>> = payloads
+        .iter()
+        .map(|b| Packet::Publish(publish("t", b, QoS::AtMostOnce, 0, false)))
+        .collect();
+    publisher.send_raw(&one_write(&packets)).await;
+    for i in 0..N {
+        let r = sub.recv().await;
+        let Packet::Publish(p) = r.packet() else {
+            panic!("expected PUBLISH, got {:?}", r.packet());
+        };
+        assert_eq!(p.payload, i.to_be_bytes(), "message {i}");
+    }
+    sub.expect_nothing_pending().await;
+    broker.shutdown().await;
+}

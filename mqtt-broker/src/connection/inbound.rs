@@ -16,6 +16,12 @@ impl Conn {
         )
         .map_err(|e| self.decode_error(e))?;
         tracing::debug!(target: "mqtt_broker::packets", "{} -> {}", self.client_id, describe(&packet));
+        if !matches!(packet, Packet::Publish(_)) {
+            // Held QoS 0 messages go first: whatever this packet does
+            // (a SUBSCRIBE's retained messages, an acknowledgement that
+            // frees the window) comes after them, as the client sent it.
+            self.broker.queue_held(&mut self.route);
+        }
         match packet {
             Packet::Publish(p) => self.on_publish(&p, &frame),
             Packet::PubAck(r) => self.on_reply(r.pid, Reply::PubAck(r.reason)),

@@ -432,6 +432,10 @@ impl Conn {
                 break Err(close);
             }
         };
+        // QoS 0 messages of this read still held (`RouteCache::held`) are
+        // queued before anything else happens: before the wake-ups above
+        // and before a close publishes the will.
+        self.broker.queue_held(&mut self.route);
         // One sync covers every acknowledgement of this read.
         self.seal_held(mark);
         result
