@@ -25,6 +25,7 @@ impl Conn {
         if st.inflight.unsent() > 0 {
             self.resend_unsent(&mut st);
         }
+        let mut reserved = false;
         // Held packets count against the high water mark too.
         while self.outbox.backlog() < WRITE_HIGH_WATER {
             let Some(front) = st.pending.front() else {
@@ -33,6 +34,10 @@ impl Conn {
             if front.qos != QoS::AtMostOnce && !st.inflight.has_room(usize::from(self.send_window))
             {
                 break;
+            }
+            if !reserved {
+                reserved = true;
+                self.outbox.reserve_for(st.pending.len(), st.pending_bytes);
             }
             let Some(d) = st.pending.pop_front() else {
                 break;
@@ -71,6 +76,11 @@ impl Conn {
             }
         }
         drop(st);
+        if reserved {
+            // Room made for messages that were then dropped (expired, not
+            // allowed, too large) is not kept.
+            self.outbox.give_back_if_empty();
+        }
         self.seal_held(mark);
     }
 

@@ -148,6 +148,21 @@ impl Outbox {
         }
     }
 
+    /// Makes room in the write buffer for `messages` queued messages of
+    /// `bytes` (topics and payloads) at once, as far as the high water
+    /// mark: the buffer is given back whenever it empties, and growing it
+    /// again message by message copied it at every doubling (2% of a
+    /// fan-out's time). Not for large messages, which are spliced.
+    pub(super) fn reserve_for(&mut self, messages: usize, bytes: usize) {
+        if messages == 0 || bytes / messages >= SPLICE_MIN {
+            return;
+        }
+        // The fixed header, topic length, packet identifier and property
+        // length of a PUBLISH without properties fit in 9 bytes.
+        let want = (bytes + messages * 9).min(WRITE_HIGH_WATER.saturating_sub(self.backlog()));
+        self.buf.reserve(want);
+    }
+
     /// Bytes written or spliced, not yet on the socket.
     pub(super) fn unwritten(&self) -> usize {
         self.buf.len() + self.spliced.pending()
@@ -173,8 +188,13 @@ impl Outbox {
     /// `n` bytes were written.
     pub(super) fn advance(&mut self, n: usize) {
         self.spliced.advance(&mut self.buf, n);
-        if self.buf.is_empty() {
-            // Nothing waits: an idle connection keeps no write buffer.
+        self.give_back_if_empty();
+    }
+
+    /// Frees the write buffer if nothing is in it: an idle connection
+    /// keeps no write buffer.
+    pub(super) fn give_back_if_empty(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
             self.buf = BytesMut::new();
         }
     }
@@ -342,5 +362,30 @@ impl Conn {
         tracing::debug!(target: "mqtt_broker::packets", "{} <- {}", self.client_id, describe(&Packet::Publish(publish)));
         self.broker.stats.messages_sent.inc();
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Room for a queue drain is made at once, at most up to the high
+    /// water mark, never for messages that are spliced, and not kept when
+    /// nothing was written into it.
+    #[test]
+    fn room_for_a_drain_is_bounded_and_given_back() {
+        let mut o = Outbox::new(false, BytesMut::new());
+        o.reserve_for(10, 1000);
+        assert!(o.buf.capacity() >= 1090);
+        o.give_back_if_empty();
+        assert_eq!(o.buf.capacity(), 0);
+
+        o.reserve_for(1_000_000, 64_000_000);
+        assert!(o.buf.capacity() <= WRITE_HIGH_WATER, "{}", o.buf.capacity());
+        o.give_back_if_empty();
+
+        o.reserve_for(2, 2 * SPLICE_MIN);
+        o.reserve_for(0, 0);
+        assert_eq!(o.buf.capacity(), 0);
     }
 }
