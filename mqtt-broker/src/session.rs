@@ -376,7 +376,11 @@ impl Session {
         }
         st.next_seq += 1;
         d.seq = st.next_seq;
-        broker.remember_message(self, st, &d);
+        if st.persistent && d.qos != QoS::AtMostOnce {
+            // Tested here too: a call per delivery otherwise, for the
+            // QoS 0 and clean sessions that are most of a fan-out.
+            broker.remember_message(self, st, &d);
+        }
         st.pending_bytes += size;
         st.pending.push_back(d);
         true
