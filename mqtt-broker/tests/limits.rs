@@ -179,3 +179,47 @@ async fn qos0_messages_for_offline_sessions_are_queued_only_when_configured() {
         broker.shutdown().await;
     }
 }
+
+/// A burst of QoS 0 messages in one write reaches an offline session's
+/// queue together (one publisher read, `RouteCache::held`); the queue
+/// limit still applies message by message, with each policy, and every
+/// message left out is counted.
+#[tokio::test]
+async fn a_burst_of_qos0_messages_meets_the_queue_limit_one_by_one() {
+    for (policy, kept) in [
+        (QueuePolicy::DropNew, [0u8, 1, 2, 3, 4]),
+        (QueuePolicy::DropOldest, [15u8, 16, 17, 18, 19]),
+    ] {
+        for v in V3_AND_V5 {
+            let broker = broker_with(Config {
+                max_queued_messages: 5,
+                queue_policy: policy,
+                queue_qos0_messages: true,
+                ..Config::ephemeral()
+            })
+            .await;
+            let addr = broker.local_addr();
+            offline_subscriber_confirmed(addr, v, QoS::AtMostOnce).await;
+            let mut publisher = RawClient::connect(addr, v, "pub").await;
+            let payloads: Vec<[u8; 1]> = (0..20u8).map(|i| [i]).collect();
+            let mut burst = Vec::new();
+            for p in &payloads {
+                let packet = Packet::Publish(publish("t", p, QoS::AtMostOnce, 0, false));
+                let mut buf = vec![0u8; packet.encoded_len(v).unwrap()];
+                packet.encode(v, &mut buf).unwrap();
+                burst.extend_from_slice(&buf);
+            }
+            publisher.send_raw(&burst).await;
+            // Handled in order: once PINGRESP is back, the burst is queued.
+            publisher.expect_nothing_pending().await;
+            publisher.disconnect().await;
+            assert_eq!(
+                broker.stats().dropped_queue_full.get(),
+                15,
+                "{policy:?} {v:?}"
+            );
+            expect_queued(addr, v, QoS::AtMostOnce, &kept).await;
+            broker.shutdown().await;
+        }
+    }
+}
