@@ -202,14 +202,11 @@ async fn a_burst_of_qos0_messages_meets_the_queue_limit_one_by_one() {
             offline_subscriber_confirmed(addr, v, QoS::AtMostOnce).await;
             let mut publisher = RawClient::connect(addr, v, "pub").await;
             let payloads: Vec<[u8; 1]> = (0..20u8).map(|i| [i]).collect();
-            let mut burst = Vec::new();
-            for p in &payloads {
-                let packet = Packet::Publish(publish("t", p, QoS::AtMostOnce, 0, false));
-                let mut buf = vec![0u8; packet.encoded_len(v).unwrap()];
-                packet.encode(v, &mut buf).unwrap();
-                burst.extend_from_slice(&buf);
-            }
-            publisher.send_raw(&burst).await;
+            let burst: Vec<Packet<'_>> = payloads
+                .iter()
+                .map(|p| Packet::Publish(publish("t", p, QoS::AtMostOnce, 0, false)))
+                .collect();
+            publisher.send_burst(&burst).await;
             // Handled in order: once PINGRESP is back, the burst is queued.
             publisher.expect_nothing_pending().await;
             publisher.disconnect().await;

@@ -112,18 +112,6 @@ async fn shared_subscription_members_alternate_for_one_publisher() {
     broker.shutdown().await;
 }
 
-/// The packets' bytes, back to back, for one write (and so, mostly, one
-/// read by the broker).
-fn one_write(packets: &[Packet<'_>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for p in packets {
-        let mut buf = vec![0u8; p.encoded_len(V5).unwrap()];
-        p.encode(V5, &mut buf).unwrap();
-        out.extend_from_slice(&buf);
-    }
-    out
-}
-
 /// Receives `n` PUBLISHes (acknowledging QoS 1) and returns their payloads.
 async fn payloads(c: &mut RawClient, n: usize) -> Vec<Vec<u8>> {
     let mut got = Vec::new();
@@ -165,7 +153,7 @@ async fn held_qos0_messages_keep_their_order_among_others() {
         ))
     };
     let q0 = QoS::AtMostOnce;
-    let bytes = one_write(&[
+    let burst = [
         p(1, "t", q0, false),
         p(2, "t", q0, false),
         p(3, "t", QoS::AtLeastOnce, false),
@@ -179,8 +167,8 @@ async fn held_qos0_messages_keep_their_order_among_others() {
         p(11, "t", q0, false),
         p(12, "t", q0, false),
         p(13, "t", q0, false),
-    ]);
-    publisher.send_raw(&bytes).await;
+    ];
+    publisher.send_burst(&burst).await;
 
     let got = payloads(&mut sub, 13).await;
     let want: Vec<Vec<u8>> = names.iter().map(|n| n.clone().into_bytes()).collect();
@@ -221,7 +209,7 @@ async fn held_messages_go_before_a_disconnect_and_its_will() {
     packets.push(Packet::Disconnect(mqtt_codec::Disconnect::new(
         ReasonCode::DisconnectWithWillMessage,
     )));
-    publisher.send_raw(&one_write(&packets)).await;
+    publisher.send_burst(&packets).await;
 
     let got = payloads(&mut sub, 21).await;
     let mut want: Vec<Vec<u8>> = names.iter().map(|n| n.clone().into_bytes()).collect();
@@ -255,14 +243,14 @@ async fn held_messages_go_before_the_packet_after_them() {
         properties: mqtt_codec::Properties::EMPTY,
         filters: mqtt_codec::List::from_slice(&filters),
     };
-    c.send_raw(&one_write(&[
+    c.send_burst(&[
         Packet::Publish(publish("t", b"1", q0, 0, false)),
         Packet::Publish(publish("t", b"2", q0, 0, false)),
         Packet::Subscribe(sub_r),
         Packet::Publish(publish("t", b"3", q0, 0, false)),
         Packet::Unsubscribe(unsubscribe(3, &["t"])),
         Packet::Publish(publish("t", b"4", q0, 0, false)),
-    ]))
+    ])
     .await;
     let mut got = Vec::new();
     let mut acks = 0;
@@ -299,7 +287,7 @@ async fn a_long_burst_of_qos0_messages_arrives_whole_and_in_order() {
         .iter()
         .map(|b| Packet::Publish(publish("t", b, QoS::AtMostOnce, 0, false)))
         .collect();
-    publisher.send_raw(&one_write(&packets)).await;
+    publisher.send_burst(&packets).await;
     for i in 0..N {
         let r = sub.recv().await;
         let Packet::Publish(p) = r.packet() else {

@@ -106,6 +106,18 @@ impl RawClient {
         self.send_raw(&buf).await;
     }
 
+    /// Sends `packets` back to back in one write (so the broker mostly
+    /// reads them at once).
+    pub async fn send_burst(&mut self, packets: &[Packet<'_>]) {
+        let mut out = Vec::new();
+        for p in packets {
+            let start = out.len();
+            out.resize(start + p.encoded_len(self.version).expect("encodable"), 0);
+            p.encode(self.version, &mut out[start..]).unwrap();
+        }
+        self.send_raw(&out).await;
+    }
+
     /// Sends raw bytes.
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");
